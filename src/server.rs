@@ -1,0 +1,193 @@
+//! Builds and runs the server: settings, directories, catalog, store, supervisor, HTTP, signals.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::middleware::Condition;
+use actix_web::{web, App, HttpServer};
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::settings::{Settings, SettingsError};
+use crate::state::AppState;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
+    #[error("{what} {path} is not usable: {source}")]
+    Dir {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("graph catalog: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(String),
+    #[error("supervisor: {0}")]
+    Supervisor(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long in-flight HTTP requests (including SSE streams) get after the workers are gone.
+const HTTP_SHUTDOWN_SECS: u64 = 1;
+
+/// `agentd serve`: runs until SIGTERM or SIGINT, then stops every worker and exits.
+pub async fn serve() -> Result<(), ServeError> {
+    let settings = Arc::new(Settings::from_env()?);
+    settings.check_exposure()?;
+    ensure_writable_dir("DATA_DIR", &settings.data_dir)?;
+    if !settings.log_stdout {
+        ensure_writable_dir("LOG_PATH", &settings.log_path)?;
+    }
+
+    let (catalog, _watch_guard) =
+        crate::catalog::watch::start(&settings.property_json, &settings.graphs_dir)?;
+
+    let addr = SocketAddr::new(settings.host, settings.port);
+    let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    let base_url = format!("http://{}", loopback_of(local));
+
+    let store = crate::api::Store::open(
+        &settings.data_dir.join("agentd.db"),
+        settings.clone(),
+        catalog.clone(),
+    )
+    .await
+    .map_err(|e| ServeError::Store(e.to_string()))?;
+    let supervisor =
+        crate::supervisor::Supervisor::new(settings.clone(), catalog.clone(), base_url.clone())
+            .await
+            .map_err(|e| ServeError::Supervisor(e.to_string()))?;
+
+    let state = AppState::new(
+        settings.clone(),
+        catalog,
+        supervisor.clone(),
+        store.clone(),
+        base_url.clone(),
+    );
+    let app_state = state.clone();
+    let http_settings = settings.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(app_state.clone()))
+            .app_data(web::PayloadConfig::new(http_settings.max_body_bytes))
+            .wrap(Condition::new(
+                !http_settings.cors_origins.is_empty(),
+                cors(&http_settings),
+            ))
+            .service(web::scope("/api/v1").configure(crate::api::configure))
+            .configure(crate::supervisor::routes::configure)
+            .configure(crate::frontdoor::configure)
+            .default_service(web::to(crate::supervisor::routes::not_found))
+    })
+    .workers(settings.http_workers)
+    .disable_signals()
+    .shutdown_timeout(HTTP_SHUTDOWN_SECS)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let mut server_task = tokio::spawn(server);
+
+    // Tests and scripts read this line to learn the port when SERVER_PORT=0.
+    println!("agentd listening on {base_url}");
+    tracing::info!(%base_url, graphs = state.catalog.current().graphs().len(), "agentd listening");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        res = &mut server_task => {
+            supervisor.kill_all_now();
+            return match res {
+                Ok(r) => r.map_err(ServeError::Io),
+                Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+            };
+        }
+    }
+
+    state.begin_shutdown();
+    let graceful = supervisor.shutdown();
+    tokio::select! {
+        _ = graceful => tracing::info!("every worker stopped"),
+        _ = term.recv() => { tracing::warn!("second signal: killing every worker now"); supervisor.kill_all_now(); }
+        _ = int.recv() => { tracing::warn!("second signal: killing every worker now"); supervisor.kill_all_now(); }
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(HTTP_SHUTDOWN_SECS + 1),
+        handle.stop(true),
+    )
+    .await;
+    store.close().await;
+    tracing::info!("agentd stopped");
+    Ok(())
+}
+
+/// The address agentd's own children use to reach it: loopback when bound to every interface.
+fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+fn ensure_writable_dir(what: &'static str, dir: &Path) -> Result<(), ServeError> {
+    let err = |source| ServeError::Dir {
+        what,
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(format!(".agentd-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(err)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn cors(settings: &Settings) -> Cors {
+    // Credentials (cookies) are never allowed: agentd authenticates with a header.
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-api-key",
+            "last-event-id",
+            "x-instance-secret",
+        ])
+        .expose_headers([
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ])
+        .max_age(600);
+    if settings.cors_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin().send_wildcard();
+    } else {
+        for o in &settings.cors_origins {
+            cors = cors.allowed_origin(o);
+        }
+    }
+    cors
+}

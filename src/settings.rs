@@ -1,0 +1,479 @@
+//! Settings read from the environment (after `.env` is loaded by `main`).
+//!
+//! Every variable is documented in `.env.example`. A bad value is a start-up error that names the
+//! variable and the form it expects; nothing falls back silently.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A setting that could not be used.
+#[derive(Debug, Error)]
+#[error("{var}={value:?} is not valid: expected {expected}")]
+pub struct SettingsError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// How the dispatch queue turns user inputs into batches (Opengram's `server.dispatch.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchMode {
+    Immediate,
+    Sequential,
+    BatchedSequential,
+}
+
+impl DispatchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchMode::Immediate => "immediate",
+            DispatchMode::Sequential => "sequential",
+            DispatchMode::BatchedSequential => "batched_sequential",
+        }
+    }
+}
+
+/// Dispatch queue settings; defaults are the Opengram reference's.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    pub mode: DispatchMode,
+    pub batch_debounce_ms: u64,
+    pub typing_grace_ms: u64,
+    pub max_batch_wait_ms: u64,
+    pub lease_ms: u64,
+    pub claim_wait_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_attempts: u32,
+    pub claim_many_limit: u32,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Everything agentd is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    // Server
+    pub host: IpAddr,
+    pub port: u16,
+    pub api_key: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub http_workers: usize,
+
+    // Files
+    pub property_json: PathBuf,
+    pub graphs_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub log_stdout: bool,
+    pub log_max_bytes: u64,
+    pub log_max_files: u32,
+    pub keep_property_files: bool,
+
+    // Supervisor
+    pub workers_max: usize,
+    pub worker_quit_timeout_secs: u64,
+    pub worker_stop_grace: Duration,
+    pub worker_start_timeout: Duration,
+    pub worker_settle: Duration,
+    /// Program and arguments for graphs without `runtime.command`; `None` = agentd's own `worker`.
+    pub worker_command: Option<Vec<String>>,
+
+    // Chat and dispatch API
+    pub dispatch: DispatchSettings,
+    pub stream_timeout_secs: u64,
+    pub write_rate_limit_max: u32,
+    pub write_rate_limit_window_ms: u64,
+    pub reads_require_key: bool,
+    pub trust_proxy_headers: bool,
+    pub idempotency_ttl_secs: u64,
+
+    // Front doors
+    pub agent_rate_limit_per_minute: u32,
+    pub agent_max_concurrent: u32,
+    pub chat_reply_timeout: Duration,
+}
+
+/// Where settings come from; the process environment in production, a map in unit tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<S: std::hash::BuildHasher> Source for std::collections::HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+struct Reader<'a> {
+    src: &'a dyn Source,
+}
+
+impl Reader<'_> {
+    /// The raw value, with blank treated as unset.
+    fn raw(&self, var: &str) -> Option<String> {
+        self.src
+            .get(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        expected: &'static str,
+        ok: impl Fn(&T) -> bool,
+    ) -> Result<T, SettingsError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => match v.parse::<T>() {
+                Ok(parsed) if ok(&parsed) => Ok(parsed),
+                _ => Err(SettingsError {
+                    var,
+                    value: v,
+                    expected,
+                }),
+            },
+        }
+    }
+
+    fn u64(&self, var: &'static str, default: u64, min: u64) -> Result<u64, SettingsError> {
+        let expected = if min == 0 {
+            "a whole number >= 0"
+        } else {
+            "a whole number >= 1"
+        };
+        self.parse(var, default, expected, |v| *v >= min)
+    }
+
+    fn bool(&self, var: &'static str, default: bool) -> Result<bool, SettingsError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(SettingsError {
+                    var,
+                    value: v,
+                    expected: "true or false",
+                }),
+            },
+        }
+    }
+
+    fn path(&self, var: &'static str, default: &Path, base: &Path) -> PathBuf {
+        let p = self
+            .raw(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default.to_path_buf());
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
+    }
+}
+
+impl Settings {
+    /// Reads settings from the process environment; relative paths are resolved against the
+    /// current directory once, here, so nothing later depends on it.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        Settings::from_source(&ProcessEnv, &cwd)
+    }
+
+    /// Reads settings from `src`, resolving relative paths against `base`.
+    pub fn from_source(src: &dyn Source, base: &Path) -> Result<Settings, SettingsError> {
+        let r = Reader { src };
+
+        let host = r.parse(
+            "SERVER_HOST",
+            IpAddr::from([127, 0, 0, 1]),
+            "an IP address such as 127.0.0.1 or ::1",
+            |_| true,
+        )?;
+        let port = r.parse("SERVER_PORT", 8080u16, "a port number 0-65535", |_| true)?;
+        let api_key = r.raw("AGENTD_API_KEY");
+        let cors_origins = match r.raw("CORS_ORIGINS") {
+            None => Vec::new(),
+            Some(v) => {
+                let mut origins = Vec::new();
+                for o in v.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                    let valid = o == "*"
+                        || ((o.starts_with("http://") || o.starts_with("https://"))
+                            && !o.ends_with('/')
+                            && !o.contains(char::is_whitespace));
+                    if !valid {
+                        return Err(SettingsError {
+                            var: "CORS_ORIGINS",
+                            value: v.clone(),
+                            expected: "a comma-separated list of origins like https://app.example.com (scheme and host, no path), or *",
+                        });
+                    }
+                    origins.push(o.to_string());
+                }
+                origins
+            }
+        };
+        let max_body_bytes = r.parse(
+            "MAX_BODY_BYTES",
+            1_048_576usize,
+            "a number of bytes >= 1024",
+            |v| *v >= 1024,
+        )?;
+        let http_workers = r.parse(
+            "HTTP_WORKERS",
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            "a whole number >= 1",
+            |v| *v >= 1,
+        )?;
+
+        let data_dir = r.path("DATA_DIR", Path::new("data"), base);
+        let log_default = data_dir.join("logs");
+        let settings = Settings {
+            host,
+            port,
+            api_key,
+            cors_origins,
+            max_body_bytes,
+            http_workers,
+            property_json: r.path("PROPERTY_JSON", Path::new("property.json"), base),
+            graphs_dir: r.path("GRAPHS_DIR", Path::new("graphs"), base),
+            log_path: r.path("LOG_PATH", &log_default, base),
+            data_dir,
+            log_stdout: r.bool("LOG_STDOUT", false)?,
+            log_max_bytes: r.u64("LOG_MAX_BYTES", 10 * 1024 * 1024, 1024)?,
+            log_max_files: r.parse("LOG_MAX_FILES", 3u32, "a whole number >= 1", |v| *v >= 1)?,
+            keep_property_files: r.bool("KEEP_PROPERTY_FILES", false)?,
+
+            workers_max: r.parse("WORKERS_MAX", 100usize, "a whole number >= 1", |v| *v >= 1)?,
+            worker_quit_timeout_secs: match r.raw("WORKER_QUIT_TIMEOUT_SECONDS") {
+                Some(_) => r.u64("WORKER_QUIT_TIMEOUT_SECONDS", 60, 1)?,
+                // TEN's original, misspelt name.
+                None => r.u64("WORKER_QUIT_TIMEOUT_SECONDES", 60, 1)?,
+            },
+            worker_stop_grace: Duration::from_millis(r.u64("WORKER_STOP_GRACE_MS", 2000, 0)?),
+            worker_start_timeout: Duration::from_millis(r.u64(
+                "WORKER_START_TIMEOUT_MS",
+                10_000,
+                1,
+            )?),
+            worker_settle: Duration::from_millis(r.u64("WORKER_SETTLE_MS", 300, 0)?),
+            worker_command: match r.raw("WORKER_COMMAND") {
+                None => None,
+                Some(v) => Some(split_command(&v).ok_or(SettingsError {
+                    var: "WORKER_COMMAND",
+                    value: v.clone(),
+                    expected: "a program and its arguments separated by spaces (double quotes group words)",
+                })?),
+            },
+
+            dispatch: DispatchSettings {
+                mode: match r.raw("DISPATCH_MODE").as_deref() {
+                    None | Some("batched_sequential") => DispatchMode::BatchedSequential,
+                    Some("immediate") => DispatchMode::Immediate,
+                    Some("sequential") => DispatchMode::Sequential,
+                    Some(other) => {
+                        return Err(SettingsError {
+                            var: "DISPATCH_MODE",
+                            value: other.to_string(),
+                            expected: "immediate, sequential or batched_sequential",
+                        })
+                    }
+                },
+                batch_debounce_ms: r.u64("DISPATCH_BATCH_DEBOUNCE_MS", 600, 0)?,
+                typing_grace_ms: r.u64("DISPATCH_TYPING_GRACE_MS", 2000, 0)?,
+                max_batch_wait_ms: r.u64("DISPATCH_MAX_BATCH_WAIT_MS", 30_000, 0)?,
+                lease_ms: r.u64("DISPATCH_LEASE_MS", 30_000, 1000)?,
+                claim_wait_ms: r.u64("DISPATCH_CLAIM_WAIT_MS", 10_000, 0)?,
+                retry_base_ms: r.u64("DISPATCH_RETRY_BASE_MS", 500, 0)?,
+                retry_max_ms: r.u64("DISPATCH_RETRY_MAX_MS", 30_000, 0)?,
+                max_attempts: r.parse("DISPATCH_MAX_ATTEMPTS", 8u32, "a whole number >= 1", |v| {
+                    *v >= 1
+                })?,
+                claim_many_limit: r.parse(
+                    "DISPATCH_CLAIM_MANY_LIMIT",
+                    10u32,
+                    "a whole number from 1 to 50",
+                    |v| (1..=50).contains(v),
+                )?,
+                heartbeat_interval_ms: r.u64("DISPATCH_HEARTBEAT_INTERVAL_MS", 5000, 1)?,
+            },
+            stream_timeout_secs: r.u64("STREAM_TIMEOUT_SECONDS", 60, 1)?,
+            write_rate_limit_max: r.parse(
+                "WRITE_RATE_LIMIT_MAX",
+                100u32,
+                "a whole number >= 1",
+                |v| *v >= 1,
+            )?,
+            write_rate_limit_window_ms: r.u64("WRITE_RATE_LIMIT_WINDOW_MS", 1000, 1)?,
+            reads_require_key: r.bool("READS_REQUIRE_KEY", false)?,
+            trust_proxy_headers: r.bool("TRUST_PROXY_HEADERS", false)?,
+            idempotency_ttl_secs: r.u64("IDEMPOTENCY_TTL_SECONDS", 86_400, 1)?,
+
+            agent_rate_limit_per_minute: r.parse(
+                "AGENT_RATE_LIMIT_PER_MINUTE",
+                60u32,
+                "a whole number >= 1",
+                |v| *v >= 1,
+            )?,
+            agent_max_concurrent: r.parse(
+                "AGENT_MAX_CONCURRENT",
+                10u32,
+                "a whole number >= 1",
+                |v| *v >= 1,
+            )?,
+            chat_reply_timeout: Duration::from_millis(r.u64("CHAT_REPLY_TIMEOUT_MS", 60_000, 1)?),
+        };
+
+        if settings.cors_origins.iter().any(|o| o == "*") && settings.cors_origins.len() > 1 {
+            return Err(SettingsError {
+                var: "CORS_ORIGINS",
+                value: settings.cors_origins.join(","),
+                expected: "either * alone or a list of origins, not both",
+            });
+        }
+        Ok(settings)
+    }
+
+    /// Refuses configurations that are unsafe to serve: a non-loopback address without a key.
+    pub fn check_exposure(&self) -> Result<(), SettingsError> {
+        if !self.host.is_loopback() && self.api_key.is_none() {
+            return Err(SettingsError {
+                var: "SERVER_HOST",
+                value: self.host.to_string(),
+                expected: "a loopback address (127.0.0.1 or ::1) unless AGENTD_API_KEY is set",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Splits a command line into words: spaces separate, double quotes group, no shell expansion.
+pub fn split_command(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quoted {
+        return None;
+    }
+    if in_word {
+        words.push(cur);
+    }
+    (!words.is_empty()).then_some(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_source(&map, Path::new("/base"))
+    }
+
+    #[test]
+    fn defaults_match_ten() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.workers_max, 100);
+        assert_eq!(s.worker_quit_timeout_secs, 60);
+        assert_eq!(s.property_json, Path::new("/base/property.json"));
+        assert_eq!(s.log_path, Path::new("/base/data/logs"));
+        assert_eq!(s.dispatch.mode, DispatchMode::BatchedSequential);
+    }
+
+    #[test]
+    fn misspelt_timeout_is_a_fallback() {
+        let s = with(&[("WORKER_QUIT_TIMEOUT_SECONDES", "7")]).unwrap();
+        assert_eq!(s.worker_quit_timeout_secs, 7);
+        let s = with(&[
+            ("WORKER_QUIT_TIMEOUT_SECONDES", "7"),
+            ("WORKER_QUIT_TIMEOUT_SECONDS", "9"),
+        ])
+        .unwrap();
+        assert_eq!(s.worker_quit_timeout_secs, 9);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = with(&[("WORKERS_MAX", "many")]).unwrap_err();
+        assert_eq!(e.var, "WORKERS_MAX");
+        assert!(e.to_string().contains("WORKERS_MAX"));
+        assert_eq!(
+            with(&[("SERVER_PORT", "70000")]).unwrap_err().var,
+            "SERVER_PORT"
+        );
+        assert_eq!(
+            with(&[("LOG_STDOUT", "maybe")]).unwrap_err().var,
+            "LOG_STDOUT"
+        );
+        assert_eq!(
+            with(&[("DISPATCH_MODE", "fast")]).unwrap_err().var,
+            "DISPATCH_MODE"
+        );
+        assert_eq!(
+            with(&[("CORS_ORIGINS", "example.com")]).unwrap_err().var,
+            "CORS_ORIGINS"
+        );
+        assert_eq!(
+            with(&[("WORKER_COMMAND", "\"unterminated")])
+                .unwrap_err()
+                .var,
+            "WORKER_COMMAND"
+        );
+    }
+
+    #[test]
+    fn non_loopback_needs_a_key() {
+        let s = with(&[("SERVER_HOST", "0.0.0.0")]).unwrap();
+        assert!(s.check_exposure().is_err());
+        let s = with(&[("SERVER_HOST", "0.0.0.0"), ("AGENTD_API_KEY", "k")]).unwrap();
+        assert!(s.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn command_splitting() {
+        assert_eq!(
+            split_command(r#"python3 "my worker.py" -v"#).unwrap(),
+            vec!["python3", "my worker.py", "-v"]
+        );
+        assert!(split_command("   ").is_none());
+    }
+}
