@@ -40,17 +40,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The server wants every core; a worker is one of possibly a thousand idle processes and is
+    // kept to a single thread.
+    let runtime = match &command {
+        Command::Serve => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        Command::Worker { .. } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("agentd: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let result = match command {
         Command::Serve => runtime
             .block_on(agentd::server::serve())
             .map_err(|e| e.to_string()),
