@@ -79,6 +79,7 @@ pub async fn serve() -> Result<(), ServeError> {
         store.clone(),
         base_url.clone(),
     );
+    crate::frontdoor::start(&state);
     let app_state = state.clone();
     let http_settings = settings.clone();
     let server = HttpServer::new(move || {

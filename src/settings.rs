@@ -95,6 +95,8 @@ pub struct Settings {
     pub agent_rate_limit_per_minute: u32,
     pub agent_max_concurrent: u32,
     pub chat_reply_timeout: Duration,
+    /// Interval of `event: ping` heartbeats on the conversations front door's streams.
+    pub sse_ping_interval: Duration,
 }
 
 /// Where settings come from; the process environment in production, a map in unit tests.
@@ -337,6 +339,7 @@ impl Settings {
                 |v| *v >= 1,
             )?,
             chat_reply_timeout: Duration::from_millis(r.u64("CHAT_REPLY_TIMEOUT_MS", 60_000, 1)?),
+            sse_ping_interval: Duration::from_millis(r.u64("SSE_PING_INTERVAL_MS", 15_000, 10)?),
         };
 
         if settings.cors_origins.iter().any(|o| o == "*") && settings.cors_origins.len() > 1 {

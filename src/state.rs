@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::api::Store;
 use crate::catalog::watch::CatalogHandle;
+use crate::frontdoor::FrontDoor;
 use crate::settings::Settings;
 use crate::supervisor::Supervisor;
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub catalog: CatalogHandle,
     pub supervisor: Supervisor,
     pub store: Store,
+    /// Front-door limits and live conversation events.
+    pub frontdoor: Arc<FrontDoor>,
     /// `http://<loopback>:<port>`: how agentd's own children reach it.
     pub base_url: Arc<str>,
     shutting_down: Arc<AtomicBool>,
@@ -29,6 +32,7 @@ impl AppState {
         base_url: String,
     ) -> AppState {
         AppState {
+            frontdoor: Arc::new(FrontDoor::new(&settings)),
             settings,
             catalog,
             supervisor,

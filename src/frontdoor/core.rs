@@ -1,0 +1,294 @@
+//! What the three front doors share: an agent's worker started on demand, a chat per
+//! conversation, and "post a message, wait for the agent's answer" over the dispatch queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, Mutex};
+
+use crate::catalog::Graph;
+use crate::state::AppState;
+use crate::supervisor::{StartError, StartSpec};
+
+/// Why a front-door request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("agent {0:?} not found")]
+    AgentNotFound(String),
+    /// The agent's worker is not running and could not be started; the message is kept and is
+    /// answered once an agent runs.
+    #[error("agent {agent:?} is unavailable: {reason}")]
+    Unavailable { agent: String, reason: String },
+    /// The agent tried and failed (the dispatch ended as a terminal failure).
+    #[error("agent {agent:?} failed: {reason}")]
+    Failed { agent: String, reason: String },
+    #[error("agent {agent:?} did not answer within {secs} s")]
+    Timeout { agent: String, secs: u64 },
+    #[error("agentd is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The agent's answer to one message.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Id of the agent's message in the chat.
+    pub message_id: String,
+    pub text: String,
+    pub model: String,
+    pub tokens_used: Option<u64>,
+    pub elapsed: Duration,
+    /// An interactive request the agent asked instead of (or after) answering, as the reference's
+    /// `request.created` payload.
+    pub request: Option<Value>,
+}
+
+/// Front-door state shared by every HTTP worker thread.
+pub struct FrontDoor {
+    pub limits: super::limits::AgentLimits,
+    /// One lock per agent so concurrent first messages start one worker.
+    starting: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Live events of the conversations front door (persisted in `fd_events` first).
+    pub conv_events: broadcast::Sender<Arc<super::conversations::ConvEvent>>,
+}
+
+impl FrontDoor {
+    pub fn new(settings: &crate::settings::Settings) -> FrontDoor {
+        FrontDoor {
+            limits: super::limits::AgentLimits::new(
+                settings.agent_rate_limit_per_minute,
+                settings.agent_max_concurrent,
+            ),
+            starting: Mutex::new(HashMap::new()),
+            conv_events: broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// The supervisor channel of an agent's on-demand worker.
+pub fn agent_channel(agent: &str) -> String {
+    format!("agent:{agent}")
+}
+
+/// The graph of `agent`, or `AgentNotFound`.
+pub fn graph(state: &AppState, agent: &str) -> Result<Arc<Graph>, AskError> {
+    state
+        .catalog
+        .current()
+        .get(agent)
+        .cloned()
+        .ok_or_else(|| AskError::AgentNotFound(agent.to_string()))
+}
+
+/// A display name for `agent`.
+pub fn agent_name(g: &Graph) -> String {
+    g.display_name.clone().unwrap_or_else(|| g.name.clone())
+}
+
+/// The model an agent answers with, as far as its graph says (the `model` property of an
+/// `openai_chat` node, a placeholder's default when it has one), else the agent id.
+pub fn model_of(g: &Graph) -> String {
+    for n in g.nodes() {
+        if n.get("addon").and_then(Value::as_str) == Some("openai_chat") {
+            if let Some(m) = n.pointer("/property/model").and_then(Value::as_str) {
+                return match m.strip_prefix("${env:").and_then(|r| r.strip_suffix('}')) {
+                    Some(inner) => match inner.split_once('|') {
+                        Some((var, default)) => std::env::var(var).unwrap_or_else(|_| default.to_string()),
+                        None => std::env::var(inner).unwrap_or_else(|_| g.name.clone()),
+                    },
+                    None => m.to_string(),
+                };
+            }
+        }
+    }
+    g.name.clone()
+}
+
+/// Makes sure `agent` has a running worker: pings it when it has one, starts one on demand when
+/// it does not (one start however many callers arrive at once).
+pub async fn ensure_running(state: &AppState, agent: &str) -> Result<(), AskError> {
+    let g = graph(state, agent)?;
+    let channel = agent_channel(agent);
+    if state.supervisor.ping(&channel).is_ok() {
+        return Ok(());
+    }
+    if state.is_shutting_down() {
+        return Err(AskError::ShuttingDown);
+    }
+    if !g.runtime.on_demand {
+        return Err(AskError::Unavailable {
+            agent: agent.to_string(),
+            reason: "this agent is not started on demand (runtime.on_demand is false)".into(),
+        });
+    }
+    let lock = {
+        let fd = &state.frontdoor;
+        let mut map = fd.starting.lock().await;
+        map.entry(agent.to_string()).or_default().clone()
+    };
+    let _guard = lock.lock().await;
+    if state.supervisor.ping(&channel).is_ok() {
+        return Ok(());
+    }
+    let spec = StartSpec {
+        channel: channel.clone(),
+        graph: agent.to_string(),
+        request_id: None,
+        properties: None,
+        start_fields: Default::default(),
+        timeout: None,
+        extra_env: vec![("AGENTD_CLAIM_AGENT_ID".into(), agent.to_string())],
+    };
+    match state.supervisor.start(spec).await {
+        Ok(_) => Ok(()),
+        Err(StartError::ChannelExists) => Ok(()),
+        Err(e) => Err(AskError::Unavailable {
+            agent: agent.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Posts `text` as the user's message in `chat_id`, makes sure the agent runs, and waits for its
+/// answer. Deltas of a streamed answer are sent to `deltas` as they arrive. The message is stored
+/// before anything else, so a failure to start the agent loses nothing.
+pub async fn ask(
+    state: &AppState,
+    agent: &str,
+    chat_id: &str,
+    text: &str,
+    trace: Option<Value>,
+    deltas: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Answer, AskError> {
+    let g = graph(state, agent)?;
+    let started = Instant::now();
+    // Subscribe before posting so no event of the answer can be missed.
+    let mut events = state.store.subscribe();
+    super::store::post_user_message(state, chat_id, text, trace).await?;
+    ensure_running(state, agent).await?;
+    let limit = state.settings.chat_reply_timeout;
+    match tokio::time::timeout(limit, wait_answer(state, &mut events, chat_id, deltas)).await {
+        Ok(Ok(mut a)) => {
+            a.elapsed = started.elapsed();
+            if a.model.is_empty() {
+                a.model = model_of(&g);
+            }
+            Ok(a)
+        }
+        Ok(Err(reason)) => Err(AskError::Failed {
+            agent: agent.to_string(),
+            reason,
+        }),
+        Err(_) => Err(AskError::Timeout {
+            agent: agent.to_string(),
+            secs: limit.as_secs(),
+        }),
+    }
+}
+
+async fn wait_answer(
+    state: &AppState,
+    events: &mut broadcast::Receiver<Arc<crate::api::Event>>,
+    chat_id: &str,
+    deltas: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Answer, String> {
+    let mut reply: Option<String> = None;
+    let mut streamed = String::new();
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            // Missed events are recovered from the store when the answer completes.
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return Err("agentd is shutting down".into()),
+        };
+        let p = &ev.payload;
+        if p.get("chatId").and_then(Value::as_str) != Some(chat_id) {
+            continue;
+        }
+        let message_id = p.get("messageId").and_then(Value::as_str).unwrap_or_default();
+        match ev.kind.as_str() {
+            "message.created" => {
+                let role = p.get("role").and_then(Value::as_str).unwrap_or_default();
+                let stream_state = p.get("streamState").and_then(Value::as_str).unwrap_or_default();
+                if role == "agent" && stream_state == "streaming" && reply.is_none() {
+                    reply = Some(message_id.to_string());
+                } else if role == "agent" && reply.is_none() {
+                    let text = p
+                        .get("contentFinal")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(d) = &deltas {
+                        let _ = d.send(text.clone());
+                    }
+                    return Ok(finish(state, message_id, text, None).await);
+                } else if role == "system"
+                    && p.pointer("/trace/dispatchFailure") == Some(&Value::Bool(true))
+                {
+                    let text = p.get("contentFinal").and_then(Value::as_str).unwrap_or("the agent failed");
+                    return Err(text.to_string());
+                }
+            }
+            "message.streaming.chunk" if reply.as_deref() == Some(message_id) => {
+                let delta = p.get("deltaText").and_then(Value::as_str).unwrap_or_default();
+                streamed.push_str(delta);
+                if let Some(d) = &deltas {
+                    let _ = d.send(delta.to_string());
+                }
+            }
+            "message.streaming.complete" if reply.as_deref() == Some(message_id) => {
+                if p.get("streamState").and_then(Value::as_str) == Some("cancelled") {
+                    return Err("the agent's answer was cancelled".into());
+                }
+                let text = p
+                    .get("finalText")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or(streamed);
+                return Ok(finish(state, message_id, text, None).await);
+            }
+            "request.created" if reply.is_none() => {
+                let title = p.get("title").and_then(Value::as_str).unwrap_or_default().to_string();
+                let request = json!({
+                    "id": p.get("requestId"),
+                    "type": p.get("type"),
+                    "title": title,
+                });
+                return Ok(Answer {
+                    message_id: String::new(),
+                    text: title,
+                    model: String::new(),
+                    tokens_used: None,
+                    elapsed: Duration::ZERO,
+                    request: Some(request),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Completes an answer with what the stored message says (model, usage reported in its trace).
+async fn finish(state: &AppState, message_id: &str, text: String, request: Option<Value>) -> Answer {
+    let trace = super::store::message_trace(state, message_id).await.unwrap_or(Value::Null);
+    let tokens_used = trace
+        .pointer("/usage/total_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| trace.get("tokensUsed").and_then(Value::as_u64));
+    let model = trace
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Answer {
+        message_id: message_id.to_string(),
+        text,
+        model,
+        tokens_used,
+        elapsed: Duration::ZERO,
+        request,
+    }
+}
