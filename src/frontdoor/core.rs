@@ -136,15 +136,12 @@ pub async fn ensure_running(state: &AppState, agent: &str) -> Result<(), AskErro
     let spec = StartSpec {
         channel: channel.clone(),
         graph: agent.to_string(),
-        request_id: None,
-        properties: None,
-        start_fields: Default::default(),
-        timeout: None,
         extra_env: vec![("AGENTD_CLAIM_AGENT_ID".into(), agent.to_string())],
+        ..StartSpec::default()
     };
     match state.supervisor.start(spec).await {
         Ok(_) => Ok(()),
-        Err(StartError::ChannelExists) => Ok(()),
+        Err(StartError::ChannelExists(_)) => Ok(()),
         Err(e) => Err(AskError::Unavailable {
             agent: agent.to_string(),
             reason: e.to_string(),
