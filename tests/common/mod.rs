@@ -355,3 +355,6 @@ pub fn pid_alive(pid: i32) -> bool {
 pub fn pid_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// Helpers for the supervisor tests.
+pub mod sup;
