@@ -108,3 +108,8 @@ pub fn numbers_after(text: &str, prefix: &str) -> Vec<i32> {
         .filter_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
         .collect()
 }
+
+/// True when `channel` is no longer in `/list`.
+pub async fn get_gone(s: &TestServer, channel: &str) -> bool {
+    !list(s).await.iter().any(|e| e["channel_name"] == channel)
+}
