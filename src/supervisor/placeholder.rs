@@ -23,11 +23,8 @@ pub fn parse(s: &str) -> Option<Placeholder> {
     let mut chars = body.chars();
     while let Some(c) = chars.next() {
         let c = match c {
-            '\\' => match chars.next() {
-                Some(n) => n,
-                // A trailing lone backslash escapes the closing brace: not a placeholder.
-                None => return None,
-            },
+            // A trailing lone backslash escapes the closing brace: not a placeholder.
+            '\\' => chars.next()?,
             '|' if default.is_none() => {
                 default = Some(String::new());
                 continue;
