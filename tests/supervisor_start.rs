@@ -316,3 +316,27 @@ async fn hot_reload_of_a_graph_and_of_a_broken_file() {
         s.output()
     );
 }
+
+#[tokio::test]
+async fn notify_from_outside_the_worker_group_is_ignored() {
+    use std::os::linux::net::SocketAddrExt;
+    let s = TestServer::builder()
+        .env("WORKER_START_TIMEOUT_MS", "2000")
+        .graph_file("quiet", graph(&["coop.sh"], json!({"ready": "notify"})))
+        .start();
+    let spoof = async {
+        assert!(sup::wait_log(&s, "q", "NOTIFY_SOCKET=@", Duration::from_secs(5)).await);
+        let log = sup::log(&s, "q");
+        let name = log
+            .lines()
+            .find_map(|l| l.strip_prefix("NOTIFY_SOCKET=@"))
+            .unwrap()
+            .to_string();
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        sock.send_to_addr(b"READY=1", &addr).unwrap();
+    };
+    let (r, ()) = tokio::join!(sup::start(&s, "q", "quiet", json!({})), spoof);
+    assert_eq!(r.status, 504, "{}", r.text);
+    assert_eq!(r.body["code"], "10101");
+}

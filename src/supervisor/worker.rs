@@ -1,6 +1,7 @@
 //! The task that owns one channel's worker: spawn, readiness, the running `select!` (stop, ping,
 //! exit, inactivity deadline, watchdog), restarts with backoff, and clean-up.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -432,9 +433,9 @@ async fn wait_ready(
                 };
             }
             _ = maybe_sleep(settle_at) => return Started::Ready,
-            r = proc.notify.recv(&mut buf) => {
-                if let Ok(n) = r {
-                    if parse_notice(&buf[..n]).ready {
+            r = recv_notice(&proc.notify, &mut buf) => {
+                if let Ok((n, sender)) = r {
+                    if from_group(sender, proc.pid) && parse_notice(&buf[..n]).ready {
                         return Started::Ready;
                     }
                 }
@@ -482,8 +483,11 @@ async fn running(
                 Some(Command::Stop(reply)) => return Ended::Stop(Some(reply)),
                 None => return Ended::Stop(None),
             },
-            r = proc.notify.recv(&mut buf) => {
-                if let Ok(n) = r {
+            r = recv_notice(&proc.notify, &mut buf) => {
+                if let Ok((n, sender)) = r {
+                    if !from_group(sender, proc.pid) {
+                        continue;
+                    }
                     let notice = parse_notice(&buf[..n]);
                     if notice.watchdog_trigger {
                         return Ended::Watchdog;
@@ -499,11 +503,83 @@ async fn running(
     }
 }
 
+/// Binds the worker's notify socket, asking the kernel for each sender's credentials.
 fn bind_notify(name: &str) -> std::io::Result<UnixDatagram> {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
     let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
     sock.set_nonblocking(true)?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     UnixDatagram::from_std(sock)
+}
+
+/// Only the worker's own process group may speak on its notify socket (the abstract name is
+/// visible to every local user in `/proc/net/unix`).
+fn from_group(sender: Option<i32>, pgid: u32) -> bool {
+    match sender {
+        Some(pid) if pid > 0 => {
+            records::proc_stat(pid).is_some_and(|(pgrp, _, _)| pgrp == pgid as i32)
+        }
+        _ => false,
+    }
+}
+
+/// Receives one datagram and its sender's pid (from `SCM_CREDENTIALS`).
+async fn recv_notice(sock: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<(usize, Option<i32>)> {
+    loop {
+        sock.readable().await?;
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            recv_with_creds(sock.as_raw_fd(), buf)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+fn recv_with_creds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<i32>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one SCM_CREDENTIALS message, 8-byte aligned.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call, and the
+    // CMSG_* macros only walk inside `control` up to msg_controllen.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut pid = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+            {
+                let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                pid = Some(cred.pid);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok((n as usize, pid))
+    }
 }
 
 async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
@@ -522,7 +598,11 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
         cmd.current_dir(dir);
     }
     cmd.env_remove("WATCHDOG_PID");
-    for (k, v) in &plan.extra_env {
+    for (k, v) in plan
+        .extra_env
+        .iter()
+        .filter(|(k, _)| !OWN_ENV.contains(&k.as_str()))
+    {
         cmd.env(k, v);
     }
     let settings = &inner.settings;
