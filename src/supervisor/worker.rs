@@ -3,6 +3,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -102,226 +103,66 @@ enum Ended {
     Watchdog,
 }
 
+/// How one spawned process of the worker came to an end.
+enum Life {
+    /// The worker is gone for good (stopped, idle, or its start failed): the task ends.
+    Over,
+    /// The process exited on its own with success: not restarted.
+    Clean,
+    /// The process failed (or the watchdog killed it): restart per policy.
+    Failed(ExitStatus),
+}
+
+/// The task's state across the processes of one worker.
+struct Task {
+    inner: Arc<Inner>,
+    plan: Plan,
+    rx: mpsc::UnboundedReceiver<Command>,
+    ready_tx: Option<ReadyReply>,
+    /// The inactivity deadline; `None` before the first readiness and for `timeout: -1`.
+    deadline: Option<Instant>,
+    /// What a late `/stop` is told once no process runs.
+    last: StopOutcome,
+}
+
 /// Runs a channel's worker from spawn to gone for good.
 pub(super) async fn run(
     inner: Arc<Inner>,
     plan: Plan,
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    rx: mpsc::UnboundedReceiver<Command>,
     ready_tx: ReadyReply,
 ) {
-    let mut ready_tx = Some(ready_tx);
-    let mut deadline: Option<Instant> = None;
+    let mut task = Task {
+        inner,
+        plan,
+        rx,
+        ready_tx: Some(ready_tx),
+        deadline: None,
+        last: StopOutcome::from_status("not_started", None, Duration::ZERO),
+    };
     let mut consecutive = 0u32;
-    let mut last_outcome = StopOutcome::from_status("not_started", None, Duration::ZERO);
     loop {
-        plan.log.clear_tail();
-        let mut proc = match spawn(&inner, &plan).await {
-            Ok(p) => p,
+        let (life, ran_for) = match task.spawn_and_run().await {
+            Ok(r) => r,
             Err(e) => {
-                tracing::error!(channel = %plan.channel, "{e}");
-                plan.log.note(&e.to_string());
-                finish(&inner, &plan);
-                if let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(Err(e));
-                }
-                drain(&mut rx, &last_outcome);
+                tracing::error!(channel = %task.plan.channel, "{e}");
+                task.plan.log.note(&e.to_string());
+                task.fail_start(e);
                 return;
             }
         };
-        let pgid = proc.pid as i32;
-        let (pid, wid) = (proc.pid, proc.worker_id.clone());
-        inner.update(&plan.channel, plan.generation, |i| {
-            i.pid = Some(pid);
-            i.worker_id = Some(wid.clone());
-        });
-        tracing::info!(channel = %plan.channel, graph = %plan.graph, pid, "worker spawned");
-
-        let failed: Option<ExitStatus> = match wait_ready(&plan, &mut proc, &mut rx, &mut deadline)
-            .await
-        {
-            Started::Ready => {
-                tracing::info!(channel = %plan.channel, pid, "worker ready");
-                plan.log.note(&format!("worker {pid} ready"));
-                inner.update(&plan.channel, plan.generation, |i| {
-                    i.state = WorkerState::Running
-                });
-                if let Some(tx) = ready_tx.take() {
-                    deadline = plan.next_deadline();
-                    let _ = tx.send(Ok((pid, proc.worker_id.clone())));
-                }
-                match running(&plan, &mut proc, &mut rx, &mut deadline).await {
-                    Ended::Stop(reply) => {
-                        set_stopping(&inner, &plan);
-                        let out = stop::stop_group(
-                            &mut proc.child,
-                            pgid,
-                            None,
-                            inner.settings.worker_stop_grace,
-                        )
-                        .await;
-                        end(&inner, &plan, &mut proc, &format!("stopped ({})", out.how)).await;
-                        finish(&inner, &plan);
-                        if let Some(r) = reply {
-                            let _ = r.send(out.clone());
-                        }
-                        drain(&mut rx, &out);
-                        return;
-                    }
-                    Ended::Idle => {
-                        tracing::info!(channel = %plan.channel, pid, "inactivity timeout: stopping the worker");
-                        set_stopping(&inner, &plan);
-                        let out = stop::stop_group(
-                            &mut proc.child,
-                            pgid,
-                            None,
-                            inner.settings.worker_stop_grace,
-                        )
-                        .await;
-                        end(
-                            &inner,
-                            &plan,
-                            &mut proc,
-                            &format!("inactivity timeout ({})", out.how),
-                        )
-                        .await;
-                        finish(&inner, &plan);
-                        drain(&mut rx, &out);
-                        return;
-                    }
-                    Ended::Exited(st) => {
-                        let level_fail = !st.success();
-                        if level_fail {
-                            tracing::warn!(channel = %plan.channel, pid, "worker exited on its own: {}", describe(&st));
-                        } else {
-                            tracing::info!(channel = %plan.channel, pid, "worker exited on its own: {}", describe(&st));
-                        }
-                        stop::reap_group(pgid).await;
-                        end(
-                            &inner,
-                            &plan,
-                            &mut proc,
-                            &format!("exited on its own ({})", describe(&st)),
-                        )
-                        .await;
-                        last_outcome = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
-                        (!st.success()).then_some(st)
-                    }
-                    Ended::Watchdog => {
-                        tracing::warn!(channel = %plan.channel, pid, "watchdog: no WATCHDOG=1 in time, killing the worker");
-                        stop::kill_group(pgid, libc::SIGKILL);
-                        let st = proc.child.wait().await.ok();
-                        stop::reap_group(pgid).await;
-                        end(&inner, &plan, &mut proc, "killed by the watchdog").await;
-                        last_outcome = StopOutcome::from_status("killed", st, Duration::ZERO);
-                        Some(st.unwrap_or_else(|| {
-                            std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL)
-                        }))
-                    }
-                }
-            }
-            Started::Stop(reply) => {
-                set_stopping(&inner, &plan);
-                let out = stop::stop_group(
-                    &mut proc.child,
-                    pgid,
-                    None,
-                    inner.settings.worker_stop_grace,
-                )
-                .await;
-                end(&inner, &plan, &mut proc, "stopped before it was ready").await;
-                finish(&inner, &plan);
-                if let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(Err(StartError::StoppedDuringStart));
-                }
-                if let Some(r) = reply {
-                    let _ = r.send(out.clone());
-                }
-                drain(&mut rx, &out);
+        let status = match life {
+            Life::Over => return,
+            Life::Clean => {
+                task.gone();
                 return;
             }
-            Started::Idle => {
-                set_stopping(&inner, &plan);
-                let out = stop::stop_group(
-                    &mut proc.child,
-                    pgid,
-                    None,
-                    inner.settings.worker_stop_grace,
-                )
-                .await;
-                end(
-                    &inner,
-                    &plan,
-                    &mut proc,
-                    "inactivity timeout while restarting",
-                )
-                .await;
-                finish(&inner, &plan);
-                drain(&mut rx, &out);
-                return;
-            }
-            Started::Exited(st) => {
-                stop::reap_group(pgid).await;
-                end(
-                    &inner,
-                    &plan,
-                    &mut proc,
-                    &format!("exited before it was ready ({})", describe(&st)),
-                )
-                .await;
-                last_outcome = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
-                if let Some(tx) = ready_tx.take() {
-                    finish(&inner, &plan);
-                    let _ = tx.send(Err(StartError::Exited {
-                        status: describe(&st),
-                        output: plan.log.tail(),
-                    }));
-                    drain(&mut rx, &last_outcome);
-                    return;
-                }
-                tracing::warn!(channel = %plan.channel, pid, "restarted worker exited before it was ready: {}", describe(&st));
-                Some(st)
-            }
-            Started::NotReady => {
-                let how = if plan.ready == Ready::Notify {
-                    "no READY=1 on NOTIFY_SOCKET"
-                } else {
-                    "settle time longer than the start timeout"
-                };
-                let out = stop::stop_group(&mut proc.child, pgid, None, Duration::ZERO).await;
-                end(
-                    &inner,
-                    &plan,
-                    &mut proc,
-                    &format!("not ready in time ({how})"),
-                )
-                .await;
-                last_outcome = out.clone();
-                if let Some(tx) = ready_tx.take() {
-                    finish(&inner, &plan);
-                    let _ = tx.send(Err(StartError::NotReady {
-                        timeout_ms: inner.settings.worker_start_timeout.as_millis() as u64,
-                        how,
-                        output: plan.log.tail(),
-                    }));
-                    drain(&mut rx, &last_outcome);
-                    return;
-                }
-                tracing::warn!(channel = %plan.channel, pid, "restarted worker was not ready in time");
-                Some(std::os::unix::process::ExitStatusExt::from_raw(
-                    libc::SIGKILL,
-                ))
-            }
+            Life::Failed(st) => st,
         };
-
-        // The process is gone. Restart it, or the worker is gone for good.
-        if proc.started.elapsed() >= RESET_AFTER {
+        if ran_for >= RESET_AFTER {
             consecutive = 0;
         }
-        let Some(status) = failed else {
-            finish(&inner, &plan);
-            drain(&mut rx, &last_outcome);
-            return;
-        };
+        let plan = &task.plan;
         if plan.restart == Restart::Never || consecutive >= plan.max_restarts {
             tracing::error!(
                 channel = %plan.channel, graph = %plan.graph, restarts = consecutive,
@@ -329,8 +170,7 @@ pub(super) async fn run(
             );
             plan.log
                 .note(&format!("giving up after {consecutive} restarts"));
-            finish(&inner, &plan);
-            drain(&mut rx, &last_outcome);
+            task.gone();
             return;
         }
         consecutive += 1;
@@ -342,46 +182,218 @@ pub(super) async fn run(
             "restart {consecutive} in {} ms",
             delay.as_millis()
         ));
-        inner.update(&plan.channel, plan.generation, |i| {
+        task.set(|i| {
             i.state = WorkerState::Restarting;
             i.pid = None;
             i.restarts += 1;
         });
+        if !task.backoff(delay).await {
+            return;
+        }
+        task.set(|i| i.state = WorkerState::Starting);
+    }
+}
+
+impl Task {
+    fn set(&self, f: impl FnOnce(&mut super::WorkerInfo)) {
+        self.inner
+            .update(&self.plan.channel, self.plan.generation, f);
+    }
+
+    /// Spawns one process and runs it to its end; also returns how long it ran.
+    async fn spawn_and_run(&mut self) -> Result<(Life, Duration), StartError> {
+        self.plan.log.clear_tail();
+        let mut proc = spawn(&self.inner, &self.plan).await?;
+        let (pid, wid) = (proc.pid, proc.worker_id.clone());
+        self.set(|i| {
+            i.pid = Some(pid);
+            i.worker_id = Some(wid);
+        });
+        tracing::info!(channel = %self.plan.channel, graph = %self.plan.graph, pid, "worker spawned");
+        let life = match wait_ready(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await {
+            Started::Ready => {
+                tracing::info!(channel = %self.plan.channel, pid, "worker ready");
+                self.plan.log.note(&format!("worker {pid} ready"));
+                self.set(|i| i.state = WorkerState::Running);
+                if let Some(tx) = self.ready_tx.take() {
+                    self.deadline = self.plan.next_deadline();
+                    let _ = tx.send(Ok((pid, proc.worker_id.clone())));
+                }
+                let ended = running(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await;
+                self.after_running(&mut proc, ended).await
+            }
+            Started::Stop(reply) => {
+                self.shut(&mut proc, reply, "stopped before it was ready")
+                    .await;
+                Life::Over
+            }
+            Started::Idle => {
+                self.shut(&mut proc, None, "inactivity timeout while restarting")
+                    .await;
+                Life::Over
+            }
+            Started::Exited(st) => {
+                stop::reap_group(proc.pid as i32).await;
+                let why = format!("exited before it was ready ({})", describe(&st));
+                self.end(&mut proc, &why).await;
+                self.last = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
+                self.start_failed(
+                    StartError::Exited {
+                        status: describe(&st),
+                        output: self.plan.log.tail(),
+                    },
+                    st,
+                )
+            }
+            Started::NotReady => {
+                let how = match self.plan.ready {
+                    Ready::Notify => "no READY=1 on NOTIFY_SOCKET",
+                    Ready::Settle => "settle time longer than the start timeout",
+                };
+                self.last =
+                    stop::stop_group(&mut proc.child, proc.pid as i32, None, Duration::ZERO).await;
+                self.end(&mut proc, &format!("not ready in time ({how})"))
+                    .await;
+                self.start_failed(
+                    StartError::NotReady {
+                        timeout_ms: self.plan.start_timeout.as_millis() as u64,
+                        how,
+                        output: self.plan.log.tail(),
+                    },
+                    ExitStatus::from_raw(libc::SIGKILL),
+                )
+            }
+        };
+        Ok((life, proc.started.elapsed()))
+    }
+
+    /// A first start fails the `/start` call; a restart that fails counts as a failure.
+    fn start_failed(&mut self, err: StartError, st: ExitStatus) -> Life {
+        if self.ready_tx.is_some() {
+            self.fail_start(err);
+            return Life::Over;
+        }
+        tracing::warn!(channel = %self.plan.channel, "restarted worker did not come up: {err}");
+        Life::Failed(st)
+    }
+
+    async fn after_running(&mut self, proc: &mut Proc, ended: Ended) -> Life {
+        let pid = proc.pid;
+        match ended {
+            Ended::Stop(reply) => {
+                self.shut(proc, reply, "stopped").await;
+                Life::Over
+            }
+            Ended::Idle => {
+                tracing::info!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
+                self.shut(proc, None, "inactivity timeout").await;
+                Life::Over
+            }
+            Ended::Exited(st) => {
+                if st.success() {
+                    tracing::info!(channel = %self.plan.channel, pid, "worker exited on its own: {}", describe(&st));
+                } else {
+                    tracing::warn!(channel = %self.plan.channel, pid, "worker exited on its own: {}", describe(&st));
+                }
+                stop::reap_group(pid as i32).await;
+                self.end(proc, &format!("exited on its own ({})", describe(&st)))
+                    .await;
+                self.last = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
+                if st.success() {
+                    Life::Clean
+                } else {
+                    Life::Failed(st)
+                }
+            }
+            Ended::Watchdog => {
+                tracing::warn!(channel = %self.plan.channel, pid, "watchdog: no WATCHDOG=1 in time, killing the worker");
+                stop::kill_group(pid as i32, libc::SIGKILL);
+                let st = proc
+                    .child
+                    .wait()
+                    .await
+                    .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+                stop::reap_group(pid as i32).await;
+                self.end(proc, "killed by the watchdog").await;
+                self.last = StopOutcome::from_status("killed", Some(st), Duration::ZERO);
+                Life::Failed(st)
+            }
+        }
+    }
+
+    /// Stops a live process for good and answers the stop that asked for it.
+    async fn shut(
+        &mut self,
+        proc: &mut Proc,
+        reply: Option<oneshot::Sender<StopOutcome>>,
+        why: &str,
+    ) {
+        self.set(|i| i.state = WorkerState::Stopping);
+        let grace = self.inner.settings.worker_stop_grace;
+        let out = stop::stop_group(&mut proc.child, proc.pid as i32, None, grace).await;
+        self.end(proc, &format!("{why} ({})", out.how)).await;
+        self.last = out.clone();
+        finish(&self.inner, &self.plan);
+        if let Some(tx) = self.ready_tx.take() {
+            let _ = tx.send(Err(StartError::StoppedDuringStart));
+        }
+        if let Some(r) = reply {
+            let _ = r.send(out);
+        }
+        drain(&mut self.rx, &self.last);
+    }
+
+    /// After a process and its group are gone: forget its record, let its output drain, log it.
+    async fn end(&self, proc: &mut Proc, why: &str) {
+        self.inner.records.remove(&proc.worker_id);
+        for p in proc.pumps.drain(..) {
+            let _ = tokio::time::timeout(PUMP_WAIT, p).await;
+        }
+        self.plan.log.note(&format!("worker {} {why}", proc.pid));
+    }
+
+    /// The first start failed: release everything, then tell the `/start` caller.
+    fn fail_start(&mut self, err: StartError) {
+        finish(&self.inner, &self.plan);
+        if let Some(tx) = self.ready_tx.take() {
+            let _ = tx.send(Err(err));
+        }
+        drain(&mut self.rx, &self.last);
+    }
+
+    /// No process runs and none will: the worker is gone for good.
+    fn gone(&mut self) {
+        finish(&self.inner, &self.plan);
+        drain(&mut self.rx, &self.last);
+    }
+
+    /// Waits before a restart; false when the worker was stopped (or went idle) meanwhile.
+    async fn backoff(&mut self, delay: Duration) -> bool {
         let wake = Instant::now() + delay;
         loop {
             tokio::select! {
-                _ = sleep_until(wake) => break,
-                _ = maybe_sleep(deadline) => {
-                    tracing::info!(channel = %plan.channel, "inactivity timeout while waiting to restart");
-                    finish(&inner, &plan);
-                    drain(&mut rx, &last_outcome);
-                    return;
+                _ = sleep_until(wake) => return true,
+                _ = maybe_sleep(self.deadline) => {
+                    tracing::info!(channel = %self.plan.channel, "inactivity timeout while waiting to restart");
+                    self.gone();
+                    return false;
                 }
-                cmd = rx.recv() => match cmd {
-                    Some(Command::Ping) => deadline = deadline.and(plan.next_deadline()),
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Ping) => self.deadline = self.deadline.and(self.plan.next_deadline()),
                     Some(Command::Stop(reply)) => {
-                        finish(&inner, &plan);
-                        let _ = reply.send(last_outcome.clone());
-                        drain(&mut rx, &last_outcome);
-                        return;
+                        finish(&self.inner, &self.plan);
+                        let _ = reply.send(self.last.clone());
+                        drain(&mut self.rx, &self.last);
+                        return false;
                     }
                     None => {
-                        finish(&inner, &plan);
-                        return;
+                        self.gone();
+                        return false;
                     }
                 },
             }
         }
-        inner.update(&plan.channel, plan.generation, |i| {
-            i.state = WorkerState::Starting
-        });
     }
-}
-
-fn set_stopping(inner: &Inner, plan: &Plan) {
-    inner.update(&plan.channel, plan.generation, |i| {
-        i.state = WorkerState::Stopping
-    });
 }
 
 /// Sleeps until `d`, or forever without one.
@@ -676,15 +688,6 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
         pumps,
         started: Instant::now(),
     })
-}
-
-/// After a process and its group are gone: forget its record, let its output drain, log it.
-async fn end(inner: &Inner, plan: &Plan, proc: &mut Proc, why: &str) {
-    inner.records.remove(&proc.worker_id);
-    for p in proc.pumps.drain(..) {
-        let _ = tokio::time::timeout(PUMP_WAIT, p).await;
-    }
-    plan.log.note(&format!("worker {} {why}", proc.pid));
 }
 
 /// The worker is gone for good: it leaves the registry and its property file goes.
