@@ -309,3 +309,27 @@ async fn log_rotation_and_stdout_mode() {
                 .is_none()
     );
 }
+
+#[tokio::test]
+async fn stop_during_start_answers_both_calls() {
+    let s = TestServer::builder()
+        .graph_file(
+            "mute",
+            graph(&["notify.py", "--no-ready"], json!({"ready": "notify"})),
+        )
+        .start();
+    let stopper = async {
+        assert!(
+            common::wait_until(Duration::from_secs(5), || async {
+                sup::list(&s).await.iter().any(|e| e["state"] == "starting" && !e["pid"].is_null())
+            })
+            .await
+        );
+        sup::stop(&s, "m").await
+    };
+    let (start, stop) = tokio::join!(sup::start(&s, "m", "mute", json!({})), stopper);
+    assert_eq!(code(&start), (409, "10101".into()), "{}", start.text);
+    assert_eq!(stop.status, 200, "{}", stop.text);
+    assert!(sup::list(&s).await.is_empty());
+    assert!(sup::run_files(&s).is_empty());
+}

@@ -629,12 +629,15 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
         Some(r) => cmd.env("AGENTD_REQUEST_ID", r),
         None => cmd.env_remove("AGENTD_REQUEST_ID"),
     };
-    if let Some(key) = &settings.api_key {
-        cmd.env("AGENTD_API_KEY", key);
-    }
-    if let Some(chat) = &plan.chat_id {
-        cmd.env("AGENTD_CHAT_ID", chat);
-    }
+    // Unset ones are removed too, so nothing leaks from agentd's own environment.
+    match &settings.api_key {
+        Some(key) => cmd.env("AGENTD_API_KEY", key),
+        None => cmd.env_remove("AGENTD_API_KEY"),
+    };
+    match &plan.chat_id {
+        Some(chat) => cmd.env("AGENTD_CHAT_ID", chat),
+        None => cmd.env_remove("AGENTD_CHAT_ID"),
+    };
     match plan.watchdog {
         Some(w) => cmd.env("WATCHDOG_USEC", (w.as_micros() as u64).to_string()),
         None => cmd.env_remove("WATCHDOG_USEC"),
