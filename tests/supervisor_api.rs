@@ -321,7 +321,10 @@ async fn stop_during_start_answers_both_calls() {
     let stopper = async {
         assert!(
             common::wait_until(Duration::from_secs(5), || async {
-                sup::list(&s).await.iter().any(|e| e["state"] == "starting" && !e["pid"].is_null())
+                sup::list(&s)
+                    .await
+                    .iter()
+                    .any(|e| e["state"] == "starting" && !e["pid"].is_null())
             })
             .await
         );

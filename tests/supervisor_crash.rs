@@ -90,7 +90,7 @@ async fn watchdog_kills_a_silent_worker() {
         .graph_file(
             "wd",
             graph(
-                &["notify.py", "--ready-after", "0", "--beats", "4"],
+                &["notify.py", "--ready-after", "0", "--beats", "6"],
                 json!({"ready": "notify", "watchdog_ms": 400, "restart": "never"}),
             ),
         )
@@ -98,12 +98,13 @@ async fn watchdog_kills_a_silent_worker() {
             "beating",
             graph(
                 &["notify.py", "--ready-after", "0"],
-                json!({"ready": "notify", "watchdog_ms": 400}),
+                json!({"ready": "notify", "watchdog_ms": 1200}),
             ),
         )
         .start();
     let pid = sup::pid(&sup::start(&s, "wd", "wd", json!({})).await);
     let steady = sup::pid(&sup::start(&s, "beat", "beating", json!({})).await);
+    let since = Instant::now();
     assert!(wait_until(Duration::from_secs(6), || async { !pid_alive(pid) }).await);
     assert!(
         wait_until(Duration::from_secs(3), || async {
@@ -113,8 +114,10 @@ async fn watchdog_kills_a_silent_worker() {
     );
     assert!(sup::log(&s, "wd").contains("killed by the watchdog"));
     assert!(s.output().contains("watchdog"), "{}", s.output());
-    // A worker that keeps beating is left alone.
+    // A worker that keeps beating is left alone, well past its interval.
+    tokio::time::sleep(Duration::from_millis(3000).saturating_sub(since.elapsed())).await;
     assert!(pid_alive(steady));
+    assert_eq!(sup::list(&s).await[0]["restarts"], 0);
 }
 
 #[tokio::test]
