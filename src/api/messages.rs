@@ -139,6 +139,9 @@ impl W<'_> {
             payload["trace"] = trace.unwrap_or(Value::Null);
         }
         self.emit("message.created", payload)?;
+        if stream_state == "streaming" {
+            self.wake_by(self.now + self.settings.stream_timeout_secs as i64 * 1000);
+        }
         load_message(self.c, &id)
     }
 
