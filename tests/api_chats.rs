@@ -16,7 +16,10 @@ async fn health_and_config() {
     let r = s.get("/api/v1/config").await;
     assert_eq!(r.status, 200);
     let agents = r.body["agents"].as_array().unwrap();
-    let echo = agents.iter().find(|a| a["id"] == "echo").expect("echo agent");
+    let echo = agents
+        .iter()
+        .find(|a| a["id"] == "echo")
+        .expect("echo agent");
     assert_eq!(echo["name"], "Echo");
     assert!(echo["description"].as_str().unwrap().contains("Answers"));
     assert_eq!(r.body["models"][0]["id"], "default");
@@ -47,7 +50,12 @@ async fn create_get_list_patch_chats() {
 
     // Title from the first message, collapsed and cut to 48 chars; missing modelId → default.
     let long = "word ".repeat(30);
-    let r = s.post("/api/v1/chats", json!({ "agentIds": ["echo"], "firstMessage": format!("  {long}  ") })).await;
+    let r = s
+        .post(
+            "/api/v1/chats",
+            json!({ "agentIds": ["echo"], "firstMessage": format!("  {long}  ") }),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["title"].as_str().unwrap().chars().count(), 48);
     assert_eq!(r.body["title_source"], "default");
@@ -58,7 +66,9 @@ async fn create_get_list_patch_chats() {
     assert_eq!(msgs[0]["role"], "user");
     assert_eq!(msgs[0]["content_final"], long.trim());
 
-    let r = s.post("/api/v1/chats", json!({ "agentIds": ["echo"] })).await;
+    let r = s
+        .post("/api/v1/chats", json!({ "agentIds": ["echo"] }))
+        .await;
     assert_eq!(r.body["title"], "New Chat");
 
     let r = s.get(&format!("/api/v1/chats/{id}")).await;
@@ -75,7 +85,13 @@ async fn create_get_list_patch_chats() {
     assert_eq!(r2.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(r2.body["cursor"]["hasMore"], false);
     assert!(r2.body["cursor"]["next"].is_null());
-    let mut all: Vec<String> = r.body["data"].as_array().unwrap().iter().chain(r2.body["data"].as_array().unwrap()).map(|c| c["id"].as_str().unwrap().to_string()).collect();
+    let mut all: Vec<String> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(r2.body["data"].as_array().unwrap())
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 3);
@@ -89,43 +105,98 @@ async fn create_get_list_patch_chats() {
     assert_eq!(r.body["data"].as_array().unwrap().len(), 0);
 
     // Patch.
-    let r = s.send(s.client.patch(s.url(&format!("/api/v1/chats/{id}"))).json(&json!({ "title": "Renamed", "pinned": true }))).await;
+    let r = s
+        .send(
+            s.client
+                .patch(s.url(&format!("/api/v1/chats/{id}")))
+                .json(&json!({ "title": "Renamed", "pinned": true })),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["title"], "Renamed");
     assert_eq!(r.body["pinned"], true);
     let r = s.get("/api/v1/chats").await;
     assert_eq!(r.body["data"][0]["id"], id, "pinned first");
-    let r = s.send(s.client.patch(s.url(&format!("/api/v1/chats/{id}"))).json(&json!({}))).await;
+    let r = s
+        .send(
+            s.client
+                .patch(s.url(&format!("/api/v1/chats/{id}")))
+                .json(&json!({})),
+        )
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.send(s.client.patch(s.url(&format!("/api/v1/chats/{id}"))).json(&json!({ "agentIds": ["assistant"] }))).await;
+    let r = s
+        .send(
+            s.client
+                .patch(s.url(&format!("/api/v1/chats/{id}")))
+                .json(&json!({ "agentIds": ["assistant"] })),
+        )
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
 
     // Archive / unarchive / read / unread.
     for (path, archived) in [("archive", true), ("unarchive", false)] {
-        let r = s.post(&format!("/api/v1/chats/{id}/{path}"), json!(null)).await;
+        let r = s
+            .post(&format!("/api/v1/chats/{id}/{path}"), json!(null))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.body, json!({ "ok": true }));
-        assert_eq!(s.get(&format!("/api/v1/chats/{id}")).await.body["is_archived"], archived);
+        assert_eq!(
+            s.get(&format!("/api/v1/chats/{id}")).await.body["is_archived"],
+            archived
+        );
     }
-    s.post(&format!("/api/v1/chats/{id}/archive"), json!(null)).await;
-    assert_eq!(s.get("/api/v1/chats?archived=true").await.body["data"].as_array().unwrap().len(), 1);
-    assert_eq!(s.get("/api/v1/chats?archived=false").await.body["data"].as_array().unwrap().len(), 2);
+    s.post(&format!("/api/v1/chats/{id}/archive"), json!(null))
+        .await;
+    assert_eq!(
+        s.get("/api/v1/chats?archived=true").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.get("/api/v1/chats?archived=false").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     let r = s
-        .post(&format!("/api/v1/chats/{id}/messages"), json!({ "role": "agent", "senderId": "echo", "content": "hi" }))
+        .post(
+            &format!("/api/v1/chats/{id}/messages"),
+            json!({ "role": "agent", "senderId": "echo", "content": "hi" }),
+        )
         .await;
     assert_eq!(r.status, 201);
-    assert_eq!(s.get(&format!("/api/v1/chats/{id}")).await.body["unread_count"], 1);
+    assert_eq!(
+        s.get(&format!("/api/v1/chats/{id}")).await.body["unread_count"],
+        1
+    );
     let r = s.get("/api/v1/chats/unread-summary").await;
     assert_eq!(r.body["total_unread"], 1, "{}", r.text);
     assert_eq!(r.body["unread_by_agent"]["echo"], 1);
-    assert_eq!(s.post(&format!("/api/v1/chats/{id}/mark-read"), json!(null)).await.status, 200);
+    assert_eq!(
+        s.post(&format!("/api/v1/chats/{id}/mark-read"), json!(null))
+            .await
+            .status,
+        200
+    );
     let c = s.get(&format!("/api/v1/chats/{id}")).await.body;
     assert_eq!(c["unread_count"], 0);
     assert!(c["last_read_at"].is_string());
     assert_eq!(c["last_message_preview"], "hi");
-    assert_eq!(s.post(&format!("/api/v1/chats/{id}/mark-unread"), json!(null)).await.status, 200);
-    assert_eq!(s.get(&format!("/api/v1/chats/{id}")).await.body["unread_count"], 1);
+    assert_eq!(
+        s.post(&format!("/api/v1/chats/{id}/mark-unread"), json!(null))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/chats/{id}")).await.body["unread_count"],
+        1
+    );
     let r = s.get("/api/v1/chats/pending-summary").await;
     assert_eq!(r.body, json!({ "pending_requests_total": 0 }));
 }
@@ -133,30 +204,56 @@ async fn create_get_list_patch_chats() {
 #[tokio::test]
 async fn chat_errors() {
     let s = server(&[]);
-    let r = s.post("/api/v1/chats", json!({ "modelId": "default" })).await;
+    let r = s
+        .post("/api/v1/chats", json!({ "modelId": "default" }))
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["message"], "Request validation failed.");
-    assert_eq!(r.body["error"]["details"]["fieldErrors"]["agentIds"][0], "Required");
+    assert_eq!(
+        r.body["error"]["details"]["fieldErrors"]["agentIds"][0],
+        "Required"
+    );
     assert!(r.body["error"]["details"]["formErrors"].is_array());
-    let r = s.post("/api/v1/chats", json!({ "agentIds": ["nope"] })).await;
+    let r = s
+        .post("/api/v1/chats", json!({ "agentIds": ["nope"] }))
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["details"]["field"], "agentIds");
-    let r = s.post("/api/v1/chats", json!({ "agentIds": ["echo"], "modelId": "gpt-9" })).await;
+    let r = s
+        .post(
+            "/api/v1/chats",
+            json!({ "agentIds": ["echo"], "modelId": "gpt-9" }),
+        )
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.post("/api/v1/chats", json!({ "agentIds": ["echo"], "title": "   " })).await;
+    let r = s
+        .post(
+            "/api/v1/chats",
+            json!({ "agentIds": ["echo"], "title": "   " }),
+        )
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let r = s.post("/api/v1/chats", json!([1, 2])).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.post_raw("/api/v1/chats", "application/json", "{not json").await;
+    let r = s
+        .post_raw("/api/v1/chats", "application/json", "{not json")
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["message"], "Malformed JSON in request body");
     assert!(r.body["error"].get("details").is_none());
-    let r = s.post_raw("/api/v1/chats", "text/plain", "{\"agentIds\":[\"echo\"]}").await;
+    let r = s
+        .post_raw("/api/v1/chats", "text/plain", "{\"agentIds\":[\"echo\"]}")
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let r = s.get("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA").await;
     assert_error(&r, 404, "NOT_FOUND");
-    assert_eq!(r.body["error"]["details"]["chatId"], "AAAAAAAAAAAAAAAAAAAAA");
-    let r = s.post("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/archive", json!(null)).await;
+    assert_eq!(
+        r.body["error"]["details"]["chatId"],
+        "AAAAAAAAAAAAAAAAAAAAA"
+    );
+    let r = s
+        .post("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/archive", json!(null))
+        .await;
     assert_error(&r, 404, "NOT_FOUND");
     let r = s.get("/api/v1/nothing/here").await;
     assert_error(&r, 404, "NOT_FOUND");
@@ -165,7 +262,12 @@ async fn chat_errors() {
     let r = s.get("/api/v1/chats?cursor=%%%").await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let big = "x".repeat(2_000_000);
-    let r = s.post("/api/v1/chats", json!({ "agentIds": ["echo"], "title": big })).await;
+    let r = s
+        .post(
+            "/api/v1/chats",
+            json!({ "agentIds": ["echo"], "title": big }),
+        )
+        .await;
     assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
 }
 
@@ -173,22 +275,50 @@ async fn chat_errors() {
 async fn chat_idempotency() {
     let s = server(&[]);
     let send = |key: &str, body: serde_json::Value| {
-        s.send(s.client.post(s.url("/api/v1/chats")).header("Idempotency-Key", key).json(&body))
+        s.send(
+            s.client
+                .post(s.url("/api/v1/chats"))
+                .header("Idempotency-Key", key)
+                .json(&body),
+        )
     };
-    let a = send("k1", json!({ "agentIds": ["echo"], "title": "T", "tags": ["x"] })).await;
+    let a = send(
+        "k1",
+        json!({ "agentIds": ["echo"], "title": "T", "tags": ["x"] }),
+    )
+    .await;
     assert_eq!(a.status, 201);
     // Same body, keys in another order: the same answer, nothing new.
-    let b = send("k1", json!({ "tags": ["x"], "title": "T", "agentIds": ["echo"] })).await;
+    let b = send(
+        "k1",
+        json!({ "tags": ["x"], "title": "T", "agentIds": ["echo"] }),
+    )
+    .await;
     assert_eq!(b.status, 201);
     assert_eq!(a.body, b.body);
-    assert_eq!(s.get("/api/v1/chats").await.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.get("/api/v1/chats").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let c = send("k1", json!({ "agentIds": ["echo"], "title": "Other" })).await;
     assert_error(&c, 409, "CONFLICT");
-    assert_eq!(c.body["error"]["message"], "Idempotency-Key already used with a different request payload.");
-    assert_eq!(c.body["error"]["details"], json!({ "field": "Idempotency-Key", "key": "k1" }));
+    assert_eq!(
+        c.body["error"]["message"],
+        "Idempotency-Key already used with a different request payload."
+    );
+    assert_eq!(
+        c.body["error"]["details"],
+        json!({ "field": "Idempotency-Key", "key": "k1" })
+    );
     let d = send("   ", json!({ "agentIds": ["echo"] })).await;
     assert_error(&d, 400, "VALIDATION_ERROR");
-    assert_eq!(d.body["error"]["message"], "Idempotency-Key cannot be empty.");
+    assert_eq!(
+        d.body["error"]["message"],
+        "Idempotency-Key cannot be empty."
+    );
     // A failed call is not remembered.
     let e = send("k2", json!({ "agentIds": ["nope"] })).await;
     assert_eq!(e.status, 400);
@@ -197,6 +327,12 @@ async fn chat_idempotency() {
     // Concurrent calls with one key create one chat.
     let calls = (0..8).map(|_| send("k3", json!({ "agentIds": ["echo"], "title": "C" })));
     let replies = futures_util::future::join_all(calls).await;
-    let ids: std::collections::HashSet<String> = replies.iter().map(|r| { assert_eq!(r.status, 201); r.body["id"].as_str().unwrap().to_string() }).collect();
+    let ids: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 201);
+            r.body["id"].as_str().unwrap().to_string()
+        })
+        .collect();
     assert_eq!(ids.len(), 1);
 }

@@ -22,7 +22,12 @@ async fn message_rules_and_listing() {
     assert!(m["content_partial"].is_null());
     assert_eq!(m["trace"]["kind"], "note");
     for (role, sender) in [("agent", "echo"), ("system", "system"), ("tool", "tool")] {
-        let r = s.post(&path, json!({ "role": role, "senderId": sender, "content": "x", "modelId": "ignored" })).await;
+        let r = s
+            .post(
+                &path,
+                json!({ "role": role, "senderId": sender, "content": "x", "modelId": "ignored" }),
+            )
+            .await;
         assert_eq!(r.status, 201, "{role}: {}", r.text);
         assert_eq!(r.body["model_id"], "default");
     }
@@ -43,13 +48,31 @@ async fn message_rules_and_listing() {
         assert_error(&r, 400, "VALIDATION_ERROR");
         let _ = bad;
     }
-    let r = s.post(&path, json!({ "role": "agent", "senderId": "echo", "streaming": true, "content": "" })).await;
-    assert_eq!(r.body["error"]["message"], "content is not allowed when streaming=true.");
+    let r = s
+        .post(
+            &path,
+            json!({ "role": "agent", "senderId": "echo", "streaming": true, "content": "" }),
+        )
+        .await;
+    assert_eq!(
+        r.body["error"]["message"],
+        "content is not allowed when streaming=true."
+    );
     // Attachment-only content is fine.
-    let r = s.post(&path, json!({ "role": "user", "senderId": "user:primary", "trace": { "mediaIds": ["m1"] } })).await;
+    let r = s
+        .post(
+            &path,
+            json!({ "role": "user", "senderId": "user:primary", "trace": { "mediaIds": ["m1"] } }),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["content_final"], "");
-    let r = s.post("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/messages", json!({ "role": "user", "senderId": "user:primary", "content": "x" })).await;
+    let r = s
+        .post(
+            "/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/messages",
+            json!({ "role": "user", "senderId": "user:primary", "content": "x" }),
+        )
+        .await;
     assert_error(&r, 404, "NOT_FOUND");
 
     // Newest first, cursor walks older.
@@ -79,42 +102,98 @@ async fn streaming_messages() {
     let s = server(&[]);
     let c = chat(&s).await;
     let mut ev = sse(&s, "", None).await;
-    let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "agent", "senderId": "echo", "streaming": true })).await;
+    let r = s
+        .post(
+            &format!("/api/v1/chats/{c}/messages"),
+            json!({ "role": "agent", "senderId": "echo", "streaming": true }),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["stream_state"], "streaming");
     assert!(r.body["content_final"].is_null());
     let mid = r.body["id"].as_str().unwrap().to_string();
     for part in ["Hel", "lo"] {
-        let r = s.post(&format!("/api/v1/messages/{mid}/chunks"), json!({ "deltaText": part })).await;
+        let r = s
+            .post(
+                &format!("/api/v1/messages/{mid}/chunks"),
+                json!({ "deltaText": part }),
+            )
+            .await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let r = s.post(&format!("/api/v1/messages/{mid}/chunks"), json!({ "deltaText": "" })).await;
+    let r = s
+        .post(
+            &format!("/api/v1/messages/{mid}/chunks"),
+            json!({ "deltaText": "" }),
+        )
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let m = s.post(&format!("/api/v1/messages/{mid}/chunks"), json!({ "deltaText": "!" })).await;
+    let m = s
+        .post(
+            &format!("/api/v1/messages/{mid}/chunks"),
+            json!({ "deltaText": "!" }),
+        )
+        .await;
     assert_eq!(m.body["content_partial"], "Hello!");
-    let r = s.post_raw(&format!("/api/v1/messages/{mid}/complete"), "application/json", "").await;
+    let r = s
+        .post_raw(
+            &format!("/api/v1/messages/{mid}/complete"),
+            "application/json",
+            "",
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["content_final"], "Hello!");
     assert!(r.body["content_partial"].is_null());
     assert_eq!(r.body["stream_state"], "complete");
     // Not streaming any more → 409 with details.
-    let r = s.post(&format!("/api/v1/messages/{mid}/chunks"), json!({ "deltaText": "x" })).await;
+    let r = s
+        .post(
+            &format!("/api/v1/messages/{mid}/chunks"),
+            json!({ "deltaText": "x" }),
+        )
+        .await;
     assert_error(&r, 409, "CONFLICT");
-    assert_eq!(r.body["error"]["message"], "Message is not in streaming state.");
-    assert_eq!(r.body["error"]["details"], json!({ "messageId": mid, "streamState": "complete" }));
-    let r = s.post(&format!("/api/v1/messages/{mid}/complete"), json!({})).await;
+    assert_eq!(
+        r.body["error"]["message"],
+        "Message is not in streaming state."
+    );
+    assert_eq!(
+        r.body["error"]["details"],
+        json!({ "messageId": mid, "streamState": "complete" })
+    );
+    let r = s
+        .post(&format!("/api/v1/messages/{mid}/complete"), json!({}))
+        .await;
     assert_error(&r, 409, "CONFLICT");
-    let r = s.post("/api/v1/messages/AAAAAAAAAAAAAAAAAAAAA/chunks", json!({ "deltaText": "x" })).await;
+    let r = s
+        .post(
+            "/api/v1/messages/AAAAAAAAAAAAAAAAAAAAA/chunks",
+            json!({ "deltaText": "x" }),
+        )
+        .await;
     assert_error(&r, 404, "NOT_FOUND");
 
     // Events: created, chunks (ephemeral), complete.
-    let created = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| e.event == "message.created").await.unwrap();
+    let created = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
+        e.event == "message.created"
+    })
+    .await
+    .unwrap();
     assert_eq!(created.data["payload"]["messageId"], mid);
     assert_eq!(created.data["payload"]["streamState"], "streaming");
-    let chunk = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| e.event == "message.streaming.chunk").await.unwrap();
+    let chunk = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
+        e.event == "message.streaming.chunk"
+    })
+    .await
+    .unwrap();
     assert_eq!(chunk.data["payload"]["deltaText"], "Hel");
     assert_eq!(chunk.id.len(), 21);
-    let done = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| e.event == "message.streaming.complete").await.unwrap();
+    let done = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
+        e.event == "message.streaming.complete"
+    })
+    .await
+    .unwrap();
     assert_eq!(done.data["payload"]["finalText"], "Hello!");
     assert_eq!(done.data["payload"]["role"], "agent");
 
@@ -122,26 +201,56 @@ async fn streaming_messages() {
     let sr = &s;
     let mk = || {
         let p = format!("/api/v1/chats/{c}/messages");
-        async move { sr.post(&p, json!({ "role": "agent", "senderId": "echo", "streaming": true })).await }
+        async move {
+            sr.post(
+                &p,
+                json!({ "role": "agent", "senderId": "echo", "streaming": true }),
+            )
+            .await
+        }
     };
     let a = mk().await.body["id"].as_str().unwrap().to_string();
-    s.post(&format!("/api/v1/messages/{a}/chunks"), json!({ "deltaText": "draft" })).await;
-    let r = s.post(&format!("/api/v1/messages/{a}/complete"), json!({ "finalText": "final" })).await;
+    s.post(
+        &format!("/api/v1/messages/{a}/chunks"),
+        json!({ "deltaText": "draft" }),
+    )
+    .await;
+    let r = s
+        .post(
+            &format!("/api/v1/messages/{a}/complete"),
+            json!({ "finalText": "final" }),
+        )
+        .await;
     assert_eq!(r.body["content_final"], "final");
     let b = mk().await.body["id"].as_str().unwrap().to_string();
-    s.post(&format!("/api/v1/messages/{b}/chunks"), json!({ "deltaText": "half" })).await;
-    let r = s.post(&format!("/api/v1/messages/{b}/cancel"), json!(null)).await;
+    s.post(
+        &format!("/api/v1/messages/{b}/chunks"),
+        json!({ "deltaText": "half" }),
+    )
+    .await;
+    let r = s
+        .post(&format!("/api/v1/messages/{b}/cancel"), json!(null))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["stream_state"], "cancelled");
     assert_eq!(r.body["content_partial"], "half");
     assert!(r.body["content_final"].is_null());
     let x = mk().await.body["id"].as_str().unwrap().to_string();
     let y = mk().await.body["id"].as_str().unwrap().to_string();
-    let r = s.post(&format!("/api/v1/chats/{c}/messages/cancel-streaming"), json!(null)).await;
+    let r = s
+        .post(
+            &format!("/api/v1/chats/{c}/messages/cancel-streaming"),
+            json!(null),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["cancelledMessageIds"], json!([x, y]));
     // Cancelled messages without content are hidden; the cancelled one with text is listed.
-    let ids: Vec<String> = messages(&s, &c).await.iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = messages(&s, &c)
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
     assert!(ids.contains(&b) && !ids.contains(&x) && !ids.contains(&y));
 }
 
@@ -149,13 +258,30 @@ async fn streaming_messages() {
 async fn idle_streams_are_cancelled() {
     let s = server(&[("STREAM_TIMEOUT_SECONDS", "1")]);
     let c = chat(&s).await;
-    let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "agent", "senderId": "echo", "streaming": true })).await;
+    let r = s
+        .post(
+            &format!("/api/v1/chats/{c}/messages"),
+            json!({ "role": "agent", "senderId": "echo", "streaming": true }),
+        )
+        .await;
     let mid = r.body["id"].as_str().unwrap().to_string();
-    s.post(&format!("/api/v1/messages/{mid}/chunks"), json!({ "deltaText": "partial" })).await;
+    s.post(
+        &format!("/api/v1/messages/{mid}/chunks"),
+        json!({ "deltaText": "partial" }),
+    )
+    .await;
     let ok = common::wait_until(std::time::Duration::from_secs(5), || async {
-        let r = s.post(&format!("/api/v1/messages/{mid}/chunks"), json!({ "deltaText": "" })).await;
+        let r = s
+            .post(
+                &format!("/api/v1/messages/{mid}/chunks"),
+                json!({ "deltaText": "" }),
+            )
+            .await;
         let _ = r;
-        messages(&s, &c).await.iter().any(|m| m["id"] == mid.as_str() && m["stream_state"] == "cancelled")
+        messages(&s, &c)
+            .await
+            .iter()
+            .any(|m| m["id"] == mid.as_str() && m["stream_state"] == "cancelled")
     })
     .await;
     assert!(ok, "idle stream was not cancelled");
@@ -166,19 +292,44 @@ async fn typing_indicators() {
     let s = server(&[]);
     let c = chat(&s).await;
     let mut ev = sse(&s, "", None).await;
-    let r = s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
+    let r = s
+        .post(
+            &format!("/api/v1/chats/{c}/typing"),
+            json!({ "agentId": "echo" }),
+        )
+        .await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert!(r.text.is_empty());
-    let r = s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null)).await;
+    let r = s
+        .post(&format!("/api/v1/chats/{c}/user-typing"), json!(null))
+        .await;
     assert_eq!(r.status, 204);
-    let r = s.post(&format!("/api/v1/chats/{c}/typing"), json!({})).await;
+    let r = s
+        .post(&format!("/api/v1/chats/{c}/typing"), json!({}))
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.post("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/typing", json!({ "agentId": "echo" })).await;
+    let r = s
+        .post(
+            "/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/typing",
+            json!({ "agentId": "echo" }),
+        )
+        .await;
     assert_error(&r, 404, "NOT_FOUND");
-    let t = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| e.event == "chat.typing").await.unwrap();
+    let t = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
+        e.event == "chat.typing"
+    })
+    .await
+    .unwrap();
     assert_eq!(t.data["payload"], json!({ "chatId": c, "agentId": "echo" }));
-    let u = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| e.event == "chat.user_typing").await.unwrap();
-    assert_eq!(u.data["payload"], json!({ "chatId": c, "senderId": "user:primary" }));
+    let u = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
+        e.event == "chat.user_typing"
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        u.data["payload"],
+        json!({ "chatId": c, "senderId": "user:primary" })
+    );
 }
 
 #[tokio::test]
@@ -193,8 +344,14 @@ async fn interactive_requests() {
     assert_eq!(choice.body["title"], "Pick");
     assert_eq!(choice.body["status"], "pending");
     assert_eq!(choice.body["config"]["minSelections"], 0);
-    assert_eq!(s.get(&format!("/api/v1/chats/{c}")).await.body["pending_requests_count"], 1);
-    assert_eq!(s.get("/api/v1/chats/pending-summary").await.body["pending_requests_total"], 1);
+    assert_eq!(
+        s.get(&format!("/api/v1/chats/{c}")).await.body["pending_requests_count"],
+        1
+    );
+    assert_eq!(
+        s.get("/api/v1/chats/pending-summary").await.body["pending_requests_total"],
+        1
+    );
     let cid = choice.body["id"].as_str().unwrap().to_string();
 
     for bad in [
@@ -220,18 +377,33 @@ async fn interactive_requests() {
         let p = format!("/api/v1/requests/{id}/resolve");
         async move { sr.post(&p, body).await }
     };
-    assert_eq!(resolve(&cid, json!({ "selectedOptionIds": ["zzz"] })).await.status, 400);
-    assert_eq!(resolve(&cid, json!({ "selectedOptionIds": ["a", "a"] })).await.status, 400);
+    assert_eq!(
+        resolve(&cid, json!({ "selectedOptionIds": ["zzz"] }))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        resolve(&cid, json!({ "selectedOptionIds": ["a", "a"] }))
+            .await
+            .status,
+        400
+    );
     assert_eq!(resolve(&cid, json!({})).await.status, 400);
     let r = resolve(&cid, json!({ "selectedOptionIds": ["a", "b"] })).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "resolved");
     assert_eq!(r.body["resolved_by"], "user");
-    assert_eq!(r.body["resolution_payload"], json!({ "selectedOptionIds": ["a", "b"] }));
+    assert_eq!(
+        r.body["resolution_payload"],
+        json!({ "selectedOptionIds": ["a", "b"] })
+    );
     // Not pending any more → 400.
     let r = resolve(&cid, json!({ "selectedOptionIds": ["a"] })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.post(&format!("/api/v1/requests/{cid}/cancel"), json!(null)).await;
+    let r = s
+        .post(&format!("/api/v1/requests/{cid}/cancel"), json!(null))
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
 
     // The resolution became a request_batch.
@@ -240,7 +412,10 @@ async fn interactive_requests() {
     assert_eq!(b["items"][0]["sourceKind"], "request_resolved");
     assert_eq!(b["items"][0]["sourceId"], cid);
     assert_eq!(b["items"][0]["senderId"], "user:primary");
-    assert_eq!(b["compiledContent"], "[Request resolved: \"Pick\"] Selected: a, b");
+    assert_eq!(
+        b["compiledContent"],
+        "[Request resolved: \"Pick\"] Selected: a, b"
+    );
     assert_eq!(complete(&s, &b, "w").await.status, 204);
 
     // text_input by the backend; form; cancel.
@@ -254,42 +429,108 @@ async fn interactive_requests() {
     assert_eq!(r.body["resolved_by"], "backend");
     let b = claim_one(&s, "w").await;
     assert_eq!(b["items"][0]["senderId"], "backend");
-    assert_eq!(b["compiledContent"], "[Request resolved: \"Name?\"] Response: bob");
+    assert_eq!(
+        b["compiledContent"],
+        "[Request resolved: \"Name?\"] Response: bob"
+    );
     complete(&s, &b, "w").await;
 
     let f = s
-        .post(&path, json!({ "type": "form", "title": "Form", "config": { "fields": [
+        .post(
+            &path,
+            json!({ "type": "form", "title": "Form", "config": { "fields": [
             { "name": "who", "type": "text", "required": true },
             { "name": "ok", "type": "checkbox" },
             { "name": "pick", "type": "select", "options": ["x", "y"] },
             { "name": "many", "type": "multiselect", "options": ["x", "y"] }
-        ], "submitLabel": "Send" } }))
+        ], "submitLabel": "Send" } }),
+        )
         .await;
     assert_eq!(f.status, 201, "{}", f.text);
     let fid = f.body["id"].as_str().unwrap().to_string();
-    assert_eq!(resolve(&fid, json!({ "values": { "ok": true } })).await.status, 400, "required missing");
-    assert_eq!(resolve(&fid, json!({ "values": { "who": "me", "zzz": 1 } })).await.status, 400, "unknown field");
-    assert_eq!(resolve(&fid, json!({ "values": { "who": "me", "ok": "yes" } })).await.status, 400, "checkbox type");
-    assert_eq!(resolve(&fid, json!({ "values": { "who": "me", "pick": "z" } })).await.status, 400, "select option");
-    assert_eq!(resolve(&fid, json!({ "values": { "who": "me", "many": ["x", "q"] } })).await.status, 400, "multiselect");
-    let r = resolve(&fid, json!({ "values": { "who": "me", "ok": true, "many": ["y"] } })).await;
+    assert_eq!(
+        resolve(&fid, json!({ "values": { "ok": true } }))
+            .await
+            .status,
+        400,
+        "required missing"
+    );
+    assert_eq!(
+        resolve(&fid, json!({ "values": { "who": "me", "zzz": 1 } }))
+            .await
+            .status,
+        400,
+        "unknown field"
+    );
+    assert_eq!(
+        resolve(&fid, json!({ "values": { "who": "me", "ok": "yes" } }))
+            .await
+            .status,
+        400,
+        "checkbox type"
+    );
+    assert_eq!(
+        resolve(&fid, json!({ "values": { "who": "me", "pick": "z" } }))
+            .await
+            .status,
+        400,
+        "select option"
+    );
+    assert_eq!(
+        resolve(
+            &fid,
+            json!({ "values": { "who": "me", "many": ["x", "q"] } })
+        )
+        .await
+        .status,
+        400,
+        "multiselect"
+    );
+    let r = resolve(
+        &fid,
+        json!({ "values": { "who": "me", "ok": true, "many": ["y"] } }),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let b = claim_one(&s, "w").await;
-    assert_eq!(b["compiledContent"], "[Request resolved: \"Form\"] Form values: {\"many\":[\"y\"],\"ok\":true,\"who\":\"me\"}");
+    assert_eq!(
+        b["compiledContent"],
+        "[Request resolved: \"Form\"] Form values: {\"many\":[\"y\"],\"ok\":true,\"who\":\"me\"}"
+    );
     complete(&s, &b, "w").await;
 
     let x = s.post(&path, json!({ "type": "choice", "title": "Later", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
     let xid = x.body["id"].as_str().unwrap().to_string();
-    let r = s.send(s.client.patch(s.url(&format!("/api/v1/requests/{xid}"))).json(&json!({ "title": "Sooner", "body": null }))).await;
+    let r = s
+        .send(
+            s.client
+                .patch(s.url(&format!("/api/v1/requests/{xid}")))
+                .json(&json!({ "title": "Sooner", "body": null })),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["title"], "Sooner");
-    let r = s.send(s.client.patch(s.url(&format!("/api/v1/requests/{xid}"))).json(&json!({ "status": "resolved" }))).await;
+    let r = s
+        .send(
+            s.client
+                .patch(s.url(&format!("/api/v1/requests/{xid}")))
+                .json(&json!({ "status": "resolved" })),
+        )
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.post(&format!("/api/v1/requests/{xid}/cancel"), json!(null)).await;
+    let r = s
+        .post(&format!("/api/v1/requests/{xid}/cancel"), json!(null))
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "cancelled");
-    assert_eq!(claim(&s, "w", 300).await.status, 204, "cancel does not dispatch");
-    let r = s.post("/api/v1/requests/AAAAAAAAAAAAAAAAAAAAA/cancel", json!(null)).await;
+    assert_eq!(
+        claim(&s, "w", 300).await.status,
+        204,
+        "cancel does not dispatch"
+    );
+    let r = s
+        .post("/api/v1/requests/AAAAAAAAAAAAAAAAAAAAA/cancel", json!(null))
+        .await;
     assert_error(&r, 404, "NOT_FOUND");
 
     // Listing by status.
@@ -298,11 +539,26 @@ async fn interactive_requests() {
         async move { sr.get(&p).await }
     };
     assert_eq!(list("").await.body["data"].as_array().unwrap().len(), 0);
-    assert_eq!(list("?status=all").await.body["data"].as_array().unwrap().len(), 4);
-    assert_eq!(list("?status=resolved").await.body["data"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        list("?status=all").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        list("?status=resolved").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(list("?status=cancelled").await.body["data"][0]["id"], xid);
     assert_eq!(list("?status=bogus").await.status, 400);
-    assert_eq!(s.get(&format!("/api/v1/chats/{c}")).await.body["pending_requests_count"], 0);
+    assert_eq!(
+        s.get(&format!("/api/v1/chats/{c}")).await.body["pending_requests_count"],
+        0
+    );
 }
 
 #[tokio::test]
@@ -311,7 +567,14 @@ async fn request_idempotency() {
     let c = chat(&s).await;
     let path = format!("/api/v1/chats/{c}/requests");
     let body = json!({ "type": "choice", "title": "Q", "config": { "options": [{ "id": "a", "label": "A" }] } });
-    let send = |key: &str, b: serde_json::Value| s.send(s.client.post(s.url(&path)).header("Idempotency-Key", key).json(&b));
+    let send = |key: &str, b: serde_json::Value| {
+        s.send(
+            s.client
+                .post(s.url(&path))
+                .header("Idempotency-Key", key)
+                .json(&b),
+        )
+    };
     let a = send("r1", body.clone()).await;
     assert_eq!(a.status, 201);
     let b = send("r1", body.clone()).await;

@@ -197,16 +197,25 @@ impl W<'_> {
 
     fn create_chat_tx(&mut self, new: NewChat) -> Result<Value, ApiError> {
         if new.agent_ids.is_empty() {
-            return Err(ApiError::field("agentIds", "At least one agent id is required."));
+            return Err(ApiError::field(
+                "agentIds",
+                "At least one agent id is required.",
+            ));
         }
         for a in &new.agent_ids {
             if !is_agent(&self.catalog, a) {
-                return Err(ApiError::field("agentIds", format!("Unknown agent id: {a}")));
+                return Err(ApiError::field(
+                    "agentIds",
+                    format!("Unknown agent id: {a}"),
+                ));
             }
         }
         let model_id = new.model_id.unwrap_or_else(|| DEFAULT_MODEL.into());
         if !is_model(&model_id) {
-            return Err(ApiError::field("modelId", format!("Unknown model id: {model_id}")));
+            return Err(ApiError::field(
+                "modelId",
+                format!("Unknown model id: {model_id}"),
+            ));
         }
         let first = new
             .first_message
@@ -230,7 +239,16 @@ impl W<'_> {
         let tags = clean_tags(new.tags.as_deref().unwrap_or(&[]));
         let id = self.insert_chat(&new.agent_ids, &model_id, &title, source, &tags, None)?;
         if let Some(text) = first {
-            let m = self.insert_message(&id, "user", "user:primary", Some(text.clone()), None, "complete", None, false)?;
+            let m = self.insert_message(
+                &id,
+                "user",
+                "user:primary",
+                Some(text.clone()),
+                None,
+                "complete",
+                None,
+                false,
+            )?;
             let mid = m["id"].as_str().unwrap_or_default().to_string();
             self.add_input(&id, "user_message", &mid, "user:primary", &text, None, None)?;
         }
@@ -250,7 +268,11 @@ impl Store {
     /// Creates a chat (and posts `first_message` as a dispatched user message). With
     /// `idempotency = Some((key, fingerprint))` a repeat with the same fingerprint returns the
     /// first answer and a different one is a 409. Returns the chat resource (snake_case).
-    pub async fn create_chat(&self, new: NewChat, idempotency: Option<(String, String)>) -> Result<Value, ApiError> {
+    pub async fn create_chat(
+        &self,
+        new: NewChat,
+        idempotency: Option<(String, String)>,
+    ) -> Result<Value, ApiError> {
         self.write(move |w| {
             if let Some((key, fp)) = &idempotency {
                 if let Some(body) = w.idem_lookup(key, fp)? {
@@ -268,14 +290,18 @@ impl Store {
 
     /// Finds or creates the chat bound to an external key (a supervisor channel, a front-door
     /// conversation, ...), with `agent_ids = [agent_id]`. Atomic: concurrent callers get one chat.
-    pub async fn chat_for_key(&self, key: &str, agent_id: &str, title: &str) -> Result<String, ApiError> {
+    pub async fn chat_for_key(
+        &self,
+        key: &str,
+        agent_id: &str,
+        title: &str,
+    ) -> Result<String, ApiError> {
         let (key, agent, title) = (key.to_string(), agent_id.to_string(), title.to_string());
         self.write(move |w| {
-            let found: Option<String> = w
-                .c
-                .prepare_cached("SELECT id FROM chats WHERE external_key = ?1")?
-                .query_row([&key], |r| r.get(0))
-                .optional()?;
+            let found: Option<String> =
+                w.c.prepare_cached("SELECT id FROM chats WHERE external_key = ?1")?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()?;
             if let Some(id) = found {
                 return Ok(id);
             }
@@ -377,7 +403,10 @@ impl Store {
                     .execute(params![id, cut(t, TITLE_MAX_CHARS), source])?;
             }
             if let Some(Value::Array(tags)) = patch.get("tags") {
-                let tags: Vec<String> = tags.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
+                let tags: Vec<String> = tags
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect();
                 w.c.prepare_cached("UPDATE chats SET tags = ?2 WHERE id = ?1")?
                     .execute(params![id, json!(clean_tags(&tags)).to_string()])?;
             }
@@ -409,7 +438,14 @@ impl Store {
             ensure_chat(w.c, &id)?;
             w.c.prepare_cached("UPDATE chats SET is_archived = ?2 WHERE id = ?1")?
                 .execute(params![id, archived])?;
-            w.touch_chat(&id, if archived { "chat.archived" } else { "chat.unarchived" })
+            w.touch_chat(
+                &id,
+                if archived {
+                    "chat.archived"
+                } else {
+                    "chat.unarchived"
+                },
+            )
         })
         .await
     }
@@ -420,11 +456,15 @@ impl Store {
         self.write(move |w| {
             ensure_chat(w.c, &id)?;
             if read {
-                w.c.prepare_cached("UPDATE chats SET unread_count = 0, last_read_at = ?2 WHERE id = ?1")?
-                    .execute(params![id, w.now])?;
+                w.c.prepare_cached(
+                    "UPDATE chats SET unread_count = 0, last_read_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, w.now])?;
             } else {
-                w.c.prepare_cached("UPDATE chats SET unread_count = MAX(unread_count, 1) WHERE id = ?1")?
-                    .execute(params![id])?;
+                w.c.prepare_cached(
+                    "UPDATE chats SET unread_count = MAX(unread_count, 1) WHERE id = ?1",
+                )?
+                .execute(params![id])?;
             }
             w.touch_chat(&id, if read { "chat.read" } else { "chat.unread" })
         })

@@ -100,7 +100,9 @@ impl ApiError {
             ApiError::Validation { message, details }
             | ApiError::NotFound { message, details }
             | ApiError::Conflict { message, details } => (message.clone(), details.clone()),
-            ApiError::Sqlite(_) | ApiError::Internal(_) => ("Unexpected server error.".into(), None),
+            ApiError::Sqlite(_) | ApiError::Internal(_) => {
+                ("Unexpected server error.".into(), None)
+            }
             other => (other.to_string(), None),
         };
         let mut err = json!({ "code": self.code(), "message": message });

@@ -82,8 +82,10 @@ pub fn seq_of(c: &Connection, id: &str) -> Result<Option<i64>, ApiError> {
 
 /// Newest persisted seq (0 when none).
 pub fn head(c: &Connection) -> Result<i64, ApiError> {
-    Ok(c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
-        .query_row([], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
+            .query_row([], |r| r.get(0))?,
+    )
 }
 
 /// Persisted events with `after < seq <= upto`, oldest first, at most `limit`.

@@ -130,7 +130,13 @@ impl W<'_> {
                  last_message_preview = COALESCE(?4, last_message_preview), \
                  unread_count = unread_count + ?5 WHERE id = ?1",
             )?
-            .execute(params![chat_id, self.now, role, preview, (role != "user") as i64])?;
+            .execute(params![
+                chat_id,
+                self.now,
+                role,
+                preview,
+                (role != "user") as i64
+            ])?;
         let mut payload = json!({
             "chatId": chat_id, "messageId": id, "role": role, "senderId": sender_id,
             "streamState": stream_state, "contentFinal": content_final, "createdAt": iso(self.now),
@@ -152,29 +158,55 @@ impl W<'_> {
             "agent" => is_agent(&self.catalog, &m.sender_id),
             "system" => m.sender_id == "system",
             "tool" => m.sender_id == "tool",
-            _ => return Err(ApiError::field("role", "role must be one of user, agent, system, tool.")),
+            _ => {
+                return Err(ApiError::field(
+                    "role",
+                    "role must be one of user, agent, system, tool.",
+                ))
+            }
         };
         if !sender_ok {
             let rule = match m.role.as_str() {
                 "user" => "senderId must be user:primary for role user.".to_string(),
-                "agent" => format!("senderId must be a configured agent id for role agent (got {}).", m.sender_id),
+                "agent" => format!(
+                    "senderId must be a configured agent id for role agent (got {}).",
+                    m.sender_id
+                ),
                 other => format!("senderId must be {other} for role {other}."),
             };
             return Err(ApiError::field("senderId", rule));
         }
         if m.streaming {
             if m.role != "agent" {
-                return Err(ApiError::field("streaming", "streaming=true is only allowed for role agent."));
+                return Err(ApiError::field(
+                    "streaming",
+                    "streaming=true is only allowed for role agent.",
+                ));
             }
             if m.content.is_some() {
-                return Err(ApiError::field("content", "content is not allowed when streaming=true."));
+                return Err(ApiError::field(
+                    "content",
+                    "content is not allowed when streaming=true.",
+                ));
             }
-            return self.insert_message(chat_id, "agent", &m.sender_id, None, None, "streaming", m.trace, true);
+            return self.insert_message(
+                chat_id,
+                "agent",
+                &m.sender_id,
+                None,
+                None,
+                "streaming",
+                m.trace,
+                true,
+            );
         }
         let content = m.content.as_deref().unwrap_or("").trim().to_string();
         let media = trace_media_ids(m.trace.as_ref());
         if content.is_empty() && media.is_empty() {
-            return Err(ApiError::field("content", "content is required unless trace.mediaIds is set."));
+            return Err(ApiError::field(
+                "content",
+                "content is required unless trace.mediaIds is set.",
+            ));
         }
         let trace_kind = m
             .trace
@@ -194,24 +226,43 @@ impl W<'_> {
         )?;
         if m.role == "user" {
             let mid = msg["id"].as_str().unwrap_or_default().to_string();
-            self.add_input(chat_id, "user_message", &mid, "user:primary", &content, trace_kind, Some(media))?;
+            self.add_input(
+                chat_id,
+                "user_message",
+                &mid,
+                "user:primary",
+                &content,
+                trace_kind,
+                Some(media),
+            )?;
         }
         Ok(msg)
     }
 
     /// Ends a stream: `complete` (with the final text) or `cancelled`; emits
     /// `message.streaming.complete`.
-    fn finish_stream(&mut self, m: &Value, final_text: Option<String>, cancel: bool, with_role: bool) -> Result<Value, ApiError> {
+    fn finish_stream(
+        &mut self,
+        m: &Value,
+        final_text: Option<String>,
+        cancel: bool,
+        with_role: bool,
+    ) -> Result<Value, ApiError> {
         let id = m["id"].as_str().unwrap_or_default().to_string();
         let chat_id = m["chat_id"].as_str().unwrap_or_default().to_string();
         let final_text = if cancel {
             None
         } else {
-            Some(final_text.unwrap_or_else(|| m["content_partial"].as_str().unwrap_or("").to_string()))
+            Some(
+                final_text
+                    .unwrap_or_else(|| m["content_partial"].as_str().unwrap_or("").to_string()),
+            )
         };
         if cancel {
             self.c
-                .prepare_cached("UPDATE messages SET stream_state = 'cancelled', updated_at = ?2 WHERE id = ?1")?
+                .prepare_cached(
+                    "UPDATE messages SET stream_state = 'cancelled', updated_at = ?2 WHERE id = ?1",
+                )?
                 .execute(params![id, self.now])?;
         } else {
             self.c
@@ -221,7 +272,9 @@ impl W<'_> {
                 .execute(params![id, final_text, self.now])?;
             if let Some(t) = final_text.as_deref().filter(|t| !t.is_empty()) {
                 self.c
-                    .prepare_cached("UPDATE chats SET last_message_preview = ?2, updated_at = ?3 WHERE id = ?1")?
+                    .prepare_cached(
+                        "UPDATE chats SET last_message_preview = ?2, updated_at = ?3 WHERE id = ?1",
+                    )?
                     .execute(params![chat_id, cut(t, PREVIEW_MAX_CHARS), self.now])?;
             }
         }
@@ -253,7 +306,9 @@ impl W<'_> {
         }
         let oldest: Option<i64> = self
             .c
-            .prepare_cached("SELECT MIN(updated_at) FROM messages WHERE stream_state = 'streaming'")?
+            .prepare_cached(
+                "SELECT MIN(updated_at) FROM messages WHERE stream_state = 'streaming'",
+            )?
             .query_row([], |r| r.get(0))?;
         Ok(oldest.map(|t| t + timeout_ms))
     }
@@ -268,7 +323,12 @@ impl Store {
     }
 
     /// Posts a user message (sender `user:primary`) and so creates its dispatch input.
-    pub async fn post_user_message(&self, chat_id: &str, content: &str, trace: Option<Value>) -> Result<Value, ApiError> {
+    pub async fn post_user_message(
+        &self,
+        chat_id: &str,
+        content: &str,
+        trace: Option<Value>,
+    ) -> Result<Value, ApiError> {
         let m = NewMessage {
             role: "user".into(),
             sender_id: "user:primary".into(),
@@ -287,7 +347,12 @@ impl Store {
 
     /// A chat's messages newest first: `{data, cursor{next, hasMore}}`; the cursor walks older.
     /// Cancelled messages with no content are hidden.
-    pub async fn list_messages(&self, chat_id: &str, limit: i64, cursor: Option<String>) -> Result<Value, ApiError> {
+    pub async fn list_messages(
+        &self,
+        chat_id: &str,
+        limit: i64,
+        cursor: Option<String>,
+    ) -> Result<Value, ApiError> {
         let before = match cursor {
             Some(c) => decode_cursor(&c)?["s"]
                 .as_i64()
@@ -337,7 +402,11 @@ impl Store {
     }
 
     /// Completes a streaming message with `final_text`, or the accumulated text.
-    pub async fn complete_stream(&self, message_id: &str, final_text: Option<String>) -> Result<Value, ApiError> {
+    pub async fn complete_stream(
+        &self,
+        message_id: &str,
+        final_text: Option<String>,
+    ) -> Result<Value, ApiError> {
         let id = message_id.to_string();
         self.write(move |w| {
             let m = load_streaming(w.c, &id)?;
@@ -381,7 +450,10 @@ impl Store {
     pub async fn typing(&self, chat_id: &str, agent_id: &str) -> Result<(), ApiError> {
         let id = chat_id.to_string();
         self.read(move |c, _, _| ensure_chat(c, &id)).await?;
-        self.publish_ephemeral("chat.typing", json!({ "chatId": chat_id, "agentId": agent_id }));
+        self.publish_ephemeral(
+            "chat.typing",
+            json!({ "chatId": chat_id, "agentId": agent_id }),
+        );
         Ok(())
     }
 }

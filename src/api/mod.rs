@@ -205,7 +205,12 @@ impl Store {
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
         if let Some(at) = kick_s {
-            if at < self.inner.next_wake.load(std::sync::atomic::Ordering::SeqCst) {
+            if at
+                < self
+                    .inner
+                    .next_wake
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
                 self.inner.scheduler.notify_one();
             }
         }
@@ -233,7 +238,11 @@ impl Store {
 
     /// Finds or creates (atomically) the chat bound to a supervisor channel, with
     /// `agent_ids = [agent_id]`; returns the chat id.
-    pub async fn chat_for_channel(&self, channel: &str, agent_id: &str) -> Result<String, StoreError> {
+    pub async fn chat_for_channel(
+        &self,
+        channel: &str,
+        agent_id: &str,
+    ) -> Result<String, StoreError> {
         self.chat_for_key(&format!("channel:{channel}"), agent_id, channel)
             .await
     }

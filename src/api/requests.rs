@@ -59,18 +59,33 @@ fn bad_config(msg: impl Into<String>) -> ApiError {
 /// Validates and normalizes a request config for its type.
 pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
     let Some(obj) = config.as_object() else {
-        return Err(bad_config(format!("config must be an object, got {}.", type_name(config))));
+        return Err(bad_config(format!(
+            "config must be an object, got {}.",
+            type_name(config)
+        )));
     };
     match kind {
         "choice" => {
-            let Some(options) = obj.get("options").and_then(Value::as_array).filter(|o| !o.is_empty()) else {
+            let Some(options) = obj
+                .get("options")
+                .and_then(Value::as_array)
+                .filter(|o| !o.is_empty())
+            else {
                 return Err(bad_config("choice config needs at least one option."));
             };
             let mut out = Vec::new();
             let mut ids: Vec<String> = Vec::new();
             for o in options {
-                let id = o.get("id").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
-                let label = o.get("label").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+                let id = o
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty());
+                let label = o
+                    .get("label")
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty());
                 let (Some(id), Some(label)) = (id, label) else {
                     return Err(bad_config("every option needs a non-empty id and label."));
                 };
@@ -81,17 +96,23 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
                 let mut opt = json!({ "id": id, "label": label });
                 match o.get("variant") {
                     None | Some(Value::Null) => {}
-                    Some(Value::String(v)) if ["primary", "secondary", "danger"].contains(&v.as_str()) => {
+                    Some(Value::String(v))
+                        if ["primary", "secondary", "danger"].contains(&v.as_str()) =>
+                    {
                         opt["variant"] = json!(v);
                     }
-                    Some(_) => return Err(bad_config("variant must be primary, secondary or danger.")),
+                    Some(_) => {
+                        return Err(bad_config("variant must be primary, secondary or danger."))
+                    }
                 }
                 out.push(opt);
             }
             let int = |k: &str, default: u64| -> Result<u64, ApiError> {
                 match obj.get(k) {
                     None | Some(Value::Null) => Ok(default),
-                    Some(v) => v.as_u64().ok_or_else(|| bad_config(format!("{k} must be a whole number."))),
+                    Some(v) => v
+                        .as_u64()
+                        .ok_or_else(|| bad_config(format!("{k} must be a whole number."))),
                 }
             };
             let max = int("maxSelections", 1)?;
@@ -121,7 +142,9 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
                         match v.get(k) {
                             None | Some(Value::Null) => {}
                             Some(n) => {
-                                let n = n.as_u64().ok_or_else(|| bad_config(format!("validation.{k} must be a whole number.")))?;
+                                let n = n.as_u64().ok_or_else(|| {
+                                    bad_config(format!("validation.{k} must be a whole number."))
+                                })?;
                                 val.insert(k.into(), json!(n));
                             }
                         }
@@ -130,7 +153,9 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
                         None | Some(Value::Null) => {}
                         Some(Value::String(p)) => {
                             if regex::Regex::new(p).is_err() {
-                                return Err(bad_config("validation.pattern must be a valid regular expression."));
+                                return Err(bad_config(
+                                    "validation.pattern must be a valid regular expression.",
+                                ));
                             }
                             val.insert("pattern".into(), json!(p));
                         }
@@ -143,13 +168,22 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
             Ok(Value::Object(out))
         }
         "form" => {
-            let Some(fields) = obj.get("fields").and_then(Value::as_array).filter(|f| !f.is_empty()) else {
+            let Some(fields) = obj
+                .get("fields")
+                .and_then(Value::as_array)
+                .filter(|f| !f.is_empty())
+            else {
                 return Err(bad_config("form config needs at least one field."));
             };
             let mut out = Vec::new();
             let mut names: Vec<String> = Vec::new();
             for f in fields {
-                let Some(name) = f.get("name").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()) else {
+                let Some(name) = f
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                else {
                     return Err(bad_config("every field needs a non-empty name."));
                 };
                 if names.iter().any(|n| n == name) {
@@ -157,7 +191,16 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
                 }
                 names.push(name.to_string());
                 let ftype = f.get("type").and_then(Value::as_str).unwrap_or("");
-                if !["text", "textarea", "select", "multiselect", "checkbox", "date"].contains(&ftype) {
+                if ![
+                    "text",
+                    "textarea",
+                    "select",
+                    "multiselect",
+                    "checkbox",
+                    "date",
+                ]
+                .contains(&ftype)
+                {
                     return Err(bad_config(format!("field {name}: type must be text, textarea, select, multiselect, checkbox or date.")));
                 }
                 let mut field = json!({ "name": name, "type": ftype, "required": f.get("required").and_then(Value::as_bool).unwrap_or(false) });
@@ -166,15 +209,27 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
                 }
                 let options = f.get("options").filter(|o| !o.is_null());
                 if ftype == "select" || ftype == "multiselect" {
-                    let opts: Option<Vec<String>> = options.and_then(Value::as_array).and_then(|a| {
-                        a.iter().map(|o| o.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)).collect()
-                    });
+                    let opts: Option<Vec<String>> =
+                        options.and_then(Value::as_array).and_then(|a| {
+                            a.iter()
+                                .map(|o| {
+                                    o.as_str()
+                                        .map(str::trim)
+                                        .filter(|s| !s.is_empty())
+                                        .map(str::to_string)
+                                })
+                                .collect()
+                        });
                     match opts {
                         Some(o) if !o.is_empty() => field["options"] = json!(o),
-                        _ => return Err(bad_config(format!("field {name}: options (non-empty strings) are required for {ftype}."))),
+                        _ => return Err(bad_config(format!(
+                            "field {name}: options (non-empty strings) are required for {ftype}."
+                        ))),
                     }
                 } else if options.is_some() {
-                    return Err(bad_config(format!("field {name}: options are only allowed for select and multiselect.")));
+                    return Err(bad_config(format!(
+                        "field {name}: options are only allowed for select and multiselect."
+                    )));
                 }
                 out.push(field);
             }
@@ -184,7 +239,10 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
             }
             Ok(cfg)
         }
-        _ => Err(ApiError::field("type", "type must be choice, text_input or form.")),
+        _ => Err(ApiError::field(
+            "type",
+            "type must be choice, text_input or form.",
+        )),
     }
 }
 
@@ -193,30 +251,63 @@ fn bad_payload(field: &str, msg: impl Into<String>) -> ApiError {
 }
 
 /// Validates a resolution payload; returns the stored payload and the dispatch summary line.
-pub fn check_resolution(kind: &str, title: &str, config: &Value, body: &Map<String, Value>) -> Result<(Value, String), ApiError> {
+pub fn check_resolution(
+    kind: &str,
+    title: &str,
+    config: &Value,
+    body: &Map<String, Value>,
+) -> Result<(Value, String), ApiError> {
     let head = format!("[Request resolved: {}]", Value::String(title.to_string()));
     match kind {
         "choice" => {
             let ids: Vec<String> = match body.get("selectedOptionIds").and_then(Value::as_array) {
-                Some(a) => a.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<_>>()
-                    .ok_or_else(|| bad_payload("selectedOptionIds", "selectedOptionIds must be strings."))?,
-                None => return Err(bad_payload("selectedOptionIds", "selectedOptionIds is required.")),
+                Some(a) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        bad_payload("selectedOptionIds", "selectedOptionIds must be strings.")
+                    })?,
+                None => {
+                    return Err(bad_payload(
+                        "selectedOptionIds",
+                        "selectedOptionIds is required.",
+                    ))
+                }
             };
-            let known: Vec<&str> = config["options"].as_array().map(|o| o.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
+            let known: Vec<&str> = config["options"]
+                .as_array()
+                .map(|o| o.iter().filter_map(|x| x["id"].as_str()).collect())
+                .unwrap_or_default();
             for (i, id) in ids.iter().enumerate() {
                 if !known.contains(&id.as_str()) {
-                    return Err(bad_payload("selectedOptionIds", format!("Unknown option id: {id}")));
+                    return Err(bad_payload(
+                        "selectedOptionIds",
+                        format!("Unknown option id: {id}"),
+                    ));
                 }
                 if ids[..i].contains(id) {
-                    return Err(bad_payload("selectedOptionIds", "selectedOptionIds must be unique."));
+                    return Err(bad_payload(
+                        "selectedOptionIds",
+                        "selectedOptionIds must be unique.",
+                    ));
                 }
             }
-            let (min, max) = (config["minSelections"].as_u64().unwrap_or(0), config["maxSelections"].as_u64().unwrap_or(1));
+            let (min, max) = (
+                config["minSelections"].as_u64().unwrap_or(0),
+                config["maxSelections"].as_u64().unwrap_or(1),
+            );
             let n = ids.len() as u64;
             if n < min || n > max {
-                return Err(bad_payload("selectedOptionIds", format!("Select between {min} and {max} options.")));
+                return Err(bad_payload(
+                    "selectedOptionIds",
+                    format!("Select between {min} and {max} options."),
+                ));
             }
-            Ok((json!({ "selectedOptionIds": ids }), format!("{head} Selected: {}", ids.join(", "))))
+            Ok((
+                json!({ "selectedOptionIds": ids }),
+                format!("{head} Selected: {}", ids.join(", ")),
+            ))
         }
         "text_input" => {
             let text = match body.get("text") {
@@ -230,17 +321,29 @@ pub fn check_resolution(kind: &str, title: &str, config: &Value, body: &Map<Stri
             let len = text.chars().count() as u64;
             if let Some(min) = v["minLength"].as_u64() {
                 if len < min {
-                    return Err(bad_payload("text", format!("text must be at least {min} characters.")));
+                    return Err(bad_payload(
+                        "text",
+                        format!("text must be at least {min} characters."),
+                    ));
                 }
             }
             if let Some(max) = v["maxLength"].as_u64() {
                 if len > max {
-                    return Err(bad_payload("text", format!("text must be at most {max} characters.")));
+                    return Err(bad_payload(
+                        "text",
+                        format!("text must be at most {max} characters."),
+                    ));
                 }
             }
             if let Some(p) = v["pattern"].as_str() {
-                if !regex::Regex::new(p).map(|r| r.is_match(&text)).unwrap_or(false) {
-                    return Err(bad_payload("text", "text does not match the required pattern."));
+                if !regex::Regex::new(p)
+                    .map(|r| r.is_match(&text))
+                    .unwrap_or(false)
+                {
+                    return Err(bad_payload(
+                        "text",
+                        "text does not match the required pattern.",
+                    ));
                 }
             }
             Ok((json!({ "text": text }), format!("{head} Response: {text}")))
@@ -258,7 +361,10 @@ pub fn check_resolution(kind: &str, title: &str, config: &Value, body: &Map<Stri
             for f in &fields {
                 let name = f["name"].as_str().unwrap_or("");
                 let ftype = f["type"].as_str().unwrap_or("");
-                let options: Vec<&str> = f["options"].as_array().map(|o| o.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let options: Vec<&str> = f["options"]
+                    .as_array()
+                    .map(|o| o.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
                 let v = values.get(name).filter(|v| !v.is_null());
                 let empty = match v {
                     None => true,
@@ -275,16 +381,27 @@ pub fn check_resolution(kind: &str, title: &str, config: &Value, body: &Map<Stri
                 let Some(v) = v else { continue };
                 let ok = match ftype {
                     "checkbox" => v.is_boolean(),
-                    "multiselect" => v.as_array().is_some_and(|a| a.iter().all(|x| x.as_str().is_some_and(|s| options.contains(&s)))),
-                    "select" => v.as_str().is_some_and(|s| s.is_empty() || options.contains(&s)),
+                    "multiselect" => v.as_array().is_some_and(|a| {
+                        a.iter()
+                            .all(|x| x.as_str().is_some_and(|s| options.contains(&s)))
+                    }),
+                    "select" => v
+                        .as_str()
+                        .is_some_and(|s| s.is_empty() || options.contains(&s)),
                     _ => v.is_string(),
                 };
                 if !ok {
-                    return Err(bad_payload("values", format!("{name} has an invalid value for a {ftype} field.")));
+                    return Err(bad_payload(
+                        "values",
+                        format!("{name} has an invalid value for a {ftype} field."),
+                    ));
                 }
             }
             let values = Value::Object(values.clone());
-            Ok((json!({ "values": values }), format!("{head} Form values: {values}")))
+            Ok((
+                json!({ "values": values }),
+                format!("{head} Form values: {values}"),
+            ))
         }
     }
 }
@@ -314,7 +431,12 @@ impl W<'_> {
 impl Store {
     /// Creates a pending request (config validated and normalized), with optional idempotency
     /// `(key, fingerprint)`; emits `request.created`.
-    pub async fn create_request(&self, chat_id: &str, r: NewRequest, idempotency: Option<(String, String)>) -> Result<Value, ApiError> {
+    pub async fn create_request(
+        &self,
+        chat_id: &str,
+        r: NewRequest,
+        idempotency: Option<(String, String)>,
+    ) -> Result<Value, ApiError> {
         let chat_id = chat_id.to_string();
         self.write(move |w| {
             if let Some((key, fp)) = &idempotency {
@@ -361,7 +483,11 @@ impl Store {
     }
 
     /// Updates `title`, `body`, `config` (re-validated) and/or `trace`.
-    pub async fn patch_request(&self, id: &str, patch: Map<String, Value>) -> Result<Value, ApiError> {
+    pub async fn patch_request(
+        &self,
+        id: &str,
+        patch: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
         let id = id.to_string();
         self.write(move |w| {
             let r = load_request(w.c, &id)?;
@@ -370,18 +496,22 @@ impl Store {
                 if t.is_empty() {
                     return Err(ApiError::field("title", "title cannot be empty."));
                 }
-                w.c.prepare_cached("UPDATE requests SET title = ?2 WHERE id = ?1")?.execute(params![id, t])?;
+                w.c.prepare_cached("UPDATE requests SET title = ?2 WHERE id = ?1")?
+                    .execute(params![id, t])?;
             }
             if let Some(b) = patch.get("body") {
-                w.c.prepare_cached("UPDATE requests SET body = ?2 WHERE id = ?1")?.execute(params![id, b.as_str()])?;
+                w.c.prepare_cached("UPDATE requests SET body = ?2 WHERE id = ?1")?
+                    .execute(params![id, b.as_str()])?;
             }
             if let Some(cfg) = patch.get("config") {
                 let cfg = normalize_config(r["type"].as_str().unwrap_or(""), cfg)?;
-                w.c.prepare_cached("UPDATE requests SET config = ?2 WHERE id = ?1")?.execute(params![id, cfg.to_string()])?;
+                w.c.prepare_cached("UPDATE requests SET config = ?2 WHERE id = ?1")?
+                    .execute(params![id, cfg.to_string()])?;
             }
             if let Some(t) = patch.get("trace") {
                 let t = (!t.is_null()).then(|| t.to_string());
-                w.c.prepare_cached("UPDATE requests SET trace = ?2 WHERE id = ?1")?.execute(params![id, t])?;
+                w.c.prepare_cached("UPDATE requests SET trace = ?2 WHERE id = ?1")?
+                    .execute(params![id, t])?;
             }
             load_request(w.c, &id)
         })
@@ -390,7 +520,11 @@ impl Store {
 
     /// Resolves a pending request with a type-specific payload (`resolvedBy` `user` or
     /// `backend`); emits `request.resolved` and creates a `request_resolved` dispatch input.
-    pub async fn resolve_request(&self, id: &str, body: Map<String, Value>) -> Result<Value, ApiError> {
+    pub async fn resolve_request(
+        &self,
+        id: &str,
+        body: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
         let id = id.to_string();
         self.write(move |w| {
             let by = match body.get("resolvedBy") {
@@ -425,13 +559,18 @@ impl Store {
         self.write(move |w| {
             let r = w.pending_request(&id, "cancelled")?;
             let chat_id = r["chat_id"].as_str().unwrap_or("").to_string();
-            w.c.prepare_cached("UPDATE requests SET status = 'cancelled', resolved_at = ?2 WHERE id = ?1")?
-                .execute(params![id, w.now])?;
+            w.c.prepare_cached(
+                "UPDATE requests SET status = 'cancelled', resolved_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, w.now])?;
             w.bump_pending(&chat_id, -1)?;
-            w.emit("request.cancelled", json!({
-                "chatId": chat_id, "requestId": id, "type": r["type"], "status": "cancelled",
-                "resolution_payload": Value::Null, "trace": r["trace"],
-            }))?;
+            w.emit(
+                "request.cancelled",
+                json!({
+                    "chatId": chat_id, "requestId": id, "type": r["type"], "status": "cancelled",
+                    "resolution_payload": Value::Null, "trace": r["trace"],
+                }),
+            )?;
             load_request(w.c, &id)
         })
         .await
@@ -443,7 +582,10 @@ pub fn read_new_request(f: &mut Fields) -> Option<NewRequest> {
     let kind = f.req_str("type", 1);
     if let Some(k) = &kind {
         if !["choice", "text_input", "form"].contains(&k.as_str()) {
-            f.err("type", "Invalid enum value. Expected 'choice' | 'text_input' | 'form'");
+            f.err(
+                "type",
+                "Invalid enum value. Expected 'choice' | 'text_input' | 'form'",
+            );
         }
     }
     let title = f.req_str("title", 1);
@@ -460,5 +602,11 @@ pub fn read_new_request(f: &mut Fields) -> Option<NewRequest> {
         }
     };
     let trace = f.opt_object("trace").map(Value::Object);
-    Some(NewRequest { kind: kind?, title: title?, body, config: config?, trace })
+    Some(NewRequest {
+        kind: kind?,
+        title: title?,
+        body,
+        config: config?,
+        trace,
+    })
 }

@@ -84,7 +84,10 @@ impl Fields {
     }
 
     pub fn err(&mut self, k: &str, msg: impl Into<String>) {
-        self.fields.entry(k.to_string()).or_default().push(msg.into());
+        self.fields
+            .entry(k.to_string())
+            .or_default()
+            .push(msg.into());
     }
 
     pub fn form(&mut self, msg: impl Into<String>) {
@@ -144,7 +147,10 @@ impl Fields {
                 None
             }
             Some(Value::String(s)) if s.chars().count() < min => {
-                self.err(k, format!("String must contain at least {min} character(s)"));
+                self.err(
+                    k,
+                    format!("String must contain at least {min} character(s)"),
+                );
                 None
             }
             Some(Value::String(s)) => Some(s.clone()),
@@ -304,7 +310,13 @@ pub fn query(req: &HttpRequest, name: &str) -> Option<String> {
 }
 
 /// Integer query parameter within `min..=max`, or its default.
-pub fn query_int(req: &HttpRequest, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+pub fn query_int(
+    req: &HttpRequest,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     match query(req, name) {
         None => Ok(default),
         Some(v) => match v.trim().parse::<i64>() {

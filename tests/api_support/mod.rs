@@ -34,7 +34,12 @@ pub const AGENT: &str = "echo";
 
 /// Creates a chat for the `echo` agent; returns its id.
 pub async fn chat(s: &TestServer) -> String {
-    let r = s.post("/api/v1/chats", json!({ "agentIds": [AGENT], "modelId": "default" })).await;
+    let r = s
+        .post(
+            "/api/v1/chats",
+            json!({ "agentIds": [AGENT], "modelId": "default" }),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     r.body["id"].as_str().unwrap().to_string()
 }
@@ -42,14 +47,21 @@ pub async fn chat(s: &TestServer) -> String {
 /// Posts a user message; returns the message id.
 pub async fn user_msg(s: &TestServer, chat: &str, text: &str) -> String {
     let r = s
-        .post(&format!("/api/v1/chats/{chat}/messages"), json!({ "role": "user", "senderId": "user:primary", "content": text }))
+        .post(
+            &format!("/api/v1/chats/{chat}/messages"),
+            json!({ "role": "user", "senderId": "user:primary", "content": text }),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     r.body["id"].as_str().unwrap().to_string()
 }
 
 pub async fn claim(s: &TestServer, worker: &str, wait_ms: u64) -> Reply {
-    s.post("/api/v1/dispatch/claim", json!({ "workerId": worker, "waitMs": wait_ms })).await
+    s.post(
+        "/api/v1/dispatch/claim",
+        json!({ "workerId": worker, "waitMs": wait_ms }),
+    )
+    .await
 }
 
 pub async fn claim_with(s: &TestServer, body: Value) -> Reply {
@@ -64,19 +76,41 @@ pub async fn claim_one(s: &TestServer, worker: &str) -> Value {
 }
 
 pub async fn complete(s: &TestServer, batch: &Value, worker: &str) -> Reply {
-    s.post(&format!("/api/v1/dispatch/{}/complete", batch["batchId"].as_str().unwrap()), json!({ "workerId": worker })).await
+    s.post(
+        &format!(
+            "/api/v1/dispatch/{}/complete",
+            batch["batchId"].as_str().unwrap()
+        ),
+        json!({ "workerId": worker }),
+    )
+    .await
 }
 
-pub async fn fail(s: &TestServer, batch: &Value, worker: &str, retryable: bool, delay: Option<u64>) -> Reply {
+pub async fn fail(
+    s: &TestServer,
+    batch: &Value,
+    worker: &str,
+    retryable: bool,
+    delay: Option<u64>,
+) -> Reply {
     let mut body = json!({ "workerId": worker, "reason": "  bad input ", "retryable": retryable });
     if let Some(d) = delay {
         body["retryDelayMs"] = json!(d);
     }
-    s.post(&format!("/api/v1/dispatch/{}/fail", batch["batchId"].as_str().unwrap()), body).await
+    s.post(
+        &format!(
+            "/api/v1/dispatch/{}/fail",
+            batch["batchId"].as_str().unwrap()
+        ),
+        body,
+    )
+    .await
 }
 
 pub async fn messages(s: &TestServer, chat: &str) -> Vec<Value> {
-    let r = s.get(&format!("/api/v1/chats/{chat}/messages?limit=200")).await;
+    let r = s
+        .get(&format!("/api/v1/chats/{chat}/messages?limit=200"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.body["data"].as_array().unwrap().clone()
 }
@@ -96,8 +130,14 @@ pub struct Ev {
 }
 
 /// Opens the event stream; parsed events arrive on the channel.
-pub async fn sse(s: &TestServer, query: &str, last_event_id: Option<&str>) -> mpsc::UnboundedReceiver<Ev> {
-    let mut req = s.client.get(s.url(&format!("/api/v1/events/stream{query}")));
+pub async fn sse(
+    s: &TestServer,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> mpsc::UnboundedReceiver<Ev> {
+    let mut req = s
+        .client
+        .get(s.url(&format!("/api/v1/events/stream{query}")));
     if let Some(id) = last_event_id {
         req = req.header("Last-Event-ID", id);
     }
@@ -107,7 +147,11 @@ pub async fn sse(s: &TestServer, query: &str, last_event_id: Option<&str>) -> mp
     tokio::spawn(async move {
         let mut stream = res.bytes_stream().eventsource();
         while let Some(Ok(e)) = stream.next().await {
-            let ev = Ev { event: e.event, id: e.id, data: serde_json::from_str(&e.data).unwrap_or(Value::Null) };
+            let ev = Ev {
+                event: e.event,
+                id: e.id,
+                data: serde_json::from_str(&e.data).unwrap_or(Value::Null),
+            };
             if tx.send(ev).is_err() {
                 break;
             }
@@ -117,7 +161,11 @@ pub async fn sse(s: &TestServer, query: &str, last_event_id: Option<&str>) -> mp
 }
 
 /// Waits for the next event matching `pred` (up to `within`).
-pub async fn next_matching(rx: &mut mpsc::UnboundedReceiver<Ev>, within: Duration, pred: impl Fn(&Ev) -> bool) -> Option<Ev> {
+pub async fn next_matching(
+    rx: &mut mpsc::UnboundedReceiver<Ev>,
+    within: Duration,
+    pred: impl Fn(&Ev) -> bool,
+) -> Option<Ev> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {

@@ -47,6 +47,9 @@ pub struct Failure {
     pub retry_delay_ms: Option<u64>,
 }
 
+/// `(chat_id, status, lease_owner, lease_expires_at, attempt_count)`.
+type LeaseRow = (String, String, Option<String>, Option<i64>, i64);
+
 struct Input {
     id: String,
     source_kind: String,
@@ -178,7 +181,9 @@ impl W<'_> {
             .execute(params![id, chat_id, kind, self.now, compiled, Value::Array(items).to_string()])?;
         for i in &inputs {
             self.c
-                .prepare_cached("UPDATE dispatch_inputs SET state = 'batched', batch_id = ?2 WHERE id = ?1")?
+                .prepare_cached(
+                    "UPDATE dispatch_inputs SET state = 'batched', batch_id = ?2 WHERE id = ?1",
+                )?
                 .execute(params![i.id, id])?;
         }
         self.kick_claims();
@@ -255,7 +260,10 @@ impl W<'_> {
         let mut next: Option<i64> = None;
         for (chat, first, last, typing) in chats {
             let hard = first + max_wait;
-            let typing_at = typing.filter(|t| *t >= first).map(|t| t + grace).unwrap_or(0);
+            let typing_at = typing
+                .filter(|t| *t >= first)
+                .map(|t| t + grace)
+                .unwrap_or(0);
             let soft = (last + debounce).max(typing_at);
             let due = hard.min(soft);
             if self.now >= due {
@@ -294,7 +302,13 @@ impl W<'_> {
     }
 
     /// Marks a batch failed for good and posts the system message into its chat.
-    fn terminal_failure(&mut self, id: &str, chat_id: &str, attempts: i64, reason: &str) -> Result<(), ApiError> {
+    fn terminal_failure(
+        &mut self,
+        id: &str,
+        chat_id: &str,
+        attempts: i64,
+        reason: &str,
+    ) -> Result<(), ApiError> {
         self.c
             .prepare_cached(
                 "UPDATE dispatch_batches SET status = 'failed', last_error = ?2, lease_owner = NULL, \
@@ -326,7 +340,9 @@ impl W<'_> {
         let stream = self.sweep_streams()?;
         let lease: Option<i64> = self
             .c
-            .prepare_cached("SELECT MIN(lease_expires_at) FROM dispatch_batches WHERE status = 'leased'")?
+            .prepare_cached(
+                "SELECT MIN(lease_expires_at) FROM dispatch_batches WHERE status = 'leased'",
+            )?
             .query_row([], |r| r.get(0))?;
         let retry: Option<i64> = self
             .c
@@ -353,7 +369,12 @@ impl W<'_> {
         let ids: Vec<String> = {
             let mut stmt = self.c.prepare_cached(&sql)?;
             let rows = stmt.query_map(
-                params![self.now, c.filter.chat_id, c.filter.agent_id, c.limit as i64],
+                params![
+                    self.now,
+                    c.filter.chat_id,
+                    c.filter.agent_id,
+                    c.limit as i64
+                ],
                 |r| r.get(0),
             )?;
             rows.collect::<Result<_, _>>()?
@@ -373,7 +394,9 @@ impl W<'_> {
                 .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             let hint: Option<String> = self
                 .c
-                .prepare_cached("SELECT agent_id FROM chat_agents WHERE chat_id = ?1 ORDER BY position LIMIT 1")?
+                .prepare_cached(
+                    "SELECT agent_id FROM chat_agents WHERE chat_id = ?1 ORDER BY position LIMIT 1",
+                )?
                 .query_row([&chat_id], |r| r.get(0))
                 .optional()?;
             out.push(json!({
@@ -392,7 +415,7 @@ impl W<'_> {
 
     /// The batch's `(chat_id, attempt_count)` if `worker` holds a live lease on it; 404/409 otherwise.
     fn owned(&mut self, batch_id: &str, worker: &str) -> Result<(String, i64), ApiError> {
-        let row: Option<(String, String, Option<String>, Option<i64>, i64)> = self
+        let row: Option<LeaseRow> = self
             .c
             .prepare_cached(
                 "SELECT chat_id, status, lease_owner, lease_expires_at, attempt_count FROM dispatch_batches WHERE id = ?1",
@@ -437,11 +460,18 @@ impl Store {
     }
 
     /// Resets a live lease's expiry to now + max(1000, `extend_ms` or the lease setting).
-    pub async fn heartbeat(&self, batch_id: &str, worker_id: &str, extend_ms: Option<u64>) -> Result<(), ApiError> {
+    pub async fn heartbeat(
+        &self,
+        batch_id: &str,
+        worker_id: &str,
+        extend_ms: Option<u64>,
+    ) -> Result<(), ApiError> {
         let (id, worker) = (batch_id.to_string(), worker_id.to_string());
         self.write(move |w| {
             w.owned(&id, &worker)?;
-            let ext = extend_ms.unwrap_or(w.settings.dispatch.lease_ms).max(MIN_LEASE_MS) as i64;
+            let ext = extend_ms
+                .unwrap_or(w.settings.dispatch.lease_ms)
+                .max(MIN_LEASE_MS) as i64;
             w.c.prepare_cached("UPDATE dispatch_batches SET lease_expires_at = ?2 WHERE id = ?1")?
                 .execute(params![id, w.now + ext])?;
             // A shorter extension moves the expiry earlier than the scheduler may plan for.
@@ -505,7 +535,10 @@ impl Store {
         self.write(move |w| {
             super::chats::ensure_chat(w.c, &id)?;
             w.record_user_typing(&id)?;
-            w.ephemeral("chat.user_typing", json!({ "chatId": id, "senderId": "user:primary" }));
+            w.ephemeral(
+                "chat.user_typing",
+                json!({ "chatId": id, "senderId": "user:primary" }),
+            );
             Ok(())
         })
         .await

@@ -8,7 +8,11 @@ use crate::api::validate::{fingerprint, query, query_bool, query_int};
 use crate::api::{ChatFilter, NewChat};
 use crate::state::AppState;
 
-pub async fn create(req: HttpRequest, st: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn create(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let key = idempotency_key(&req)?;
     let agent_ids = match f.opt_str_array("agentIds") {
@@ -54,13 +58,22 @@ pub async fn list(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRespo
     Ok(ok(s.list_chats(f).await?))
 }
 
-pub async fn get(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn get(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let s = store(&st);
     s.check_read(&req)?;
     Ok(ok(s.get_chat(&id).await?))
 }
 
-pub async fn patch(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn patch(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     f.opt_str("title");
     f.opt_bool("titleAutoRenamed");
@@ -71,7 +84,14 @@ pub async fn patch(req: HttpRequest, st: web::Data<AppState>, id: web::Path<Stri
     if f.has("agentIds") {
         f.err("agentIds", "agentIds cannot be changed.");
     }
-    let known = ["title", "titleAutoRenamed", "tags", "pinned", "modelId", "notificationsMuted"];
+    let known = [
+        "title",
+        "titleAutoRenamed",
+        "tags",
+        "pinned",
+        "modelId",
+        "notificationsMuted",
+    ];
     if !known.iter().any(|k| f.has(k)) && f.ok() {
         f.form("At least one field must be provided.");
     }
@@ -80,7 +100,12 @@ pub async fn patch(req: HttpRequest, st: web::Data<AppState>, id: web::Path<Stri
     Ok(ok(store(&st).patch_chat(&id, obj).await?))
 }
 
-async fn flag(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, what: &str) -> Result<HttpResponse> {
+async fn flag(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    what: &str,
+) -> Result<HttpResponse> {
     let s = store(&st);
     s.check_write(&req)?;
     match what {
@@ -92,19 +117,35 @@ async fn flag(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, 
     Ok(ok_true())
 }
 
-pub async fn archive(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn archive(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     flag(req, st, id, "archive").await
 }
 
-pub async fn unarchive(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn unarchive(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     flag(req, st, id, "unarchive").await
 }
 
-pub async fn mark_read(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn mark_read(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     flag(req, st, id, "read").await
 }
 
-pub async fn mark_unread(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn mark_unread(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     flag(req, st, id, "unread").await
 }
 

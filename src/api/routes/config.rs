@@ -33,7 +33,9 @@ pub async fn config(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRes
         .collect();
     let models: Vec<_> = MODELS
         .iter()
-        .map(|(id, name, description)| json!({ "id": id, "name": name, "description": description }))
+        .map(
+            |(id, name, description)| json!({ "id": id, "name": name, "description": description }),
+        )
         .collect();
     let set = s.settings();
     let d = &set.dispatch;

@@ -30,7 +30,11 @@ fn read_claim(f: &mut Fields, st: &AppState, many: bool) -> Option<Claim> {
     })
 }
 
-pub async fn claim(req: HttpRequest, st: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn claim(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let c = read_claim(&mut f, &st, false);
     f.finish()?;
@@ -42,7 +46,11 @@ pub async fn claim(req: HttpRequest, st: web::Data<AppState>, payload: web::Payl
     })
 }
 
-pub async fn claim_many(req: HttpRequest, st: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn claim_many(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let c = read_claim(&mut f, &st, true);
     f.finish()?;
@@ -55,24 +63,43 @@ pub async fn claim_many(req: HttpRequest, st: web::Data<AppState>, payload: web:
     })
 }
 
-pub async fn heartbeat(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn heartbeat(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let worker = f.req_str("workerId", 1);
     let extend = f.opt_uint("extendMs", 0);
     f.finish()?;
-    store(&st).heartbeat(&id, &worker.unwrap_or_default(), extend).await?;
+    store(&st)
+        .heartbeat(&id, &worker.unwrap_or_default(), extend)
+        .await?;
     Ok(no_content())
 }
 
-pub async fn complete(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn complete(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let worker = f.req_str("workerId", 1);
     f.finish()?;
-    store(&st).complete(&id, &worker.unwrap_or_default()).await?;
+    store(&st)
+        .complete(&id, &worker.unwrap_or_default())
+        .await?;
     Ok(no_content())
 }
 
-pub async fn fail(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn fail(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let worker = f.req_str("workerId", 1);
     let reason = f.req_str("reason", 1);

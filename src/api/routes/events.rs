@@ -27,15 +27,13 @@ const OVERFLOW: &str = ": replay queue overflowed; reconnect required\n\n";
 pub async fn stream(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse> {
     let s = store(&st).clone();
     s.check_stream(&req)?;
-    let cursor = query(&req, "cursor")
-        .filter(|c| !c.is_empty())
-        .or_else(|| {
-            req.headers()
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        });
+    let cursor = query(&req, "cursor").filter(|c| !c.is_empty()).or_else(|| {
+        req.headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    });
     let ephemeral = !matches!(query(&req, "ephemeral").as_deref(), Some("false"));
     let limit = query_int(&req, "limit", 200, 1, 200)?;
     // Subscribe before reading the head so nothing falls between replay and live.
@@ -43,10 +41,13 @@ pub async fn stream(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRes
     let (after, head) = {
         let cursor = cursor.clone();
         s.read(move |c, _, _| {
-            let after = match &cursor {
-                Some(id) => Some(events::seq_of(c, id)?.ok_or_else(|| ApiError::field("cursor", "cursor event id was not found."))?),
-                None => None,
-            };
+            let after =
+                match &cursor {
+                    Some(id) => Some(events::seq_of(c, id)?.ok_or_else(|| {
+                        ApiError::field("cursor", "cursor event id was not found.")
+                    })?),
+                    None => None,
+                };
             Ok((after, events::head(c)?))
         })
         .await?
@@ -86,14 +87,19 @@ async fn pump(
     // Without a cursor only live events go out: everything up to `head` is skipped.
     let mut last = after.unwrap_or(head);
     while last < head {
-        let page = match store.read(move |c, _, _| events::page(c, last, head, limit)).await {
+        let page = match store
+            .read(move |c, _, _| events::page(c, last, head, limit))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "event replay failed");
                 return;
             }
         };
-        let Some(end) = page.last().and_then(|e| e.seq) else { break };
+        let Some(end) = page.last().and_then(|e| e.seq) else {
+            break;
+        };
         for e in &page {
             if !send(&tx, e.sse_frame()).await {
                 return;
@@ -105,7 +111,8 @@ async fn pump(
             return;
         }
     }
-    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     loop {
         tokio::select! {
             got = live.recv() => match got {

@@ -8,12 +8,20 @@ use crate::api::validate::{query, query_int};
 use crate::api::NewMessage;
 use crate::state::AppState;
 
-pub async fn create(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn create(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let role = f.req_str("role", 1);
     if let Some(r) = &role {
         if !["user", "agent", "system", "tool"].contains(&r.as_str()) {
-            f.err("role", "Invalid enum value. Expected 'user' | 'agent' | 'system' | 'tool'");
+            f.err(
+                "role",
+                "Invalid enum value. Expected 'user' | 'agent' | 'system' | 'tool'",
+            );
         }
     }
     let sender_id = f.req_str("senderId", 1);
@@ -27,14 +35,22 @@ pub async fn create(req: HttpRequest, st: web::Data<AppState>, id: web::Path<Str
         role: role.unwrap_or_default(),
         sender_id: sender_id.unwrap_or_default(),
         // A `content` key present but not a string was rejected above.
-        content: if has_content { Some(content.unwrap_or_default()) } else { None },
+        content: if has_content {
+            Some(content.unwrap_or_default())
+        } else {
+            None
+        },
         streaming,
         trace,
     };
     Ok(created(store(&st).create_message(&id, m).await?))
 }
 
-pub async fn list(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn list(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let s = store(&st);
     s.check_read(&req)?;
     let limit = query_int(&req, "limit", 50, 1, 200)?;
@@ -42,34 +58,59 @@ pub async fn list(req: HttpRequest, st: web::Data<AppState>, id: web::Path<Strin
     Ok(ok(s.list_messages(&id, limit, cursor).await?))
 }
 
-pub async fn chunk(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn chunk(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let delta = f.req_str("deltaText", 1);
     f.finish()?;
-    Ok(ok(store(&st).append_chunk(&id, delta.unwrap_or_default()).await?))
+    Ok(ok(store(&st)
+        .append_chunk(&id, delta.unwrap_or_default())
+        .await?))
 }
 
-pub async fn complete(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn complete(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let final_text = f.opt_str("finalText");
     f.finish()?;
     Ok(ok(store(&st).complete_stream(&id, final_text).await?))
 }
 
-pub async fn cancel(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn cancel(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let s = store(&st);
     s.check_write(&req)?;
     Ok(ok(s.cancel_message(&id).await?))
 }
 
-pub async fn cancel_streaming(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn cancel_streaming(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let s = store(&st);
     s.check_write(&req)?;
     let ids = s.cancel_streaming(&id).await?;
     Ok(ok(json!({ "cancelledMessageIds": ids })))
 }
 
-pub async fn typing(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse> {
+pub async fn typing(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let agent = f.req_str("agentId", 1);
     f.finish()?;
@@ -77,7 +118,11 @@ pub async fn typing(req: HttpRequest, st: web::Data<AppState>, id: web::Path<Str
     Ok(no_content())
 }
 
-pub async fn user_typing(req: HttpRequest, st: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn user_typing(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let s = store(&st);
     s.check_write(&req)?;
     s.user_typing(&id).await?;
