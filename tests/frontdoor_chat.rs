@@ -15,7 +15,10 @@ fn broken_graph() -> Value {
 }
 
 async fn workers(server: &TestServer) -> Vec<Value> {
-    server.get("/list").await.body["data"].as_array().cloned().unwrap_or_default()
+    server.get("/list").await.body["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 async fn pid_of(server: &TestServer, channel: &str) -> Option<u64> {
@@ -31,24 +34,39 @@ async fn first_message_starts_the_agent_and_later_ones_reuse_it() {
     let server = TestServer::builder().bundled().start();
     assert!(pid_of(&server, "agent:echo").await.is_none());
 
-    let r = server.post("/agents/echo/chat", json!({"message": "hello there"})).await;
+    let r = server
+        .post("/agents/echo/chat", json!({"message": "hello there"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["response"], "hello there");
     assert_eq!(r.body["agent_id"], "echo");
     assert_eq!(r.body["agent_name"], "Echo");
-    let pid = pid_of(&server, "agent:echo").await.expect("worker started on demand");
+    let pid = pid_of(&server, "agent:echo")
+        .await
+        .expect("worker started on demand");
 
-    let r = server.post("/agents/echo/chat", json!({"message": "again"})).await;
+    let r = server
+        .post("/agents/echo/chat", json!({"message": "again"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["response"], "again");
-    assert_eq!(pid_of(&server, "agent:echo").await, Some(pid), "the worker is reused");
+    assert_eq!(
+        pid_of(&server, "agent:echo").await,
+        Some(pid),
+        "the worker is reused"
+    );
 
     let h = server.get("/agents/echo/history?limit=10").await;
     assert_eq!(h.status, 200, "{}", h.text);
     let msgs = h.body["messages"].as_array().unwrap();
     let pairs: Vec<(String, String)> = msgs
         .iter()
-        .map(|m| (m["role"].as_str().unwrap().into(), m["content"].as_str().unwrap().into()))
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().into(),
+                m["content"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         pairs,
@@ -69,41 +87,70 @@ async fn idle_agents_are_reaped_and_started_again() {
         .bundled()
         .env("WORKER_QUIT_TIMEOUT_SECONDS", "1")
         .start();
-    let r = server.post("/agents/echo/chat", json!({"message": "one"})).await;
+    let r = server
+        .post("/agents/echo/chat", json!({"message": "one"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(pid_of(&server, "agent:echo").await.is_some());
     assert!(
-        wait_until(Duration::from_secs(10), || async { pid_of(&server, "agent:echo").await.is_none() }).await,
+        wait_until(Duration::from_secs(10), || async {
+            pid_of(&server, "agent:echo").await.is_none()
+        })
+        .await,
         "the idle worker was not reaped"
     );
-    let r = server.post("/agents/echo/chat", json!({"message": "two"})).await;
+    let r = server
+        .post("/agents/echo/chat", json!({"message": "two"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["response"], "two");
 }
 
 #[tokio::test]
 async fn concurrent_first_messages_start_one_worker() {
-    let server = TestServer::builder().bundled().env("DISPATCH_MODE", "immediate").start();
-    let calls = (0..8).map(|i| server.post("/agents/echo/chat", json!({"message": format!("m{i}")})));
+    let server = TestServer::builder()
+        .bundled()
+        .env("DISPATCH_MODE", "immediate")
+        .start();
+    let calls =
+        (0..8).map(|i| server.post("/agents/echo/chat", json!({"message": format!("m{i}")})));
     let replies = futures_util::future::join_all(calls).await;
     for r in &replies {
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let echo_workers = workers(&server).await.iter().filter(|w| w["graph_name"] == "echo").count();
+    let echo_workers = workers(&server)
+        .await
+        .iter()
+        .filter(|w| w["graph_name"] == "echo")
+        .count();
     assert_eq!(echo_workers, 1);
 }
 
 #[tokio::test]
 async fn an_agent_that_cannot_start_is_unavailable_and_the_message_is_kept() {
-    let server = TestServer::builder().bundled().graph_file("flaky", broken_graph()).start();
-    let r = server.post("/agents/flaky/chat", json!({"message": "are you there?"})).await;
+    let server = TestServer::builder()
+        .bundled()
+        .graph_file("flaky", broken_graph())
+        .start();
+    let r = server
+        .post("/agents/flaky/chat", json!({"message": "are you there?"}))
+        .await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "AGENT_UNAVAILABLE");
-    let reason = r.body["error"]["details"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("no model configured") || reason.contains("exit"), "{reason}");
+    let reason = r.body["error"]["details"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("no model configured") || reason.contains("exit"),
+        "{reason}"
+    );
 
     let h = server.get("/agents/flaky/history").await;
-    assert_eq!(h.body["messages"][0]["content"], "are you there?", "{}", h.text);
+    assert_eq!(
+        h.body["messages"][0]["content"], "are you there?",
+        "{}",
+        h.text
+    );
 
     // Fix the graph (hot reload): the next message starts a working agent, and the kept message
     // is answered too.
@@ -112,7 +159,9 @@ async fn an_agent_that_cannot_start_is_unavailable_and_the_message_is_kept() {
     assert!(
         wait_until(Duration::from_secs(5), || async {
             server.get("/graphs").await.text.contains("flaky") && {
-                let r = server.post("/agents/flaky/chat", json!({"message": "now?"})).await;
+                let r = server
+                    .post("/agents/flaky/chat", json!({"message": "now?"}))
+                    .await;
                 r.status == 200
             }
         })
@@ -147,12 +196,18 @@ async fn streamed_chat_sends_text_frames_then_done() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
     let mut text = String::new();
     let mut saw_done = false;
     let mut saw_end = false;
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next()).await.unwrap() {
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .unwrap()
+    {
         let ev = ev.unwrap();
         if ev.data == "[DONE]" {
             saw_end = true;
@@ -172,50 +227,87 @@ async fn streamed_chat_sends_text_frames_then_done() {
 #[tokio::test]
 async fn conversations_are_created_renamed_used_and_deleted() {
     let server = TestServer::builder().bundled().start();
-    let c = server.post("/agents/echo/conversations", json!({"title": "Trip"})).await;
+    let c = server
+        .post("/agents/echo/conversations", json!({"title": "Trip"}))
+        .await;
     assert_eq!(c.status, 201, "{}", c.text);
     let id = c.body["id"].as_str().unwrap().to_string();
     assert_eq!(c.body["title"], "Trip");
 
     let r = server
-        .post("/agents/echo/chat", json!({"message": "in the trip", "conversation_id": id}))
+        .post(
+            "/agents/echo/chat",
+            json!({"message": "in the trip", "conversation_id": id}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["conversation_id"], id);
 
     let r = server
-        .send(server.client.put(server.url(&format!("/agents/echo/conversations/{id}"))).json(&json!({"title": "Holiday"})))
+        .send(
+            server
+                .client
+                .put(server.url(&format!("/agents/echo/conversations/{id}")))
+                .json(&json!({"title": "Holiday"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["title"], "Holiday");
 
     let list = server.get("/agents/echo/conversations").await;
-    assert!(list.body["conversations"].as_array().unwrap().iter().any(|c| c["id"] == id && c["title"] == "Holiday"));
+    assert!(list.body["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == id && c["title"] == "Holiday"));
 
-    let h = server.get(&format!("/agents/echo/history?conversation_id={id}")).await;
-    assert_eq!(h.body["messages"].as_array().unwrap().len(), 2, "{}", h.text);
+    let h = server
+        .get(&format!("/agents/echo/history?conversation_id={id}"))
+        .await;
+    assert_eq!(
+        h.body["messages"].as_array().unwrap().len(),
+        2,
+        "{}",
+        h.text
+    );
     let default = server.get("/agents/echo/history").await;
-    assert!(default.body["messages"].as_array().unwrap().is_empty(), "the default conversation is separate");
+    assert!(
+        default.body["messages"].as_array().unwrap().is_empty(),
+        "the default conversation is separate"
+    );
 
     let d = server
-        .send(server.client.delete(server.url(&format!("/agents/echo/conversations/{id}"))))
+        .send(
+            server
+                .client
+                .delete(server.url(&format!("/agents/echo/conversations/{id}"))),
+        )
         .await;
     assert_eq!(d.status, 200, "{}", d.text);
     assert_eq!(d.body["messages_deleted"], 2);
-    let h = server.get(&format!("/agents/echo/history?conversation_id={id}")).await;
+    let h = server
+        .get(&format!("/agents/echo/history?conversation_id={id}"))
+        .await;
     assert_eq!(h.status, 404);
     assert_eq!(h.body["error"]["code"], "CONVERSATION_NOT_FOUND");
     // Another agent cannot reach into this agent's conversations.
     let c2 = server.post("/agents/echo/conversations", json!({})).await;
     let id2 = c2.body["id"].as_str().unwrap();
-    let r = server.post("/agents/faq/chat", json!({"message": "x", "conversation_id": id2})).await;
+    let r = server
+        .post(
+            "/agents/faq/chat",
+            json!({"message": "x", "conversation_id": id2}),
+        )
+        .await;
     assert_eq!(r.status, 404);
 }
 
 #[tokio::test]
 async fn inbox_lists_unread_answers_until_marked_read() {
     let server = TestServer::builder().bundled().start();
-    let r = server.post("/agents/echo/chat", json!({"message": "note this"})).await;
+    let r = server
+        .post("/agents/echo/chat", json!({"message": "note this"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let inbox = server.get("/agents/echo/inbox").await;
     assert_eq!(inbox.status, 200);
@@ -231,22 +323,40 @@ async fn inbox_lists_unread_answers_until_marked_read() {
 async fn team_members_answer_in_parallel_with_a_summary() {
     let server = TestServer::builder().bundled().start();
     let r = server
-        .post("/teams/helpdesk/chat", json!({"message": "what are your opening hours?", "mode": "parallel"}))
+        .post(
+            "/teams/helpdesk/chat",
+            json!({"message": "what are your opening hours?", "mode": "parallel"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["mode"], "parallel");
     let responses = r.body["responses"].as_array().unwrap();
     assert_eq!(responses.len(), 2);
-    let by = |id: &str| responses.iter().find(|x| x["agent_id"] == id).unwrap()["content"].as_str().unwrap().to_string();
+    let by = |id: &str| {
+        responses.iter().find(|x| x["agent_id"] == id).unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(by("echo"), "what are your opening hours?");
     assert!(by("faq").contains("Monday"), "{}", by("faq"));
     let summary = r.body["summary"].as_str().unwrap();
-    assert!(summary.contains("Echo") && summary.contains("FAQ"), "{summary}");
+    assert!(
+        summary.contains("Echo") && summary.contains("FAQ"),
+        "{summary}"
+    );
 
-    let r = server.post("/teams/helpdesk/chat", json!({"message": "x", "mode": "shouting"})).await;
+    let r = server
+        .post(
+            "/teams/helpdesk/chat",
+            json!({"message": "x", "mode": "shouting"}),
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["details"]["field"], "mode");
-    let r = server.post("/teams/nobody/chat", json!({"message": "x"})).await;
+    let r = server
+        .post("/teams/nobody/chat", json!({"message": "x"}))
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "TEAM_NOT_FOUND");
 }
@@ -254,16 +364,22 @@ async fn team_members_answer_in_parallel_with_a_summary() {
 #[tokio::test]
 async fn bad_requests_get_the_chat_envelope() {
     let server = TestServer::builder().bundled().start();
-    let r = server.post("/agents/nobody/chat", json!({"message": "hi"})).await;
+    let r = server
+        .post("/agents/nobody/chat", json!({"message": "hi"}))
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "AGENT_NOT_FOUND");
     let r = server.post("/agents/echo/chat", json!({})).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["code"], "INVALID_MESSAGE");
     assert_eq!(r.body["error"]["details"]["field"], "message");
-    let r = server.post("/agents/echo/chat", json!({"message": 5})).await;
+    let r = server
+        .post("/agents/echo/chat", json!({"message": 5}))
+        .await;
     assert_eq!(r.status, 400);
-    let r = server.post_raw("/agents/echo/chat", "application/json", "{nope").await;
+    let r = server
+        .post_raw("/agents/echo/chat", "application/json", "{nope")
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["code"], "INVALID_REQUEST");
     let r = server.get("/agents/echo/history?limit=0").await;
@@ -272,16 +388,32 @@ async fn bad_requests_get_the_chat_envelope() {
 
 #[tokio::test]
 async fn the_key_guards_the_chat_api() {
-    let server = TestServer::builder().bundled().env("AGENTD_API_KEY", "sekrit").start();
-    let r = server.post("/agents/echo/chat", json!({"message": "hi"})).await;
+    let server = TestServer::builder()
+        .bundled()
+        .env("AGENTD_API_KEY", "sekrit")
+        .start();
+    let r = server
+        .post("/agents/echo/chat", json!({"message": "hi"}))
+        .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "UNAUTHORIZED");
     let r = server
-        .send(server.client.post(server.url("/agents/echo/chat")).header("x-api-key", "sekrit").json(&json!({"message": "hi"})))
+        .send(
+            server
+                .client
+                .post(server.url("/agents/echo/chat"))
+                .header("x-api-key", "sekrit")
+                .json(&json!({"message": "hi"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = server
-        .send(server.client.get(server.url("/agents/echo/history")).header("authorization", "Bearer sekrit"))
+        .send(
+            server
+                .client
+                .get(server.url("/agents/echo/history"))
+                .header("authorization", "Bearer sekrit"),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }

@@ -24,7 +24,8 @@ async fn new_conversation(server: &TestServer) -> String {
 
 /// Reads SSE frames until `pred` accepts one; returns every (event, id, data) seen.
 async fn read_until(
-    events: &mut (impl futures_util::Stream<Item = Result<eventsource_stream::Event, impl std::fmt::Debug>> + Unpin),
+    events: &mut (impl futures_util::Stream<Item = Result<eventsource_stream::Event, impl std::fmt::Debug>>
+              + Unpin),
     mut pred: impl FnMut(&eventsource_stream::Event) -> bool,
 ) -> Vec<eventsource_stream::Event> {
     let mut seen = Vec::new();
@@ -44,9 +45,17 @@ async fn read_until(
 
 #[tokio::test]
 async fn participants_talk_and_an_enabled_bot_answers_on_the_stream() {
-    let server = TestServer::builder().bundled().env("SSE_PING_INTERVAL_MS", "200").start();
+    let server = TestServer::builder()
+        .bundled()
+        .env("SSE_PING_INTERVAL_MS", "200")
+        .start();
     let conv = new_conversation(&server).await;
-    let b = server.post(&format!("/conversations/{conv}/bots"), json!({"bot": "echo", "enabled": true})).await;
+    let b = server
+        .post(
+            &format!("/conversations/{conv}/bots"),
+            json!({"bot": "echo", "enabled": true}),
+        )
+        .await;
     assert_eq!(b.status, 200, "{}", b.text);
     assert_eq!(b.body["bots"], json!(["echo"]));
 
@@ -71,7 +80,10 @@ async fn participants_talk_and_an_enabled_bot_answers_on_the_stream() {
     assert_eq!(m.body["isAutomated"], false);
     assert_eq!(m.body["attachments"][0]["contentType"], "image/jpeg");
 
-    let seen = read_until(&mut events, |e| e.event == "message" && e.data.contains("\"isAutomated\":true")).await;
+    let seen = read_until(&mut events, |e| {
+        e.event == "message" && e.data.contains("\"isAutomated\":true")
+    })
+    .await;
     let msgs: Vec<Value> = seen
         .iter()
         .filter(|e| e.event == "message")
@@ -81,7 +93,9 @@ async fn participants_talk_and_an_enabled_bot_answers_on_the_stream() {
     assert_eq!(msgs[0]["conversationId"], conv.as_str());
     assert_eq!(msgs.last().unwrap()["from"], "echo");
     assert_eq!(msgs.last().unwrap()["content"], "Shipment is on schedule.");
-    assert!(seen.iter().all(|e| e.event != "message" || !e.id.is_empty()));
+    assert!(seen
+        .iter()
+        .all(|e| e.event != "message" || !e.id.is_empty()));
     // Heartbeats keep coming.
     read_until(&mut events, |e| e.event == "ping").await;
 
@@ -91,7 +105,12 @@ async fn participants_talk_and_an_enabled_bot_answers_on_the_stream() {
     let arr = list.body.as_array().unwrap();
     assert_eq!(arr.len(), 2);
     assert_eq!(arr[1]["isAutomated"], true);
-    let r = server.post(&format!("/messages/{conv}/read"), json!({"participant": "user_buyer1"})).await;
+    let r = server
+        .post(
+            &format!("/messages/{conv}/read"),
+            json!({"participant": "user_buyer1"}),
+        )
+        .await;
     assert_eq!(r.body["marked"], 2, "{}", r.text);
     let list = server.get(&format!("/messages/{conv}")).await;
     assert_eq!(list.body[0]["readBy"][0]["participant"], "user_buyer1");
@@ -112,7 +131,10 @@ async fn summaries_pagination_and_replay() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let m = server
-            .post(&format!("/messages/{conv}"), json!({"from": "user_buyer1", "type": "text", "content": format!("m{i}")}))
+            .post(
+                &format!("/messages/{conv}"),
+                json!({"from": "user_buyer1", "type": "text", "content": format!("m{i}")}),
+            )
             .await;
         ids.push(m.body["id"].as_str().unwrap().to_string());
     }
@@ -123,10 +145,24 @@ async fn summaries_pagination_and_replay() {
     assert_eq!(s["unreadCount"], 5);
     assert_eq!(s["lastMessage"]["preview"], "m4");
     assert_eq!(s["contractId"], "contract_45ab");
-    assert!(server.get("/conversations?participant=nobody").await.body.as_array().unwrap().is_empty());
+    assert!(server
+        .get("/conversations?participant=nobody")
+        .await
+        .body
+        .as_array()
+        .unwrap()
+        .is_empty());
 
-    let page = server.get(&format!("/messages/{conv}?limit=2&before={}", ids[4])).await;
-    let contents: Vec<&str> = page.body.as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    let page = server
+        .get(&format!("/messages/{conv}?limit=2&before={}", ids[4]))
+        .await;
+    let contents: Vec<&str> = page
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
     assert_eq!(contents, ["m2", "m3"]);
     assert_eq!(page.headers["x-has-more"], "true");
 
@@ -140,7 +176,11 @@ async fn summaries_pagination_and_replay() {
         .unwrap();
     let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
     let seen = read_until(&mut events, |e| e.id == ids[4]).await;
-    let replayed: Vec<&str> = seen.iter().filter(|e| e.event == "message").map(|e| e.id.as_str()).collect();
+    let replayed: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.event == "message")
+        .map(|e| e.id.as_str())
+        .collect();
     assert_eq!(replayed, [ids[3].as_str(), ids[4].as_str()]);
 }
 
@@ -148,18 +188,61 @@ async fn summaries_pagination_and_replay() {
 async fn a_disabled_bot_stays_quiet_and_the_global_feed_records_everything() {
     let server = TestServer::builder().bundled().start();
     let conv = new_conversation(&server).await;
-    server.post(&format!("/conversations/{conv}/bots"), json!({"bot": "echo", "enabled": true})).await;
-    let off = server.post(&format!("/conversations/{conv}/bots"), json!({"bot": "echo", "enabled": false})).await;
+    server
+        .post(
+            &format!("/conversations/{conv}/bots"),
+            json!({"bot": "echo", "enabled": true}),
+        )
+        .await;
+    let off = server
+        .post(
+            &format!("/conversations/{conv}/bots"),
+            json!({"bot": "echo", "enabled": false}),
+        )
+        .await;
     assert_eq!(off.body["bots"], json!([]));
-    server.post(&format!("/messages/{conv}"), json!({"from": "user_prod7", "content": "quiet please"})).await;
+    server
+        .post(
+            &format!("/messages/{conv}"),
+            json!({"from": "user_prod7", "content": "quiet please"}),
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(server.get(&format!("/messages/{conv}")).await.body.as_array().unwrap().len(), 1);
-    assert!(server.get(&format!("/messages/{conv}/deliverylogs")).await.body["logs"].as_array().unwrap().is_empty());
+    assert_eq!(
+        server
+            .get(&format!("/messages/{conv}"))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(server
+        .get(&format!("/messages/{conv}/deliverylogs"))
+        .await
+        .body["logs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     let feed = server.get("/events").await;
     assert_eq!(feed.status, 200);
-    let types: Vec<&str> = feed.body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["conversation.created", "bot.updated", "bot.updated", "message.created"]);
+    let types: Vec<&str> = feed.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "conversation.created",
+            "bot.updated",
+            "bot.updated",
+            "message.created"
+        ]
+    );
     let after = feed.body["events"][1]["seq"].as_i64().unwrap();
     let rest = server.get(&format!("/events?after={after}")).await;
     assert_eq!(rest.body["events"].as_array().unwrap().len(), 2);
@@ -168,13 +251,30 @@ async fn a_disabled_bot_stays_quiet_and_the_global_feed_records_everything() {
 #[tokio::test]
 async fn a_bot_that_cannot_start_is_logged_and_answers_later() {
     let broken = json!({"nodes": [{"name": "e", "addon": "echo"}], "runtime": {"command": ["sh", "-c", "exit 4"], "restart": "never"}});
-    let server = TestServer::builder().bundled().graph_file("helper", broken).start();
+    let server = TestServer::builder()
+        .bundled()
+        .graph_file("helper", broken)
+        .start();
     let conv = new_conversation(&server).await;
-    server.post(&format!("/conversations/{conv}/bots"), json!({"bot": "helper", "enabled": true})).await;
-    server.post(&format!("/messages/{conv}"), json!({"from": "user_prod7", "content": "help me"})).await;
+    server
+        .post(
+            &format!("/conversations/{conv}/bots"),
+            json!({"bot": "helper", "enabled": true}),
+        )
+        .await;
+    server
+        .post(
+            &format!("/messages/{conv}"),
+            json!({"from": "user_prod7", "content": "help me"}),
+        )
+        .await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            server.get(&format!("/messages/{conv}/deliverylogs")).await.body["logs"][0]["status"] == "unavailable"
+            server
+                .get(&format!("/messages/{conv}/deliverylogs"))
+                .await
+                .body["logs"][0]["status"]
+                == "unavailable"
         })
         .await
     );
@@ -185,11 +285,20 @@ async fn a_bot_that_cannot_start_is_logged_and_answers_later() {
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    server.post(&format!("/messages/{conv}"), json!({"from": "user_prod7", "content": "still there?"})).await;
+    server
+        .post(
+            &format!("/messages/{conv}"),
+            json!({"from": "user_prod7", "content": "still there?"}),
+        )
+        .await;
     assert!(
         wait_until(Duration::from_secs(15), || async {
             let list = server.get(&format!("/messages/{conv}")).await;
-            let bot: Vec<String> = list.body.as_array().unwrap().iter()
+            let bot: Vec<String> = list
+                .body
+                .as_array()
+                .unwrap()
+                .iter()
                 .filter(|m| m["isAutomated"] == true)
                 .map(|m| m["content"].as_str().unwrap().to_string())
                 .collect();
@@ -202,18 +311,33 @@ async fn a_bot_that_cannot_start_is_logged_and_answers_later() {
 
 #[tokio::test]
 async fn validation_and_auth_errors() {
-    let server = TestServer::builder().bundled().env("AGENTD_API_KEY", "k").start();
+    let server = TestServer::builder()
+        .bundled()
+        .env("AGENTD_API_KEY", "k")
+        .start();
     let r = server.post("/conversations", json!({"title": "x"})).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "UNAUTHORIZED");
     let with_key = |req: reqwest::RequestBuilder| req.header("x-api-key", "k");
-    let r = server.send(with_key(server.client.post(server.url("/conversations"))).json(&json!({"participants": "me"}))).await;
+    let r = server
+        .send(
+            with_key(server.client.post(server.url("/conversations")))
+                .json(&json!({"participants": "me"})),
+        )
+        .await;
     assert_eq!(r.status, 400);
-    let r = server.send(with_key(server.client.post(server.url("/conversations"))).json(&json!({"title": "t"}))).await;
+    let r = server
+        .send(
+            with_key(server.client.post(server.url("/conversations"))).json(&json!({"title": "t"})),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let conv = r.body["id"].as_str().unwrap().to_string();
     let r = server
-        .send(with_key(server.client.post(server.url(&format!("/messages/{conv}")))).json(&json!({"from": "a", "type": "video", "content": "x"})))
+        .send(
+            with_key(server.client.post(server.url(&format!("/messages/{conv}"))))
+                .json(&json!({"from": "a", "type": "video", "content": "x"})),
+        )
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["details"]["field"], "type");
@@ -222,14 +346,28 @@ async fn validation_and_auth_errors() {
         .await;
     assert_eq!(r.status, 400);
     let r = server
-        .send(with_key(server.client.post(server.url(&format!("/conversations/{conv}/bots")))).json(&json!({"bot": "ghost", "enabled": true})))
+        .send(
+            with_key(
+                server
+                    .client
+                    .post(server.url(&format!("/conversations/{conv}/bots"))),
+            )
+            .json(&json!({"bot": "ghost", "enabled": true})),
+        )
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "AGENT_NOT_FOUND");
-    let r = server.send(with_key(server.client.get(server.url("/messages/nope")))).await;
+    let r = server
+        .send(with_key(server.client.get(server.url("/messages/nope"))))
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "CONVERSATION_NOT_FOUND");
     // Streams accept the key in the query string (EventSource cannot set headers).
-    let res = server.client.get(server.url(&format!("/stream/{conv}?token=k"))).send().await.unwrap();
+    let res = server
+        .client
+        .get(server.url(&format!("/stream/{conv}?token=k")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }

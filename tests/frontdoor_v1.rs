@@ -10,7 +10,10 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 fn header(r: &common::Reply, name: &str) -> String {
-    r.headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    r.headers
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -42,17 +45,28 @@ async fn a_message_gets_the_answer_in_the_success_envelope() {
 async fn the_same_user_and_room_continue_one_conversation() {
     let server = TestServer::builder().bundled().start();
     let send = |text: &str, room: &str| {
-        server.post("/v1/agents/echo/messages", json!({"text": text, "userId": "u1", "roomId": room}))
+        server.post(
+            "/v1/agents/echo/messages",
+            json!({"text": text, "userId": "u1", "roomId": room}),
+        )
     };
     let a = send("first", "r1").await;
     let b = send("second", "r1").await;
     let c = send("elsewhere", "r2").await;
     assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.body["data"]["conversationId"], b.body["data"]["conversationId"]);
-    assert_ne!(a.body["data"]["conversationId"], c.body["data"]["conversationId"]);
+    assert_eq!(
+        a.body["data"]["conversationId"],
+        b.body["data"]["conversationId"]
+    );
+    assert_ne!(
+        a.body["data"]["conversationId"],
+        c.body["data"]["conversationId"]
+    );
     // The conversation holds both turns, in order, as the agent sees them.
     let chat = a.body["data"]["conversationId"].as_str().unwrap();
-    let msgs = server.get(&format!("/api/v1/chats/{chat}/messages?limit=10")).await;
+    let msgs = server
+        .get(&format!("/api/v1/chats/{chat}/messages?limit=10"))
+        .await;
     let texts: Vec<String> = msgs.body["data"]
         .as_array()
         .unwrap()
@@ -62,14 +76,23 @@ async fn the_same_user_and_room_continue_one_conversation() {
         .collect();
     assert_eq!(texts, ["first", "first", "second", "second"]);
     // The context travels with the message to the agent.
-    let user_msg = msgs.body["data"].as_array().unwrap().iter().find(|m| m["role"] == "user").unwrap().clone();
+    let user_msg = msgs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
     assert_eq!(user_msg["trace"]["userId"], "u1");
 }
 
 #[tokio::test]
 async fn streaming_sends_tokens_then_done() {
     let server = TestServer::builder().bundled().start();
-    for path in ["/v1/agents/echo/messages/stream", "/v1/agents/echo/messages"] {
+    for path in [
+        "/v1/agents/echo/messages/stream",
+        "/v1/agents/echo/messages",
+    ] {
         let res = server
             .client
             .post(server.url(path))
@@ -78,12 +101,18 @@ async fn streaming_sends_tokens_then_done() {
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
         assert_eq!(res.headers()["x-ratelimit-limit"], "60");
         let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
         let mut text = String::new();
         let mut done: Option<Value> = None;
-        while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next()).await.unwrap() {
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap()
+        {
             let v: Value = serde_json::from_str(&ev.unwrap().data).unwrap();
             match v["type"].as_str().unwrap() {
                 "token" => text.push_str(v["content"].as_str().unwrap()),
@@ -101,19 +130,28 @@ async fn streaming_sends_tokens_then_done() {
 
 #[tokio::test]
 async fn the_per_minute_limit_answers_429_with_headers() {
-    let server = TestServer::builder().bundled().env("AGENT_RATE_LIMIT_PER_MINUTE", "2").start();
+    let server = TestServer::builder()
+        .bundled()
+        .env("AGENT_RATE_LIMIT_PER_MINUTE", "2")
+        .start();
     for i in 0..2 {
-        let r = server.post("/v1/agents/echo/messages", json!({"text": format!("m{i}")})).await;
+        let r = server
+            .post("/v1/agents/echo/messages", json!({"text": format!("m{i}")}))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let r = server.post("/v1/agents/echo/messages", json!({"text": "one too many"})).await;
+    let r = server
+        .post("/v1/agents/echo/messages", json!({"text": "one too many"}))
+        .await;
     assert_eq!(r.status, 429, "{}", r.text);
     assert_eq!(r.body["success"], false);
     assert_eq!(r.body["error"]["code"], "RATE_LIMITED");
     assert_eq!(header(&r, "x-ratelimit-remaining"), "0");
     assert!(header(&r, "retry-after").parse::<u64>().unwrap() >= 1);
     // Other agents have their own budget.
-    let r = server.post("/v1/agents/faq/messages", json!({"text": "hours?"})).await;
+    let r = server
+        .post("/v1/agents/faq/messages", json!({"text": "hours?"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
@@ -130,7 +168,9 @@ async fn the_concurrency_limit_answers_429() {
     let first = server.post("/v1/agents/silent/messages", json!({"text": "hello?"}));
     let second = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        server.post("/v1/agents/silent/messages", json!({"text": "anyone?"})).await
+        server
+            .post("/v1/agents/silent/messages", json!({"text": "anyone?"}))
+            .await
     };
     let (a, b) = tokio::join!(first, second);
     assert_eq!(b.status, 429, "{}", b.text);
@@ -142,35 +182,74 @@ async fn the_concurrency_limit_answers_429() {
 #[tokio::test]
 async fn errors_use_the_documented_codes() {
     let broken = json!({"nodes": [{"name": "e", "addon": "echo"}], "runtime": {"command": ["sh", "-c", "exit 7"], "restart": "never"}});
-    let server = TestServer::builder().bundled().graph_file("broken", broken).start();
-    let r = server.post("/v1/agents/echo/messages", json!({"userId": "x"})).await;
+    let server = TestServer::builder()
+        .bundled()
+        .graph_file("broken", broken)
+        .start();
+    let r = server
+        .post("/v1/agents/echo/messages", json!({"userId": "x"}))
+        .await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.body, json!({"success": false, "error": {"code": "INVALID_MESSAGE", "message": "Field 'text' is required", "details": {"field": "text", "reason": "Field 'text' is required"}}}));
-    let r = server.post("/v1/agents/echo/messages", json!({"text": "   "})).await;
-    assert_eq!(r.body["error"]["details"]["reason"], "Field cannot be empty");
-    let r = server.post("/v1/agents/echo/messages", json!({"text": "x", "context": "flat"})).await;
+    assert_eq!(
+        r.body,
+        json!({"success": false, "error": {"code": "INVALID_MESSAGE", "message": "Field 'text' is required", "details": {"field": "text", "reason": "Field 'text' is required"}}})
+    );
+    let r = server
+        .post("/v1/agents/echo/messages", json!({"text": "   "}))
+        .await;
+    assert_eq!(
+        r.body["error"]["details"]["reason"],
+        "Field cannot be empty"
+    );
+    let r = server
+        .post(
+            "/v1/agents/echo/messages",
+            json!({"text": "x", "context": "flat"}),
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["details"]["field"], "context");
-    let r = server.post("/v1/agents/agent_a1b2c3/messages", json!({"text": "x"})).await;
+    let r = server
+        .post("/v1/agents/agent_a1b2c3/messages", json!({"text": "x"}))
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "AGENT_NOT_FOUND");
-    assert_eq!(r.body["error"]["message"], "Agent with ID 'agent_a1b2c3' not found");
-    let r = server.post("/v1/agents/broken/messages", json!({"text": "x"})).await;
+    assert_eq!(
+        r.body["error"]["message"],
+        "Agent with ID 'agent_a1b2c3' not found"
+    );
+    let r = server
+        .post("/v1/agents/broken/messages", json!({"text": "x"}))
+        .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["error"]["code"], "AGENT_UNAVAILABLE");
     assert_eq!(r.body["error"]["details"]["status"], "error");
-    assert!(!header(&r, "x-ratelimit-limit").is_empty(), "limits are reported on errors too");
+    assert!(
+        !header(&r, "x-ratelimit-limit").is_empty(),
+        "limits are reported on errors too"
+    );
 }
 
 #[tokio::test]
 async fn the_key_guards_the_messages_api() {
-    let server = TestServer::builder().bundled().env("AGENTD_API_KEY", "k1").start();
-    let r = server.post("/v1/agents/echo/messages", json!({"text": "x"})).await;
+    let server = TestServer::builder()
+        .bundled()
+        .env("AGENTD_API_KEY", "k1")
+        .start();
+    let r = server
+        .post("/v1/agents/echo/messages", json!({"text": "x"}))
+        .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["success"], false);
     assert_eq!(r.body["error"]["code"], "UNAUTHORIZED");
     let r = server
-        .send(server.client.post(server.url("/v1/agents/echo/messages")).bearer_auth("k1").json(&json!({"text": "x"})))
+        .send(
+            server
+                .client
+                .post(server.url("/v1/agents/echo/messages"))
+                .bearer_auth("k1")
+                .json(&json!({"text": "x"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }

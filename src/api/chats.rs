@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::validate::{decode_cursor, encode_cursor};
 use super::{Store, W};
 use crate::catalog::Catalog;
+use crate::settings::DispatchMode;
 
 /// Longest chat title; longer titles are cut.
 pub const TITLE_MAX_CHARS: usize = 48;
@@ -290,11 +291,13 @@ impl Store {
 
     /// Finds or creates the chat bound to an external key (a supervisor channel, a front-door
     /// conversation, ...), with `agent_ids = [agent_id]`. Atomic: concurrent callers get one chat.
+    /// `mode` overrides `DISPATCH_MODE` for a chat it creates.
     pub async fn chat_for_key(
         &self,
         key: &str,
         agent_id: &str,
         title: &str,
+        mode: Option<DispatchMode>,
     ) -> Result<String, ApiError> {
         let (key, agent, title) = (key.to_string(), agent_id.to_string(), title.to_string());
         self.write(move |w| {
@@ -309,7 +312,12 @@ impl Store {
                 t if t.is_empty() => "New Chat".to_string(),
                 t => t,
             };
-            w.insert_chat(&[agent], DEFAULT_MODEL, &title, "default", &[], Some(&key))
+            let id = w.insert_chat(&[agent], DEFAULT_MODEL, &title, "default", &[], Some(&key))?;
+            if let Some(mode) = mode {
+                w.c.prepare_cached("UPDATE chats SET dispatch_mode = ?2 WHERE id = ?1")?
+                    .execute(params![id, mode.as_str()])?;
+            }
+            Ok(id)
         })
         .await
     }

@@ -33,6 +33,7 @@ use crate::catalog::Catalog;
 use crate::settings::Settings;
 
 pub use chats::{ChatFilter, NewChat};
+pub use db::iso;
 pub use error::{ApiError, StoreError};
 pub use events::Event;
 pub use messages::NewMessage;
@@ -243,7 +244,7 @@ impl Store {
         channel: &str,
         agent_id: &str,
     ) -> Result<String, StoreError> {
-        self.chat_for_key(&format!("channel:{channel}"), agent_id, channel)
+        self.chat_for_key(&format!("channel:{channel}"), agent_id, channel, None)
             .await
     }
 }

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::core::{self, Answer};
-use super::http::{check_key, data_frame, object, optional_text, required_text, FdError, Family, MAX_TEXT};
+use super::http::{
+    check_key, data_frame, object, optional_text, required_text, Family, FdError, MAX_TEXT,
+};
 use super::limits::{Quota, Refused};
 use super::store as fstore;
 use crate::state::AppState;
@@ -20,7 +22,10 @@ const INVALID: &str = "INVALID_MESSAGE";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/agents/{agent_id}/messages", web::post().to(send))
-        .route("/v1/agents/{agent_id}/messages/stream", web::post().to(send_stream));
+        .route(
+            "/v1/agents/{agent_id}/messages/stream",
+            web::post().to(send_stream),
+        );
 }
 
 fn with_quota(mut b: HttpResponseBuilder, q: Quota) -> HttpResponseBuilder {
@@ -48,7 +53,12 @@ struct Msg {
     chat_id: String,
 }
 
-async fn parse(req: &HttpRequest, state: &AppState, agent: String, body: &[u8]) -> Result<Msg, FdError> {
+async fn parse(
+    req: &HttpRequest,
+    state: &AppState,
+    agent: String,
+    body: &[u8],
+) -> Result<Msg, FdError> {
     check_key(req, state, false)?;
     core::graph(state, &agent)?;
     let obj = object(body, INVALID)?;
@@ -58,18 +68,32 @@ async fn parse(req: &HttpRequest, state: &AppState, agent: String, body: &[u8]) 
     for (field, v) in [("userId", &user_id), ("roomId", &room_id)] {
         if let Some(v) = v {
             if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
-                return Err(FdError::invalid(INVALID, field, "must be 1 to 200 characters without control characters"));
+                return Err(FdError::invalid(
+                    INVALID,
+                    field,
+                    "must be 1 to 200 characters without control characters",
+                ));
             }
         }
     }
     let context = match obj.get("context") {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(m.clone()),
-        Some(_) => return Err(FdError::invalid(INVALID, "context", "Field must be an object")),
+        Some(_) => {
+            return Err(FdError::invalid(
+                INVALID,
+                "context",
+                "Field must be an object",
+            ))
+        }
     };
     if let Some(v) = obj.get("stream") {
         if !v.is_boolean() && !v.is_null() {
-            return Err(FdError::invalid(INVALID, "stream", "Field must be a boolean"));
+            return Err(FdError::invalid(
+                INVALID,
+                "stream",
+                "Field must be a boolean",
+            ));
         }
     }
     // The same userId and roomId continue the same conversation with this agent.
@@ -127,22 +151,39 @@ fn data_of(m: &Msg, a: &Answer) -> Value {
 }
 
 /// Counts the request against the agent's limits; the permit is held until the answer is sent.
-fn admit(state: &AppState, agent: &str) -> Result<super::limits::Permit, HttpResponse> {
-    state.frontdoor.limits.acquire(agent).map_err(|refused| match refused {
-        Refused::Rate(q) => error(
-            FdError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Rate limit exceeded")
+/// A refusal is answered with 429, the quota headers and `Retry-After`.
+fn admit(state: &AppState, agent: &str) -> Result<super::limits::Permit, Box<HttpResponse>> {
+    state.frontdoor.limits.acquire(agent).map_err(|refused| {
+        let (e, q) = match refused {
+            Refused::Rate(q) => (
+                FdError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "Rate limit exceeded",
+                )
                 .details(json!({"limit": q.limit, "window": "1m", "retryAfter": q.retry_after()})),
-            q,
-        ),
-        Refused::Concurrency { limit, quota } => error(
-            FdError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Too many concurrent requests for this agent")
+                q,
+            ),
+            Refused::Concurrency { limit, quota } => (
+                FdError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "Too many concurrent requests for this agent",
+                )
                 .details(json!({"concurrentLimit": limit})),
-            quota,
-        ),
+                quota,
+            ),
+        };
+        Box::new(error(e, q))
     })
 }
 
-async fn send(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn send(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let agent = path.into_inner();
     let quota = state.frontdoor.limits.peek(&agent);
     let m = match parse(&req, &state, agent, &body).await {
@@ -155,19 +196,34 @@ async fn send(req: HttpRequest, state: web::Data<AppState>, path: web::Path<Stri
         .unwrap_or(false);
     let permit = match admit(&state, &m.agent) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if wants_stream {
         return stream_answer(state.get_ref().clone(), m, permit).await;
     }
     let q = permit.quota;
-    match core::ask(&state, &m.agent, &m.chat_id, &m.text, Some(trace_of(&m)), None).await {
-        Ok(a) => with_quota(HttpResponse::Ok(), q).json(json!({"success": true, "data": data_of(&m, &a)})),
+    match core::ask(
+        &state,
+        &m.agent,
+        &m.chat_id,
+        &m.text,
+        Some(trace_of(&m)),
+        None,
+    )
+    .await
+    {
+        Ok(a) => with_quota(HttpResponse::Ok(), q)
+            .json(json!({"success": true, "data": data_of(&m, &a)})),
         Err(e) => error(e.into(), q),
     }
 }
 
-async fn send_stream(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn send_stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let agent = path.into_inner();
     let quota = state.frontdoor.limits.peek(&agent);
     let m = match parse(&req, &state, agent, &body).await {
@@ -176,7 +232,7 @@ async fn send_stream(req: HttpRequest, state: web::Data<AppState>, path: web::Pa
     };
     let permit = match admit(&state, &m.agent) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     stream_answer(state.get_ref().clone(), m, permit).await
 }
@@ -199,12 +255,21 @@ async fn stream_answer(state: AppState, m: Msg, permit: super::limits::Permit) -
                 let mut rx = UnboundedReceiverStream::new(rx);
                 while let Some(delta) = rx.next().await {
                     if !delta.is_empty() {
-                        let _ = out_tx.send(data_frame(&json!({"type": "token", "content": delta})));
+                        let _ =
+                            out_tx.send(data_frame(&json!({"type": "token", "content": delta})));
                     }
                 }
             })
         };
-        let result = core::ask(&state, &m.agent, &m.chat_id, &m.text, Some(trace_of(&m)), Some(tx)).await;
+        let result = core::ask(
+            &state,
+            &m.agent,
+            &m.chat_id,
+            &m.text,
+            Some(trace_of(&m)),
+            Some(tx),
+        )
+        .await;
         let _ = forward.await;
         let last = match result {
             Ok(a) => json!({"type": "done", "data": data_of(&m, &a)}),

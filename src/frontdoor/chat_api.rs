@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::core::{self, AskError};
-use super::http::{check_key, data_frame, object, optional_text, required_text, sse, FdError, Family, MAX_TEXT};
+use super::http::{
+    check_key, data_frame, object, optional_text, required_text, sse, Family, FdError, MAX_TEXT,
+};
 use super::store::{self as fstore, Conversation};
 use crate::state::AppState;
 
@@ -20,10 +22,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/agents/{id}/chat", web::post().to(chat))
         .route("/agents/{id}/chat/stream", web::post().to(chat_stream))
         .route("/agents/{id}/history", web::get().to(history))
-        .route("/agents/{id}/conversations", web::get().to(list_conversations))
-        .route("/agents/{id}/conversations", web::post().to(create_conversation))
-        .route("/agents/{id}/conversations/{conv}", web::put().to(rename_conversation))
-        .route("/agents/{id}/conversations/{conv}", web::delete().to(delete_conversation))
+        .route(
+            "/agents/{id}/conversations",
+            web::get().to(list_conversations),
+        )
+        .route(
+            "/agents/{id}/conversations",
+            web::post().to(create_conversation),
+        )
+        .route(
+            "/agents/{id}/conversations/{conv}",
+            web::put().to(rename_conversation),
+        )
+        .route(
+            "/agents/{id}/conversations/{conv}",
+            web::delete().to(delete_conversation),
+        )
         .route("/agents/{id}/inbox", web::get().to(inbox))
         .route("/agents/{id}/mark-read", web::post().to(mark_read))
         .route("/teams/{id}/chat", web::post().to(team_chat));
@@ -35,23 +49,40 @@ fn prefix(agent: &str) -> String {
 }
 
 /// The chat of the request: the conversation named in the body or query, else the agent's default.
-async fn conversation_chat(state: &AppState, agent: &str, conv: Option<String>) -> Result<String, FdError> {
+async fn conversation_chat(
+    state: &AppState,
+    agent: &str,
+    conv: Option<String>,
+) -> Result<String, FdError> {
     match conv {
         Some(id) => {
             let key = fstore::chat_key(state, &id).await?;
-            if key.as_deref().is_some_and(|k| k.starts_with(&prefix(agent))) {
+            if key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(&prefix(agent)))
+            {
                 Ok(id)
             } else {
                 Err(conversation_not_found(&id))
             }
         }
-        None => Ok(fstore::chat_for_key(state, &format!("{}default", prefix(agent)), agent, "Default conversation").await?),
+        None => Ok(fstore::chat_for_key(
+            state,
+            &format!("{}default", prefix(agent)),
+            agent,
+            "Default conversation",
+        )
+        .await?),
     }
 }
 
 fn conversation_not_found(id: &str) -> FdError {
-    FdError::new(StatusCode::NOT_FOUND, "CONVERSATION_NOT_FOUND", format!("Conversation '{id}' not found"))
-        .details(json!({"conversation_id": id}))
+    FdError::new(
+        StatusCode::NOT_FOUND,
+        "CONVERSATION_NOT_FOUND",
+        format!("Conversation '{id}' not found"),
+    )
+    .details(json!({"conversation_id": id}))
 }
 
 struct ChatRequest {
@@ -60,17 +91,31 @@ struct ChatRequest {
     chat_id: String,
 }
 
-async fn parse_chat(req: &HttpRequest, state: &AppState, agent: String, body: &[u8]) -> Result<ChatRequest, FdError> {
+async fn parse_chat(
+    req: &HttpRequest,
+    state: &AppState,
+    agent: String,
+    body: &[u8],
+) -> Result<ChatRequest, FdError> {
     check_key(req, state, false)?;
     core::graph(state, &agent)?;
     let obj = object(body, INVALID)?;
     let message = required_text(&obj, "message", "INVALID_MESSAGE", MAX_TEXT)?;
     let conv = optional_text(&obj, "conversation_id", INVALID)?;
     let chat_id = conversation_chat(state, &agent, conv).await?;
-    Ok(ChatRequest { agent, message, chat_id })
+    Ok(ChatRequest {
+        agent,
+        message,
+        chat_id,
+    })
 }
 
-async fn chat(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn chat(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = async {
         let r = parse_chat(&req, &state, path.into_inner(), &body).await?;
         let g = core::graph(&state, &r.agent)?;
@@ -90,7 +135,12 @@ async fn chat(req: HttpRequest, state: web::Data<AppState>, path: web::Path<Stri
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn chat_stream(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn chat_stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let r = match parse_chat(&req, &state, path.into_inner(), &body).await {
         Ok(r) => r,
         Err(e) => return e.respond(F),
@@ -123,7 +173,9 @@ async fn chat_stream(req: HttpRequest, state: web::Data<AppState>, path: web::Pa
                 let _ = out_tx.send(data_frame(&json!({"type": "done", "content": ""})));
             }
             Err(e) => {
-                let _ = out_tx.send(data_frame(&json!({"type": "error", "content": e.to_string()})));
+                let _ = out_tx.send(data_frame(
+                    &json!({"type": "error", "content": e.to_string()}),
+                ));
             }
         }
         let _ = out_tx.send(bytes::Bytes::from_static(b"data: [DONE]\n\n"));
@@ -138,7 +190,11 @@ fn query_limit(req: &HttpRequest, default: usize, max: usize) -> Result<usize, F
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(FdError::invalid(INVALID, "limit", format!("limit must be a whole number from 1 to {max}"))),
+            _ => Err(FdError::invalid(
+                INVALID,
+                "limit",
+                format!("limit must be a whole number from 1 to {max}"),
+            )),
         },
     }
 }
@@ -149,13 +205,18 @@ fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn history(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn history(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let agent = path.into_inner();
         core::graph(&state, &agent)?;
         let limit = query_limit(&req, 20, 200)?;
-        let chat_id = conversation_chat(&state, &agent, query_param(&req, "conversation_id")).await?;
+        let chat_id =
+            conversation_chat(&state, &agent, query_param(&req, "conversation_id")).await?;
         let messages: Vec<Value> = fstore::history(&state, &chat_id, limit)
             .await?
             .into_iter()
@@ -169,7 +230,9 @@ async fn history(req: HttpRequest, state: web::Data<AppState>, path: web::Path<S
                 })
             })
             .collect();
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({ "messages": messages, "conversation_id": chat_id })))
+        Ok::<_, FdError>(
+            HttpResponse::Ok().json(json!({ "messages": messages, "conversation_id": chat_id })),
+        )
     };
     run.await.unwrap_or_else(|e| e.respond(F))
 }
@@ -185,7 +248,11 @@ fn conversation_json(c: &Conversation) -> Value {
     })
 }
 
-async fn list_conversations(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn list_conversations(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let agent = path.into_inner();
@@ -197,7 +264,12 @@ async fn list_conversations(req: HttpRequest, state: web::Data<AppState>, path: 
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn create_conversation(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn create_conversation(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let agent = path.into_inner();
@@ -209,7 +281,9 @@ async fn create_conversation(req: HttpRequest, state: web::Data<AppState>, path:
             .unwrap_or_else(|| "New conversation".into());
         let key = format!("{}{}", prefix(&agent), nanoid::nanoid!());
         let id = fstore::chat_for_key(&state, &key, &agent, &title).await?;
-        let c = fstore::conversation(&state, &id).await?.ok_or_else(|| conversation_not_found(&id))?;
+        let c = fstore::conversation(&state, &id)
+            .await?
+            .ok_or_else(|| conversation_not_found(&id))?;
         Ok::<_, FdError>(HttpResponse::Created().json(conversation_json(&c)))
     };
     run.await.unwrap_or_else(|e| e.respond(F))
@@ -236,24 +310,37 @@ async fn rename_conversation(
         let obj = object(&body, INVALID)?;
         let title = required_text(&obj, "title", INVALID, 200)?;
         fstore::rename(&state, &conv, title.trim()).await?;
-        let c = fstore::conversation(&state, &conv).await?.ok_or_else(|| conversation_not_found(&conv))?;
+        let c = fstore::conversation(&state, &conv)
+            .await?
+            .ok_or_else(|| conversation_not_found(&conv))?;
         Ok::<_, FdError>(HttpResponse::Ok().json(conversation_json(&c)))
     };
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn delete_conversation(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+async fn delete_conversation(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let (agent, conv) = path.into_inner();
         owned_conversation(&state, &agent, &conv).await?;
         let deleted = fstore::delete_chat(&state, &conv).await?;
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({"deleted": true, "id": conv, "messages_deleted": deleted})))
+        Ok::<_, FdError>(
+            HttpResponse::Ok()
+                .json(json!({"deleted": true, "id": conv, "messages_deleted": deleted})),
+        )
     };
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn inbox(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn inbox(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let agent = path.into_inner();
@@ -263,12 +350,19 @@ async fn inbox(req: HttpRequest, state: web::Data<AppState>, path: web::Path<Str
             .iter()
             .map(|m| json!({"id": m.id, "conversation_id": m.chat_id, "role": "assistant", "content": m.content, "created_at": m.created_at}))
             .collect();
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({"unread": messages.len(), "messages": messages})))
+        Ok::<_, FdError>(
+            HttpResponse::Ok().json(json!({"unread": messages.len(), "messages": messages})),
+        )
     };
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn mark_read(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn mark_read(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let agent = path.into_inner();
@@ -279,7 +373,11 @@ async fn mark_read(req: HttpRequest, state: web::Data<AppState>, path: web::Path
                 owned_conversation(&state, &agent, &conv).await?;
                 vec![conv]
             }
-            None => fstore::conversations(&state, &prefix(&agent)).await?.into_iter().map(|c| c.id).collect(),
+            None => fstore::conversations(&state, &prefix(&agent))
+                .await?
+                .into_iter()
+                .map(|c| c.id)
+                .collect(),
         };
         let mut marked = 0;
         for c in &chats {
@@ -293,18 +391,36 @@ async fn mark_read(req: HttpRequest, state: web::Data<AppState>, path: web::Path
 /// Team chat modes: every member answers in parallel in both; they differ in what is asked.
 const MODES: &[&str] = &["parallel", "brainstorm"];
 
-async fn team_chat(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn team_chat(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let team_name = path.into_inner();
-        let team = state.catalog.current().team(&team_name).cloned().ok_or_else(|| {
-            FdError::new(StatusCode::NOT_FOUND, "TEAM_NOT_FOUND", format!("Team '{team_name}' not found"))
-        })?;
+        let team = state
+            .catalog
+            .current()
+            .team(&team_name)
+            .cloned()
+            .ok_or_else(|| {
+                FdError::new(
+                    StatusCode::NOT_FOUND,
+                    "TEAM_NOT_FOUND",
+                    format!("Team '{team_name}' not found"),
+                )
+            })?;
         let obj = object(&body, INVALID)?;
         let message = required_text(&obj, "message", "INVALID_MESSAGE", MAX_TEXT)?;
         let mode = optional_text(&obj, "mode", INVALID)?.unwrap_or_else(|| "parallel".into());
         if !MODES.contains(&mode.as_str()) {
-            return Err(FdError::invalid(INVALID, "mode", format!("mode must be one of {}", MODES.join(", "))));
+            return Err(FdError::invalid(
+                INVALID,
+                "mode",
+                format!("mode must be one of {}", MODES.join(", ")),
+            ));
         }
         let prompt = match mode.as_str() {
             "brainstorm" => format!("Brainstorm: {message}"),
@@ -317,7 +433,13 @@ async fn team_chat(req: HttpRequest, state: web::Data<AppState>, path: web::Path
             let agent = agent.clone();
             async move {
                 let g = core::graph(&st, &agent)?;
-                let chat = fstore::chat_for_key(&st, &format!("fd:team:{team_name}:{agent}"), &agent, &format!("Team {team_name}")).await?;
+                let chat = fstore::chat_for_key(
+                    &st,
+                    &format!("fd:team:{team_name}:{agent}"),
+                    &agent,
+                    &format!("Team {team_name}"),
+                )
+                .await?;
                 let a = core::ask(&st, &agent, &chat, &prompt, None, None).await;
                 Ok::<_, AskError>((agent, core::agent_name(&g), a))
             }
@@ -336,8 +458,12 @@ async fn team_chat(req: HttpRequest, state: web::Data<AppState>, path: web::Path
             }
         }
         if answered.is_empty() {
-            return Err(FdError::new(StatusCode::SERVICE_UNAVAILABLE, "AGENT_UNAVAILABLE", "No member of the team answered")
-                .details(json!({"responses": responses})));
+            return Err(FdError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "AGENT_UNAVAILABLE",
+                "No member of the team answered",
+            )
+            .details(json!({"responses": responses})));
         }
         let digest = answered
             .iter()
@@ -346,19 +472,37 @@ async fn team_chat(req: HttpRequest, state: web::Data<AppState>, path: web::Path
             .join("\n");
         let summary = match &team.summary_agent {
             Some(agent) => {
-                let chat = fstore::chat_for_key(&state, &format!("fd:team:{team_name}:summary:{agent}"), agent, &format!("Team {team_name} summary")).await?;
+                let chat = fstore::chat_for_key(
+                    &state,
+                    &format!("fd:team:{team_name}:summary:{agent}"),
+                    agent,
+                    &format!("Team {team_name} summary"),
+                )
+                .await?;
                 let ask = format!("Summarise these answers to \"{message}\":\n{digest}");
-                core::ask(&state, agent, &chat, &ask, None, None).await?.text
+                core::ask(&state, agent, &chat, &ask, None, None)
+                    .await?
+                    .text
             }
-            None => format!("{} of {} agents answered:\n{digest}", answered.len(), team.agents.len()),
+            None => format!(
+                "{} of {} agents answered:\n{digest}",
+                answered.len(),
+                team.agents.len()
+            ),
         };
-        Ok(HttpResponse::Ok().json(json!({"responses": responses, "summary": summary, "mode": mode, "team_id": team_name})))
+        Ok(HttpResponse::Ok().json(
+            json!({"responses": responses, "summary": summary, "mode": mode, "team_id": team_name}),
+        ))
     };
     run.await.unwrap_or_else(|e: FdError| e.respond(F))
 }
 
 fn first_line(text: &str) -> String {
-    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     if line.chars().count() > 200 {
         line.chars().take(200).collect::<String>() + "…"
     } else {

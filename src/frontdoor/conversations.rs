@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::core;
-use super::http::{check_key, object, optional_text, required_text, sse, FdError, Family, MAX_TEXT};
+use super::http::{
+    check_key, object, optional_text, required_text, sse, Family, FdError, MAX_TEXT,
+};
 use super::store as fstore;
 use crate::state::AppState;
 
@@ -65,8 +67,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn not_found(id: &str) -> FdError {
-    FdError::new(StatusCode::NOT_FOUND, "CONVERSATION_NOT_FOUND", format!("Conversation '{id}' not found"))
-        .details(json!({"conversationId": id}))
+    FdError::new(
+        StatusCode::NOT_FOUND,
+        "CONVERSATION_NOT_FOUND",
+        format!("Conversation '{id}' not found"),
+    )
+    .details(json!({"conversationId": id}))
 }
 
 fn str_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, FdError> {
@@ -81,17 +87,33 @@ fn str_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, FdError> {
                             out.push(s.to_string());
                         }
                     }
-                    _ => return Err(FdError::invalid(INVALID, field, "must be an array of non-empty strings (at most 200 characters each)")),
+                    _ => {
+                        return Err(FdError::invalid(
+                            INVALID,
+                            field,
+                            "must be an array of non-empty strings (at most 200 characters each)",
+                        ))
+                    }
                 }
             }
             Ok(out)
         }
-        Some(_) => Err(FdError::invalid(INVALID, field, "must be an array of strings")),
+        Some(_) => Err(FdError::invalid(
+            INVALID,
+            field,
+            "must be an array of strings",
+        )),
     }
 }
 
 /// Records a feed event inside the caller's transaction; published after commit by the caller.
-fn record(c: &rusqlite::Connection, now: i64, kind: &str, conv: &str, payload: Value) -> Result<ConvEvent, crate::api::ApiError> {
+fn record(
+    c: &rusqlite::Connection,
+    now: i64,
+    kind: &str,
+    conv: &str,
+    payload: Value,
+) -> Result<ConvEvent, crate::api::ApiError> {
     let id = nanoid::nanoid!();
     c.prepare_cached("INSERT INTO fd_events (id, type, conversation_id, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id, kind, conv, payload.to_string(), now])?;
@@ -115,7 +137,9 @@ async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) 
     let run = async {
         check_key(&req, &state, false)?;
         let obj = object(&body, INVALID)?;
-        let title = required_text(&obj, "title", INVALID, 200)?.trim().to_string();
+        let title = required_text(&obj, "title", INVALID, 200)?
+            .trim()
+            .to_string();
         let participants = str_list(obj.get("participants"), "participants")?;
         let metadata = match obj.get("metadata") {
             None | Some(Value::Null) => json!({}),
@@ -144,11 +168,22 @@ async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) 
 }
 
 /// A conversation summary; `participant` adds its unread count.
-fn summary(c: &rusqlite::Connection, id: &str, participant: Option<&str>) -> Result<Option<Value>, crate::api::ApiError> {
+fn summary(
+    c: &rusqlite::Connection,
+    id: &str,
+    participant: Option<&str>,
+) -> Result<Option<Value>, crate::api::ApiError> {
     let row = c
-        .prepare_cached("SELECT title, metadata, created_at, updated_at FROM fd_conversations WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT title, metadata, created_at, updated_at FROM fd_conversations WHERE id = ?1",
+        )?
         .query_row(params![id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })
         .optional()?;
     let Some((title, metadata, created, updated)) = row else {
@@ -159,7 +194,9 @@ fn summary(c: &rusqlite::Connection, id: &str, participant: Option<&str>) -> Res
         .query_map(params![id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let bots: Vec<String> = c
-        .prepare_cached("SELECT bot FROM fd_bots WHERE conversation_id = ?1 AND enabled = 1 ORDER BY bot")?
+        .prepare_cached(
+            "SELECT bot FROM fd_bots WHERE conversation_id = ?1 AND enabled = 1 ORDER BY bot",
+        )?
         .query_map(params![id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let last = c
@@ -236,7 +273,11 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn get_one(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn get_one(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let id = path.into_inner();
@@ -246,7 +287,8 @@ async fn get_one(req: HttpRequest, state: web::Data<AppState>, path: web::Path<S
             .read(move |c, _, _| summary(c, &id2, None))
             .await
             .map_err(fstore::internal)?;
-        s.map(|s| HttpResponse::Ok().json(s)).ok_or_else(|| not_found(&id))
+        s.map(|s| HttpResponse::Ok().json(s))
+            .ok_or_else(|| not_found(&id))
     };
     run.await.unwrap_or_else(|e: FdError| e.respond(F))
 }
@@ -256,10 +298,12 @@ async fn exists(state: &AppState, id: &str) -> Result<(), FdError> {
     let found = state
         .store
         .read(move |c, _, _| {
-            Ok(c.prepare_cached("SELECT 1 FROM fd_conversations WHERE id = ?1")?
-                .query_row(params![id2], |_| Ok(()))
-                .optional()?
-                .is_some())
+            Ok(
+                c.prepare_cached("SELECT 1 FROM fd_conversations WHERE id = ?1")?
+                    .query_row(params![id2], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
+            )
         })
         .await
         .map_err(fstore::internal)?;
@@ -270,7 +314,12 @@ async fn exists(state: &AppState, id: &str) -> Result<(), FdError> {
     }
 }
 
-async fn set_bot(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn set_bot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let conv = path.into_inner();
@@ -279,7 +328,13 @@ async fn set_bot(req: HttpRequest, state: web::Data<AppState>, path: web::Path<S
         let bot = required_text(&obj, "bot", INVALID, 200)?;
         let enabled = match obj.get("enabled") {
             Some(Value::Bool(b)) => *b,
-            _ => return Err(FdError::invalid(INVALID, "enabled", "Field 'enabled' must be true or false")),
+            _ => {
+                return Err(FdError::invalid(
+                    INVALID,
+                    "enabled",
+                    "Field 'enabled' must be true or false",
+                ))
+            }
         };
         core::graph(&state, &bot)?;
         let conv2 = conv.clone();
@@ -303,12 +358,20 @@ async fn set_bot(req: HttpRequest, state: web::Data<AppState>, path: web::Path<S
             .map_err(fstore::internal)?;
         let bot = ev.payload["bot"].clone();
         publish(&state, vec![ev]);
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({"conversationId": conv, "bot": bot, "enabled": enabled, "bots": bots})))
+        Ok::<_, FdError>(
+            HttpResponse::Ok().json(
+                json!({"conversationId": conv, "bot": bot, "enabled": enabled, "bots": bots}),
+            ),
+        )
     };
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn get_bots(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn get_bots(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let conv = path.into_inner();
@@ -332,60 +395,70 @@ async fn get_bots(req: HttpRequest, state: web::Data<AppState>, path: web::Path<
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-fn message_json(
-    id: &str,
-    conv: &str,
-    from: &str,
-    to: Option<&str>,
-    kind: &str,
-    content: &str,
-    attachments: &Value,
+/// One conversation message as stored.
+struct ConvMessage<'a> {
+    conversation: &'a str,
+    from: &'a str,
+    to: Option<&'a str>,
+    kind: &'a str,
+    content: &'a str,
+    attachments: &'a Value,
     automated: bool,
-    created: i64,
-    read_by: Value,
-) -> Value {
-    json!({
-        "id": id,
-        "messageId": id,
-        "conversationId": conv,
-        "from": from,
-        "to": to,
-        "type": kind,
-        "content": content,
-        "attachments": attachments,
-        "isAutomated": automated,
-        "createdAt": crate::api::iso(created),
-        "readBy": read_by,
-    })
 }
 
-/// Stores one conversation message and its feed event; returns the message and the events to publish.
-#[allow(clippy::too_many_arguments)]
-fn insert_message(
-    c: &rusqlite::Connection,
-    now: i64,
-    conv: &str,
-    from: &str,
-    to: Option<&str>,
-    kind: &str,
-    content: &str,
-    attachments: &Value,
-    automated: bool,
-) -> Result<(Value, ConvEvent), crate::api::ApiError> {
-    let id = nanoid::nanoid!();
-    c.prepare_cached(
-        "INSERT INTO fd_messages (id, conversation_id, sender, recipient, type, content, attachments, is_automated, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![id, conv, from, to, kind, content, attachments.to_string(), automated as i64, now])?;
-    c.prepare_cached("UPDATE fd_conversations SET updated_at = ?2 WHERE id = ?1")?
-        .execute(params![conv, now])?;
-    let msg = message_json(&id, conv, from, to, kind, content, attachments, automated, now, json!([]));
-    let ev = record(c, now, "message.created", conv, msg.clone())?;
-    Ok((msg, ev))
+impl ConvMessage<'_> {
+    fn json(&self, id: &str, created: i64, read_by: Value) -> Value {
+        json!({
+            "id": id,
+            "messageId": id,
+            "conversationId": self.conversation,
+            "from": self.from,
+            "to": self.to,
+            "type": self.kind,
+            "content": self.content,
+            "attachments": self.attachments,
+            "isAutomated": self.automated,
+            "createdAt": crate::api::iso(created),
+            "readBy": read_by,
+        })
+    }
+
+    /// Stores the message and its feed event; returns the message and the event to publish.
+    fn insert(
+        &self,
+        c: &rusqlite::Connection,
+        now: i64,
+    ) -> Result<(Value, ConvEvent), crate::api::ApiError> {
+        let id = nanoid::nanoid!();
+        c.prepare_cached(
+            "INSERT INTO fd_messages (id, conversation_id, sender, recipient, type, content, attachments, is_automated, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            id,
+            self.conversation,
+            self.from,
+            self.to,
+            self.kind,
+            self.content,
+            self.attachments.to_string(),
+            self.automated as i64,
+            now
+        ])?;
+        c.prepare_cached("UPDATE fd_conversations SET updated_at = ?2 WHERE id = ?1")?
+            .execute(params![self.conversation, now])?;
+        let msg = self.json(&id, now, json!([]));
+        let ev = record(c, now, "message.created", self.conversation, msg.clone())?;
+        Ok((msg, ev))
+    }
 }
 
-async fn post_message(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn post_message(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let conv = path.into_inner();
@@ -395,13 +468,20 @@ async fn post_message(req: HttpRequest, state: web::Data<AppState>, path: web::P
         let to = optional_text(&obj, "to", INVALID)?;
         let kind = optional_text(&obj, "type", INVALID)?.unwrap_or_else(|| "text".into());
         if !TYPES.contains(&kind.as_str()) {
-            return Err(FdError::invalid(INVALID, "type", format!("type must be one of {}", TYPES.join(", "))));
+            return Err(FdError::invalid(
+                INVALID,
+                "type",
+                format!("type must be one of {}", TYPES.join(", ")),
+            ));
         }
         let attachments = match obj.get("attachments") {
             None | Some(Value::Null) => json!([]),
             Some(Value::Array(a)) => {
                 for (i, att) in a.iter().enumerate() {
-                    let url_ok = att.get("url").and_then(Value::as_str).is_some_and(|u| !u.trim().is_empty());
+                    let url_ok = att
+                        .get("url")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| !u.trim().is_empty());
                     if !url_ok {
                         return Err(FdError::invalid(INVALID, &format!("attachments[{i}].url"), "each attachment needs a non-empty url (attachments are kept as references)"));
                     }
@@ -412,15 +492,32 @@ async fn post_message(req: HttpRequest, state: web::Data<AppState>, path: web::P
         };
         let content = match obj.get("content") {
             Some(Value::String(s)) if s.len() <= MAX_TEXT => s.clone(),
-            Some(Value::String(_)) => return Err(FdError::invalid(INVALID, "content", format!("must be at most {MAX_TEXT} bytes"))),
+            Some(Value::String(_)) => {
+                return Err(FdError::invalid(
+                    INVALID,
+                    "content",
+                    format!("must be at most {MAX_TEXT} bytes"),
+                ))
+            }
             None | Some(Value::Null) => String::new(),
             Some(_) => return Err(FdError::invalid(INVALID, "content", "must be a string")),
         };
         if kind == "text" && content.trim().is_empty() {
-            return Err(FdError::invalid(INVALID, "content", "a text message needs content"));
+            return Err(FdError::invalid(
+                INVALID,
+                "content",
+                "a text message needs content",
+            ));
         }
-        if (kind == "image" || kind == "file") && content.trim().is_empty() && attachments.as_array().is_some_and(Vec::is_empty) {
-            return Err(FdError::invalid(INVALID, "attachments", "an image or file message needs an attachment or content"));
+        if (kind == "image" || kind == "file")
+            && content.trim().is_empty()
+            && attachments.as_array().is_some_and(Vec::is_empty)
+        {
+            return Err(FdError::invalid(
+                INVALID,
+                "attachments",
+                "an image or file message needs an attachment or content",
+            ));
         }
         let conv2 = conv.clone();
         let from2 = from.clone();
@@ -429,7 +526,16 @@ async fn post_message(req: HttpRequest, state: web::Data<AppState>, path: web::P
         let (msg, mut events, bots) = state
             .store
             .write(move |w| {
-                let (msg, ev) = insert_message(w.c, w.now, &conv2, &from2, to.as_deref(), &kind2, &content2, &attachments, false)?;
+                let (msg, ev) = ConvMessage {
+                    conversation: &conv2,
+                    from: &from2,
+                    to: to.as_deref(),
+                    kind: &kind2,
+                    content: &content2,
+                    attachments: &attachments,
+                    automated: false,
+                }
+                .insert(w.c, w.now)?;
                 let mut events = vec![ev];
                 let mut bots: Vec<(String, String)> = Vec::new();
                 // Bots answer participants' text (and media with a caption), never each other.
@@ -469,7 +575,14 @@ async fn post_message(req: HttpRequest, state: web::Data<AppState>, path: web::P
 
 /// Sends a participant's message to one bot: into the bot's hidden chat of this conversation, with
 /// the bot's worker started on demand. The answer comes back through [`relay`].
-async fn invoke_bot(state: AppState, conv: String, bot: String, log_id: String, from: String, text: String) {
+async fn invoke_bot(
+    state: AppState,
+    conv: String,
+    bot: String,
+    log_id: String,
+    from: String,
+    text: String,
+) {
     let result = async {
         let chat = fstore::chat_for_key(&state, &bot_chat_key(&conv, &bot), &bot, &format!("Conversation {conv}")).await?;
         fstore::post_user_message(&state, &chat, &text, Some(json!({"frontdoor": "conversations", "conversationId": conv, "from": from, "deliveryId": log_id}))).await?;
@@ -488,7 +601,13 @@ fn bot_chat_key(conv: &str, bot: &str) -> String {
     format!("fd:conv:{conv}:{bot}")
 }
 
-async fn update_delivery(state: &AppState, log_id: &str, status: &'static str, detail: Option<String>, reply: Option<String>) {
+async fn update_delivery(
+    state: &AppState,
+    log_id: &str,
+    status: &'static str,
+    detail: Option<String>,
+    reply: Option<String>,
+) {
     let log_id = log_id.to_string();
     let res = state
         .store
@@ -524,7 +643,10 @@ pub async fn relay(state: AppState) {
         let ev = match rx.recv().await {
             Ok(ev) => ev,
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "conversation relay fell behind; some bot answers may be late");
+                tracing::warn!(
+                    missed = n,
+                    "conversation relay fell behind; some bot answers may be late"
+                );
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -535,13 +657,18 @@ pub async fn relay(state: AppState) {
                 p.get("role").and_then(Value::as_str) == Some("agent")
                     && p.get("streamState").and_then(Value::as_str) != Some("streaming")
             }
-            "message.streaming.complete" => p.get("streamState").and_then(Value::as_str) == Some("complete"),
+            "message.streaming.complete" => {
+                p.get("streamState").and_then(Value::as_str) == Some("complete")
+            }
             _ => false,
         };
         if !done {
             continue;
         }
-        let (Some(chat), Some(message_id)) = (p.get("chatId").and_then(Value::as_str), p.get("messageId").and_then(Value::as_str)) else {
+        let (Some(chat), Some(message_id)) = (
+            p.get("chatId").and_then(Value::as_str),
+            p.get("messageId").and_then(Value::as_str),
+        ) else {
             continue;
         };
         if !keys.contains_key(chat) {
@@ -553,7 +680,9 @@ pub async fn relay(state: AppState) {
             });
             keys.insert(chat.to_string(), parsed);
         }
-        let Some((conv, bot)) = keys.get(chat).cloned().flatten() else { continue };
+        let Some((conv, bot)) = keys.get(chat).cloned().flatten() else {
+            continue;
+        };
         let text = match fstore::message_text(&state, message_id).await {
             Ok(Some(t)) => t,
             _ => continue,
@@ -571,7 +700,16 @@ pub async fn relay(state: AppState) {
                 if !exists {
                     return Ok(Vec::new());
                 }
-                let (msg, ev) = insert_message(w.c, w.now, &conv, &bot, None, "text", &text, &json!([]), true)?;
+                let (msg, ev) = ConvMessage {
+                    conversation: &conv,
+                    from: &bot,
+                    to: None,
+                    kind: "text",
+                    content: &text,
+                    attachments: &json!([]),
+                    automated: true,
+                }
+                .insert(w.c, w.now)?;
                 let mut events = vec![ev];
                 // The oldest open delivery of this bot in this conversation is the one answered.
                 let open: Option<(String, String)> = w
@@ -597,17 +735,29 @@ pub async fn relay(state: AppState) {
     }
 }
 
-async fn get_messages(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn get_messages(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let conv = path.into_inner();
         exists(&state, &conv).await?;
-        let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+        let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
+            .into_owned()
+            .collect();
         let limit = match q.get("limit") {
             None => 50,
             Some(v) => match v.parse::<i64>() {
                 Ok(n) if (1..=200).contains(&n) => n,
-                _ => return Err(FdError::invalid(INVALID, "limit", "limit must be a whole number from 1 to 200")),
+                _ => {
+                    return Err(FdError::invalid(
+                        INVALID,
+                        "limit",
+                        "limit must be a whole number from 1 to 200",
+                    ))
+                }
             },
         };
         let before = q.get("before").cloned();
@@ -633,22 +783,19 @@ async fn get_messages(req: HttpRequest, state: web::Data<AppState>, path: web::P
                     )?
                     .query_map(params![conv2, before_seq, limit + 1], |r| {
                         let id: String = r.get(1)?;
-                        let att: String = r.get(6)?;
-                        Ok((
-                            r.get(0)?,
-                            message_json(
-                                &id,
-                                &conv2,
-                                &r.get::<_, String>(2)?,
-                                r.get::<_, Option<String>>(3)?.as_deref(),
-                                &r.get::<_, String>(4)?,
-                                &r.get::<_, String>(5)?,
-                                &serde_json::from_str(&att).unwrap_or(json!([])),
-                                r.get::<_, i64>(7)? == 1,
-                                r.get(8)?,
-                                json!([]),
-                            ),
-                        ))
+                        let (from, to, kind, content): (String, Option<String>, String, String) =
+                            (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+                        let attachments: Value = serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(json!([]));
+                        let m = ConvMessage {
+                            conversation: &conv2,
+                            from: &from,
+                            to: to.as_deref(),
+                            kind: &kind,
+                            content: &content,
+                            attachments: &attachments,
+                            automated: r.get::<_, i64>(7)? == 1,
+                        };
+                        Ok((r.get::<_, i64>(0)?, m.json(&id, r.get(8)?, json!([]))))
                     })?
                     .collect::<Result<_, _>>()?;
                 let has_more = rows.len() as i64 > limit;
@@ -669,18 +816,28 @@ async fn get_messages(req: HttpRequest, state: web::Data<AppState>, path: web::P
             })
             .await
             .map_err(fstore::internal)?;
-        let (messages, has_more) = res.map_err(|()| FdError::invalid(INVALID, "before", "no such message in this conversation"))?;
+        let (messages, has_more) = res.map_err(|()| {
+            FdError::invalid(INVALID, "before", "no such message in this conversation")
+        })?;
         let mut resp = HttpResponse::Ok();
         resp.insert_header(("x-has-more", has_more.to_string()));
         if let (true, Some(first)) = (has_more, messages.first()) {
-            resp.insert_header(("x-next-before", first["id"].as_str().unwrap_or_default().to_string()));
+            resp.insert_header((
+                "x-next-before",
+                first["id"].as_str().unwrap_or_default().to_string(),
+            ));
         }
         Ok::<_, FdError>(resp.json(messages))
     };
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn mark_read(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn mark_read(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let conv = path.into_inner();
@@ -715,7 +872,11 @@ async fn mark_read(req: HttpRequest, state: web::Data<AppState>, path: web::Path
     run.await.unwrap_or_else(|e| e.respond(F))
 }
 
-async fn delivery_logs(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn delivery_logs(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, false)?;
         let conv = path.into_inner();
@@ -752,7 +913,12 @@ async fn delivery_logs(req: HttpRequest, state: web::Data<AppState>, path: web::
 }
 
 /// Persisted feed events after `after` (by seq), oldest first, for one conversation or all.
-async fn events_after(state: &AppState, conv: Option<String>, after: i64, limit: i64) -> Result<Vec<ConvEvent>, FdError> {
+async fn events_after(
+    state: &AppState,
+    conv: Option<String>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ConvEvent>, FdError> {
     state
         .store
         .read(move |c, _, _| {
@@ -815,10 +981,21 @@ fn sse_frame(e: &ConvEvent, conversation_stream: bool) -> bytes::Bytes {
             "isAutomated": p["isAutomated"],
             "createdAt": p["createdAt"],
         });
-        bytes::Bytes::from(format!("event: message\nid: {}\ndata: {data}\n\n", p["id"].as_str().unwrap_or_default()))
+        bytes::Bytes::from(format!(
+            "event: message\nid: {}\ndata: {data}\n\n",
+            p["id"].as_str().unwrap_or_default()
+        ))
     } else {
-        let name = if conversation_stream { e.kind.replace('.', "_") } else { e.kind.clone() };
-        bytes::Bytes::from(format!("event: {name}\nid: {}\ndata: {}\n\n", e.id, e.json()))
+        let name = if conversation_stream {
+            e.kind.replace('.', "_")
+        } else {
+            e.kind.clone()
+        };
+        bytes::Bytes::from(format!(
+            "event: {name}\nid: {}\ndata: {}\n\n",
+            e.id,
+            e.json()
+        ))
     }
 }
 
@@ -893,15 +1070,22 @@ fn last_event_id(req: &HttpRequest) -> Option<String> {
         })
 }
 
-async fn stream(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let run = async {
         check_key(&req, &state, true)?;
         let conv = path.into_inner();
         exists(&state, &conv).await?;
-        let after = match last_event_id(&req) {
-            Some(id) => Some(seq_of(&state, &id).await?.ok_or_else(|| FdError::invalid(INVALID, "Last-Event-ID", "unknown event id"))?),
-            None => None,
-        };
+        let after =
+            match last_event_id(&req) {
+                Some(id) => Some(seq_of(&state, &id).await?.ok_or_else(|| {
+                    FdError::invalid(INVALID, "Last-Event-ID", "unknown event id")
+                })?),
+                None => None,
+            };
         Ok::<_, FdError>(feed(state.get_ref().clone(), Some(conv), after))
     };
     run.await.unwrap_or_else(|e| e.respond(F))
@@ -915,12 +1099,19 @@ async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             .get("accept")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/event-stream"));
-        let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
-        let after = match (q.get("after"), last_event_id(&req)) {
-            (Some(a), _) => Some(a.parse::<i64>().map_err(|_| FdError::invalid(INVALID, "after", "after must be an event seq number"))?),
-            (None, Some(id)) => Some(seq_of(&state, &id).await?.ok_or_else(|| FdError::invalid(INVALID, "Last-Event-ID", "unknown event id"))?),
-            (None, None) => None,
-        };
+        let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
+            .into_owned()
+            .collect();
+        let after =
+            match (q.get("after"), last_event_id(&req)) {
+                (Some(a), _) => Some(a.parse::<i64>().map_err(|_| {
+                    FdError::invalid(INVALID, "after", "after must be an event seq number")
+                })?),
+                (None, Some(id)) => Some(seq_of(&state, &id).await?.ok_or_else(|| {
+                    FdError::invalid(INVALID, "Last-Event-ID", "unknown event id")
+                })?),
+                (None, None) => None,
+            };
         if wants_sse {
             return Ok(feed(state.get_ref().clone(), None, after));
         }
@@ -928,7 +1119,13 @@ async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             None => 100,
             Some(v) => match v.parse::<i64>() {
                 Ok(n) if (1..=500).contains(&n) => n,
-                _ => return Err(FdError::invalid(INVALID, "limit", "limit must be a whole number from 1 to 500")),
+                _ => {
+                    return Err(FdError::invalid(
+                        INVALID,
+                        "limit",
+                        "limit must be a whole number from 1 to 500",
+                    ))
+                }
             },
         };
         let list = events_after(&state, None, after.unwrap_or(0), limit).await?;
@@ -938,4 +1135,3 @@ async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     };
     run.await.unwrap_or_else(|e: FdError| e.respond(F))
 }
-

@@ -96,7 +96,9 @@ pub fn model_of(g: &Graph) -> String {
             if let Some(m) = n.pointer("/property/model").and_then(Value::as_str) {
                 return match m.strip_prefix("${env:").and_then(|r| r.strip_suffix('}')) {
                     Some(inner) => match inner.split_once('|') {
-                        Some((var, default)) => std::env::var(var).unwrap_or_else(|_| default.to_string()),
+                        Some((var, default)) => {
+                            std::env::var(var).unwrap_or_else(|_| default.to_string())
+                        }
                         None => std::env::var(inner).unwrap_or_else(|_| g.name.clone()),
                     },
                     None => m.to_string(),
@@ -199,17 +201,25 @@ async fn wait_answer(
             Ok(ev) => ev,
             // Missed events are recovered from the store when the answer completes.
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return Err("agentd is shutting down".into()),
+            Err(broadcast::error::RecvError::Closed) => {
+                return Err("agentd is shutting down".into())
+            }
         };
         let p = &ev.payload;
         if p.get("chatId").and_then(Value::as_str) != Some(chat_id) {
             continue;
         }
-        let message_id = p.get("messageId").and_then(Value::as_str).unwrap_or_default();
+        let message_id = p
+            .get("messageId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         match ev.kind.as_str() {
             "message.created" => {
                 let role = p.get("role").and_then(Value::as_str).unwrap_or_default();
-                let stream_state = p.get("streamState").and_then(Value::as_str).unwrap_or_default();
+                let stream_state = p
+                    .get("streamState")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if role == "agent" && stream_state == "streaming" && reply.is_none() {
                     reply = Some(message_id.to_string());
                 } else if role == "agent" && reply.is_none() {
@@ -225,12 +235,18 @@ async fn wait_answer(
                 } else if role == "system"
                     && p.pointer("/trace/dispatchFailure") == Some(&Value::Bool(true))
                 {
-                    let text = p.get("contentFinal").and_then(Value::as_str).unwrap_or("the agent failed");
+                    let text = p
+                        .get("contentFinal")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the agent failed");
                     return Err(text.to_string());
                 }
             }
             "message.streaming.chunk" if reply.as_deref() == Some(message_id) => {
-                let delta = p.get("deltaText").and_then(Value::as_str).unwrap_or_default();
+                let delta = p
+                    .get("deltaText")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 streamed.push_str(delta);
                 if let Some(d) = &deltas {
                     let _ = d.send(delta.to_string());
@@ -248,7 +264,11 @@ async fn wait_answer(
                 return Ok(finish(state, message_id, text, None).await);
             }
             "request.created" if reply.is_none() => {
-                let title = p.get("title").and_then(Value::as_str).unwrap_or_default().to_string();
+                let title = p
+                    .get("title")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let request = json!({
                     "id": p.get("requestId"),
                     "type": p.get("type"),
@@ -269,8 +289,15 @@ async fn wait_answer(
 }
 
 /// Completes an answer with what the stored message says (model, usage reported in its trace).
-async fn finish(state: &AppState, message_id: &str, text: String, request: Option<Value>) -> Answer {
-    let trace = super::store::message_trace(state, message_id).await.unwrap_or(Value::Null);
+async fn finish(
+    state: &AppState,
+    message_id: &str,
+    text: String,
+    request: Option<Value>,
+) -> Answer {
+    let trace = super::store::message_trace(state, message_id)
+        .await
+        .unwrap_or(Value::Null);
     let tokens_used = trace
         .pointer("/usage/total_tokens")
         .and_then(Value::as_u64)

@@ -72,20 +72,26 @@ impl From<AskError> for FdError {
     fn from(e: AskError) -> FdError {
         let msg = e.to_string();
         match e {
-            AskError::AgentNotFound(id) => {
-                FdError::new(StatusCode::NOT_FOUND, "AGENT_NOT_FOUND", format!("Agent with ID '{id}' not found"))
-            }
+            AskError::AgentNotFound(id) => FdError::new(
+                StatusCode::NOT_FOUND,
+                "AGENT_NOT_FOUND",
+                format!("Agent with ID '{id}' not found"),
+            ),
             AskError::Unavailable { reason, .. } => FdError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "AGENT_UNAVAILABLE",
                 "Agent is currently unavailable",
             )
             .details(json!({"status": "error", "reason": reason, "messageKept": true})),
-            AskError::Failed { reason, .. } => {
-                FdError::new(StatusCode::BAD_GATEWAY, "AGENT_FAILED", "The agent failed to answer")
-                    .details(json!({"reason": reason}))
+            AskError::Failed { reason, .. } => FdError::new(
+                StatusCode::BAD_GATEWAY,
+                "AGENT_FAILED",
+                "The agent failed to answer",
+            )
+            .details(json!({"reason": reason})),
+            AskError::Timeout { .. } => {
+                FdError::new(StatusCode::GATEWAY_TIMEOUT, "AGENT_TIMEOUT", msg)
             }
-            AskError::Timeout { .. } => FdError::new(StatusCode::GATEWAY_TIMEOUT, "AGENT_TIMEOUT", msg),
             AskError::ShuttingDown => {
                 FdError::new(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN", msg)
             }
@@ -98,7 +104,11 @@ impl From<AskError> for FdError {
 
 /// The key check: `Authorization: Bearer <key>` or `x-api-key: <key>` (and `?token=` on streams,
 /// since browsers' EventSource cannot set headers).
-pub fn check_key(req: &HttpRequest, state: &AppState, allow_query_token: bool) -> Result<(), FdError> {
+pub fn check_key(
+    req: &HttpRequest,
+    state: &AppState,
+    allow_query_token: bool,
+) -> Result<(), FdError> {
     let accept = Accept {
         bearer: true,
         x_api_key: true,
@@ -145,19 +155,31 @@ pub fn required_text(
     match obj.get(field) {
         Some(Value::String(s)) if !s.trim().is_empty() => {
             if s.len() > max_len {
-                Err(FdError::invalid(code, field, format!("Field must be at most {max_len} bytes")))
+                Err(FdError::invalid(
+                    code,
+                    field,
+                    format!("Field must be at most {max_len} bytes"),
+                ))
             } else {
                 Ok(s.clone())
             }
         }
         Some(Value::String(_)) => Err(FdError::invalid(code, field, "Field cannot be empty")),
-        None | Some(Value::Null) => Err(FdError::invalid(code, field, format!("Field '{field}' is required"))),
+        None | Some(Value::Null) => Err(FdError::invalid(
+            code,
+            field,
+            format!("Field '{field}' is required"),
+        )),
         Some(_) => Err(FdError::invalid(code, field, "Field must be a string")),
     }
 }
 
 /// An optional string field (`null` counts as absent).
-pub fn optional_text(obj: &Map<String, Value>, field: &str, code: &'static str) -> Result<Option<String>, FdError> {
+pub fn optional_text(
+    obj: &Map<String, Value>,
+    field: &str,
+    code: &'static str,
+) -> Result<Option<String>, FdError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),

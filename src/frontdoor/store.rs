@@ -8,12 +8,17 @@ use serde_json::Value;
 
 use super::core::AskError;
 use super::http::FdError;
+use crate::settings::DispatchMode;
 use crate::state::AppState;
 
 /// A store failure as a front-door 500 (the cause is logged, not sent).
 pub fn internal(e: crate::api::ApiError) -> FdError {
     tracing::error!(error = %e, "front door store error");
-    FdError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Unexpected server error.")
+    FdError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+        "Unexpected server error.",
+    )
 }
 
 fn ask_internal(e: impl std::fmt::Display) -> AskError {
@@ -26,9 +31,35 @@ pub fn key_part(s: &str) -> String {
     s.replace('%', "%25").replace(':', "%3A")
 }
 
-/// Finds or creates the chat with this external key (agent = `agent`).
-pub async fn chat_for_key(state: &AppState, key: &str, agent: &str, title: &str) -> Result<String, AskError> {
-    state.store.chat_for_key(key, agent, title).await.map_err(ask_internal)
+/// Finds or creates the chat with this external key (agent = `agent`). A new chat dispatches
+/// `sequential`: each message is claimable at once, one at a time per chat.
+pub async fn chat_for_key(
+    state: &AppState,
+    key: &str,
+    agent: &str,
+    title: &str,
+) -> Result<String, AskError> {
+    // The common case (the chat exists) stays a read, off the writer.
+    let k = key.to_string();
+    let found = state
+        .store
+        .read(move |c, _, _| {
+            Ok(
+                c.prepare_cached("SELECT id FROM chats WHERE external_key = ?1")?
+                    .query_row(params![k], |r| r.get::<_, String>(0))
+                    .optional()?,
+            )
+        })
+        .await
+        .map_err(ask_internal)?;
+    match found {
+        Some(id) => Ok(id),
+        None => state
+            .store
+            .chat_for_key(key, agent, title, Some(DispatchMode::Sequential))
+            .await
+            .map_err(ask_internal),
+    }
 }
 
 /// The external key of a chat (`None` for an unknown chat or one without a key).
@@ -37,10 +68,12 @@ pub async fn chat_key(state: &AppState, chat_id: &str) -> Result<Option<String>,
     state
         .store
         .read(move |c, _, _| {
-            Ok(c.prepare_cached("SELECT external_key FROM chats WHERE id = ?1")?
-                .query_row(params![id], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten())
+            Ok(
+                c.prepare_cached("SELECT external_key FROM chats WHERE id = ?1")?
+                    .query_row(params![id], |r| r.get::<_, Option<String>>(0))
+                    .optional()?
+                    .flatten(),
+            )
         })
         .await
         .map_err(ask_internal)
@@ -48,7 +81,12 @@ pub async fn chat_key(state: &AppState, chat_id: &str) -> Result<Option<String>,
 
 /// Posts the user's message (role `user`, sender `user:primary`) through the dispatch API's
 /// service: it is stored, announced, and queued for the chat's agent.
-pub async fn post_user_message(state: &AppState, chat_id: &str, text: &str, trace: Option<Value>) -> Result<(), AskError> {
+pub async fn post_user_message(
+    state: &AppState,
+    chat_id: &str,
+    text: &str,
+    trace: Option<Value>,
+) -> Result<(), AskError> {
     state
         .store
         .post_user_message(chat_id, text, trace)
@@ -67,7 +105,9 @@ pub async fn message_trace(state: &AppState, message_id: &str) -> Result<Value, 
                 .prepare_cached("SELECT trace FROM messages WHERE id = ?1")?
                 .query_row(params![id], |r| r.get(0))
                 .optional()?;
-            Ok(t.flatten().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null))
+            Ok(t.flatten()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null))
         })
         .await
         .map_err(ask_internal)
@@ -80,7 +120,9 @@ pub async fn message_text(state: &AppState, message_id: &str) -> Result<Option<S
         .store
         .read(move |c, _, _| {
             let t: Option<(Option<String>, Option<String>)> = c
-                .prepare_cached("SELECT content_final, content_partial FROM messages WHERE id = ?1")?
+                .prepare_cached(
+                    "SELECT content_final, content_partial FROM messages WHERE id = ?1",
+                )?
                 .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             Ok(t.map(|(f, p)| f.or(p).unwrap_or_default()))
@@ -98,7 +140,11 @@ pub struct HistoryItem {
 }
 
 /// The last `limit` messages of a chat, oldest first.
-pub async fn history(state: &AppState, chat_id: &str, limit: usize) -> Result<Vec<HistoryItem>, AskError> {
+pub async fn history(
+    state: &AppState,
+    chat_id: &str,
+    limit: usize,
+) -> Result<Vec<HistoryItem>, AskError> {
     let id = chat_id.to_string();
     state
         .store
@@ -170,14 +216,19 @@ pub async fn conversations(state: &AppState, prefix: &str) -> Result<Vec<Convers
 }
 
 /// One chat as a conversation.
-pub async fn conversation(state: &AppState, chat_id: &str) -> Result<Option<Conversation>, AskError> {
+pub async fn conversation(
+    state: &AppState,
+    chat_id: &str,
+) -> Result<Option<Conversation>, AskError> {
     let id = chat_id.to_string();
     state
         .store
         .read(move |c, _, _| {
-            Ok(c.prepare_cached(&format!("SELECT {CONVERSATION_COLUMNS} FROM chats WHERE id = ?1"))?
-                .query_row(params![id], conversation_row)
-                .optional()?)
+            Ok(c.prepare_cached(&format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM chats WHERE id = ?1"
+            ))?
+            .query_row(params![id], conversation_row)
+            .optional()?)
         })
         .await
         .map_err(ask_internal)
@@ -192,7 +243,10 @@ pub struct Unread {
 }
 
 /// Agent messages newer than their chat's last read, across chats whose key starts with `prefix`.
-pub async fn unread_agent_messages(state: &AppState, prefix: &str) -> Result<Vec<Unread>, AskError> {
+pub async fn unread_agent_messages(
+    state: &AppState,
+    prefix: &str,
+) -> Result<Vec<Unread>, AskError> {
     let prefix = prefix.to_string();
     state
         .store
@@ -221,17 +275,59 @@ pub async fn unread_agent_messages(state: &AppState, prefix: &str) -> Result<Vec
         .map_err(ask_internal)
 }
 
-/// Renames a chat (title source `manual`).
+/// Renames a chat (title source `manual`, as a `PATCH /chats/:id` would).
 pub async fn rename(state: &AppState, chat_id: &str, title: &str) -> Result<(), AskError> {
-    state.store.rename_chat(chat_id, title).await.map_err(ask_internal)
+    let mut patch = serde_json::Map::new();
+    patch.insert("title".into(), Value::String(title.to_string()));
+    state
+        .store
+        .patch_chat(chat_id, patch)
+        .await
+        .map(|_| ())
+        .map_err(ask_internal)
 }
 
 /// Marks a chat read; returns how many unread messages it had.
 pub async fn mark_read(state: &AppState, chat_id: &str) -> Result<i64, AskError> {
-    state.store.mark_chat_read(chat_id).await.map_err(ask_internal)
+    let chat = state.store.get_chat(chat_id).await.map_err(ask_internal)?;
+    let unread = chat
+        .get("unread_count")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    state
+        .store
+        .set_read(chat_id, true)
+        .await
+        .map_err(ask_internal)?;
+    Ok(unread)
 }
 
-/// Deletes a chat with its messages, requests and dispatch work; returns how many messages went.
+/// Deletes a chat with its messages, requests and dispatch work, in one transaction; returns how
+/// many messages went. Its past events stay in the event log.
 pub async fn delete_chat(state: &AppState, chat_id: &str) -> Result<usize, AskError> {
-    state.store.delete_chat(chat_id).await.map_err(ask_internal)
+    let id = chat_id.to_string();
+    state
+        .store
+        .write(move |w| {
+            let messages =
+                w.c.prepare_cached("DELETE FROM messages WHERE chat_id = ?1")?
+                    .execute(params![id])?;
+            for table in [
+                "requests",
+                "dispatch_inputs",
+                "dispatch_batches",
+                "dispatch_chat_state",
+                "chat_agents",
+            ] {
+                w.c.execute(
+                    &format!("DELETE FROM {table} WHERE chat_id = ?1"),
+                    params![id],
+                )?;
+            }
+            w.c.prepare_cached("DELETE FROM chats WHERE id = ?1")?
+                .execute(params![id])?;
+            Ok(messages)
+        })
+        .await
+        .map_err(ask_internal)
 }

@@ -95,6 +95,22 @@ impl W<'_> {
         self.settings.dispatch.mode
     }
 
+    /// The chat's own dispatch mode (front-door chats dispatch `sequential`), else `DISPATCH_MODE`.
+    fn chat_mode(&self, chat_id: &str) -> Result<DispatchMode, ApiError> {
+        let own: Option<String> = self
+            .c
+            .prepare_cached("SELECT dispatch_mode FROM chats WHERE id = ?1")?
+            .query_row([chat_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(match own.as_deref() {
+            Some("immediate") => DispatchMode::Immediate,
+            Some("sequential") => DispatchMode::Sequential,
+            Some("batched_sequential") => DispatchMode::BatchedSequential,
+            _ => self.mode(),
+        })
+    }
+
     /// Records a dispatch input (a user message or a request resolution). In `immediate` and
     /// `sequential` it becomes a batch at once; in `batched_sequential` it waits for the window.
     #[allow(clippy::too_many_arguments)]
@@ -133,7 +149,7 @@ impl W<'_> {
                 json!(input.media_ids).to_string(),
                 self.now
             ])?;
-        match self.mode() {
+        match self.chat_mode(chat_id)? {
             DispatchMode::Immediate | DispatchMode::Sequential => {
                 self.create_batch(chat_id, vec![input])?;
             }
@@ -357,7 +373,8 @@ impl W<'_> {
         let sql = format!(
             "SELECT b.id FROM dispatch_batches b WHERE b.status = 'pending' AND b.available_at <= ?1 \
              AND (?2 IS NULL OR b.chat_id = ?2) \
-             AND (?3 IS NULL OR b.chat_id IN (SELECT chat_id FROM chat_agents WHERE agent_id = ?3)) {} \
+             AND (?3 IS NULL OR b.chat_id IN (SELECT ca.chat_id FROM chat_agents ca JOIN chats ch ON ch.id = ca.chat_id \
+                  WHERE ca.agent_id = ?3 AND (ch.external_key IS NULL OR substr(ch.external_key, 1, 8) <> 'channel:'))) {} \
              ORDER BY b.available_at, b.seq LIMIT ?4",
             if ordered {
                 "AND NOT EXISTS (SELECT 1 FROM dispatch_batches e WHERE e.chat_id = b.chat_id \

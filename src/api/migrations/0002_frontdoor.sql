@@ -2,6 +2,10 @@
 -- their messages with read receipts, bots switched on per conversation, delivery logs of bot
 -- invocations, and the feed behind /events. Timestamps are epoch milliseconds.
 
+-- A chat may override DISPATCH_MODE (NULL = the server's mode). Front-door chats are request and
+-- answer, so they dispatch `sequential`: no batching window to wait out.
+ALTER TABLE chats ADD COLUMN dispatch_mode TEXT;
+
 CREATE TABLE fd_conversations (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
