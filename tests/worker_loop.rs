@@ -29,6 +29,11 @@ struct Worker {
 
 impl Worker {
     fn spawn(api: &FakeApi, nodes: Value, env: &[(&str, &str)]) -> Worker {
+        Worker::spawn_program(api, nodes, env, &[common::agentd_bin(), "worker"])
+    }
+
+    /// Runs `argv` plus `--property FILE` with the worker environment.
+    fn spawn_program(api: &FakeApi, nodes: Value, env: &[(&str, &str)], argv: &[&str]) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let prop = dir.path().join("property.json");
         let doc = json!({"_ten": {"predefined_graphs": [
@@ -37,8 +42,9 @@ impl Worker {
         std::fs::write(&prop, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
         let sock_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&sock_path).unwrap();
-        let mut cmd = Command::new(common::agentd_bin());
-        cmd.args(["worker", "--property"])
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..])
+            .arg("--property")
             .arg(&prop)
             .current_dir(dir.path())
             .env_clear()
@@ -532,4 +538,28 @@ fn the_watchdog_is_fed() {
         }
     }
     assert!(states.contains(&"READY=1".to_string()), "{states:?}");
+}
+
+#[test]
+fn the_python_worker_speaks_the_same_protocol() {
+    let api = FakeApi::start();
+    let script = common::repo_root().join("graphs/python_echo.py");
+    let mut w = Worker::spawn_program(
+        &api,
+        echo(json!({"prefix": "(python) "})),
+        &[],
+        &["python3", script.to_str().unwrap()],
+    );
+    w.ready();
+    let b = api.push_user("c1", "hello there", None);
+    assert!(wait_for(SOON, || done(&api, &b)), "{}", w.output());
+    let a = &api.agent_messages("c1")[0];
+    assert_eq!(a["content_final"], "(python) hello there");
+    assert_eq!(a["sender_id"], "echo");
+    let create = &api.posts("/chats/c1/messages")[0];
+    assert!(create.body.get("content").is_none());
+    assert_eq!(api.calls_to("/dispatch/claim")[0].body["chatId"], "c1");
+    let (st, took) = w.terminate();
+    assert!(st.success(), "{st:?}\n{}", w.output());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
 }
