@@ -501,7 +501,11 @@ async fn an_unscoped_worker_serves_several_chats_as_a_pool_worker() {
         .env("AGENTD_WORKER_ID", "pool-1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
         .spawn()
         .unwrap();
 
@@ -540,4 +544,38 @@ async fn an_unscoped_worker_serves_several_chats_as_a_pool_worker() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(st.success(), "{st:?}");
+}
+
+#[tokio::test]
+async fn the_worker_uses_the_api_key_it_is_given() {
+    let s = TestServer::builder()
+        .bundled()
+        .env("AGENTD_API_KEY", "s3cret")
+        .start();
+    let authed =
+        |path: &str, body: Value| s.client.post(s.url(path)).bearer_auth("s3cret").json(&body);
+    let r = s
+        .send(authed(
+            "/start",
+            json!({"channel_name": "e2e-auth", "graph_name": "echo"}),
+        ))
+        .await;
+    assert_eq!(r.body["code"], "0", "{}\n{}", r.text, s.output());
+    let chat = r.body["data"]["chat_id"].as_str().unwrap().to_string();
+    let r = s
+        .send(authed(
+            &format!("/api/v1/chats/{chat}/messages"),
+            json!({"role": "user", "senderId": "user:primary", "content": "secret handshake"}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(
+        wait_answer(&s, &chat, "secret handshake").await,
+        "{}",
+        s.output()
+    );
+    let r = s
+        .send(authed("/stop", json!({"channel_name": "e2e-auth"})))
+        .await;
+    assert_eq!(r.body["code"], "0", "{}", r.text);
 }
