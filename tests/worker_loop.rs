@@ -361,6 +361,14 @@ fn openai_chat_streams_with_memory_and_model_id() {
     assert!(wait_for(SOON, || done(&api, &b)), "{}", w.output());
     let a = api.agent_messages("c1").last().cloned().unwrap();
     assert_eq!(a["content_final"], "You said: what is my name?");
+    // Streamed, in pieces that add up (deltas that come together are sent together).
+    let chunks: Vec<String> = api
+        .posts("/chunks")
+        .iter()
+        .map(|c| c.body["deltaText"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(chunks.concat(), "You said: what is my name?");
+    assert!(!chunks.is_empty() && chunks.len() <= 5, "{chunks:?}");
     assert_eq!(
         api.posts("/chats/c1/messages")[0].body["modelId"],
         "gpt-test"

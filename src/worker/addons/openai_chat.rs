@@ -2,7 +2,7 @@
 //! token by token into the chat.
 
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
@@ -14,6 +14,8 @@ use crate::worker::turn::{Turn, TurnError};
 
 /// Longest silence of the provider's stream before it counts as broken.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Least time between two chunks written to the chat.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Longest wait for the provider's response headers.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -300,8 +302,13 @@ impl OpenAiChat {
         if let Some(s) = &self.system_prompt {
             out.push(json!({"role": "system", "content": s}));
         }
-        // `history` is newest first, as the API lists it.
-        let mut earlier: Vec<Value> = history
+        // `history` is newest first, as the API lists it. Messages newer than the batch (sent
+        // while it was being formed or worked on) belong to the next batch.
+        let from = history
+            .iter()
+            .position(|m| batch_sources.contains(&m.id.as_str()))
+            .unwrap_or(0);
+        let mut earlier: Vec<Value> = history[from..]
             .iter()
             .filter(|m| !batch_sources.contains(&m.id.as_str()))
             .filter(|m| m.stream_state == "complete" || m.stream_state == "none")
@@ -344,13 +351,39 @@ impl OpenAiChat {
 
         let mut deltas = self.start(&messages).await?;
         let mut whole = String::new();
-        while let Some(d) = deltas.next().await {
-            let d = d?;
-            if self.stream {
-                turn.push(&d).await?;
+        // Deltas are sent at most every FLUSH_EVERY: every chunk is a write, and writes share the
+        // server's rate limit with every other worker.
+        let mut pending = String::new();
+        let mut last_flush: Option<Instant> = None;
+        loop {
+            let next = if pending.is_empty() {
+                deltas.next().await
             } else {
+                let left =
+                    last_flush.map_or(Duration::ZERO, |t| FLUSH_EVERY.saturating_sub(t.elapsed()));
+                match tokio::time::timeout(left, deltas.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        turn.push(&std::mem::take(&mut pending)).await?;
+                        last_flush = Some(Instant::now());
+                        continue;
+                    }
+                }
+            };
+            let Some(d) = next else { break };
+            let d = d?;
+            if !self.stream {
                 whole.push_str(&d);
+                continue;
             }
+            pending.push_str(&d);
+            if flush_due(last_flush) {
+                turn.push(&std::mem::take(&mut pending)).await?;
+                last_flush = Some(Instant::now());
+            }
+        }
+        if !pending.is_empty() {
+            turn.push(&pending).await?;
         }
         if let Some(u) = &deltas.usage {
             tracing::info!(usage = %u, "completion done");
@@ -364,6 +397,11 @@ impl OpenAiChat {
             turn.say(&whole).await
         }
     }
+}
+
+/// Whether the next chunk may go out now.
+fn flush_due(last: Option<Instant>) -> bool {
+    last.map_or(true, |t| t.elapsed() >= FLUSH_EVERY)
 }
 
 /// OpenAI's `retry-after-ms`, else `Retry-After`.
@@ -491,6 +529,7 @@ mod tests {
             trace: None,
         };
         let history = [
+            m("5", "user", "next batch", "complete"),
             m("4", "user", "now", "complete"),
             m("3", "agent", "half", "cancelled"),
             m("2", "agent", "a2", "complete"),
