@@ -41,6 +41,8 @@ pub enum WorkerError {
 /// Addons the built-in worker can run; `/start` refuses graphs with others.
 pub const KNOWN_ADDONS: &[&str] = &["echo", "rules", "openai_chat"];
 
+/// Longest a batch in hand may hold up the exit after SIGTERM.
+const STOP_BOUND: Duration = Duration::from_millis(1500);
 /// Longest pause between tries to reach the API.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -165,7 +167,19 @@ impl Worker {
             match claimed {
                 Ok(Some(batch)) => {
                     backoff = Duration::from_millis(200);
-                    work::handle(&self.client, &self.env, &self.addon, &batch, &stop).await;
+                    let handled = work::handle(&self.client, &self.env, &self.addon, &batch, &stop);
+                    tokio::pin!(handled);
+                    let mut s = stop.clone();
+                    tokio::select! {
+                        _ = &mut handled => {}
+                        _ = s.wait() => {
+                            // `handle` cleans up after a stop by itself, within its own bound;
+                            // this bounds the calls before and after its main phase too.
+                            if tokio::time::timeout(STOP_BOUND, &mut handled).await.is_err() {
+                                tracing::warn!(batch = %batch.batch_id, "gave up on the batch at shutdown; its lease will expire");
+                            }
+                        }
+                    }
                 }
                 Ok(None) => backoff = Duration::from_millis(200),
                 Err(e) => {
