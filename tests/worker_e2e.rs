@@ -579,3 +579,32 @@ async fn the_worker_uses_the_api_key_it_is_given() {
         .await;
     assert_eq!(r.body["code"], "0", "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_provider_hiccup_is_retried_and_answered_once() {
+    let standin = Standin::start();
+    let s = TestServer::builder()
+        .bundled()
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("OPENAI_BASE_URL", &standin.url)
+        .env("OPENAI_MODEL", "flaky")
+        .start();
+    let data = start(&s, "e2e-flaky", "assistant").await;
+    let chat = data["chat_id"].as_str().unwrap().to_string();
+    post_user(&s, &chat, "are you there?").await;
+    assert!(
+        wait_answer(&s, &chat, "You said: are you there?").await,
+        "{}",
+        s.output()
+    );
+    // The first try got a 500 and failed retryable; the retry answered.
+    assert_eq!(standin.requests().len(), 2);
+    let all = messages(&s, &chat).await;
+    assert!(all.iter().all(|m| m["role"] != "system"), "{all:?}");
+    assert_eq!(
+        all.iter().filter(|m| m["role"] == "agent").count(),
+        1,
+        "{all:?}"
+    );
+    stop(&s, "e2e-flaky").await;
+}
