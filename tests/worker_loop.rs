@@ -493,6 +493,26 @@ fn earlier_attempts_are_never_answered_twice() {
 }
 
 #[test]
+fn a_chunk_whose_answer_is_lost_is_not_sent_twice() {
+    let api = FakeApi::start();
+    let w = Worker::spawn(&api, echo(json!({})), &[]);
+    w.ready();
+    api.state.lock().unwrap().lose_chunk_answers = 1;
+    let b = api.push_user("c1", "one two three", None);
+    assert!(wait_for(SOON, || done(&api, &b)), "{}", w.output());
+    let chunks: Vec<String> = api
+        .posts("/chunks")
+        .iter()
+        .map(|c| c.body["deltaText"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(chunks, ["one ", "two ", "three"]);
+    assert_eq!(
+        api.agent_messages("c1")[0]["content_final"],
+        "one two three"
+    );
+}
+
+#[test]
 fn a_missing_variable_stops_the_worker_naming_it() {
     let api = FakeApi::start();
     let mut w = Worker::spawn(
