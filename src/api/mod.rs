@@ -1,49 +1,267 @@
-//! The Opengram-compatible chat and dispatch API under `/api/v1` (issue 3).
+//! The Opengram-compatible chat and dispatch API under `/api/v1` (issue 3), stored in SQLite.
 //!
-//! STUB from the skeleton: the API helper replaces this. Keep `Store::open`, `Store::close`,
-//! `Store::chat_for_channel` and `configure`.
+//! Layout: [`Store`] is the service layer (every operation is a method on it, callable from Rust
+//! without HTTP, e.g. by the chat front doors); `routes/*` are thin HTTP handlers over it;
+//! `dispatch/` is the work queue and its deadline scheduler; `events` is the persisted +
+//! ephemeral event bus behind `GET /events/stream`.
+//!
+//! All SQLite work runs on blocking threads (`spawn_blocking`) over two connections: one writer
+//! (every write is one short `BEGIN IMMEDIATE` transaction) and one reader. An API answer of 2xx is
+//! only sent after the commit.
+
+mod access;
+mod chats;
+mod db;
+pub mod dispatch;
+mod error;
+pub mod events;
+mod messages;
+mod requests;
+mod routes;
+mod validate;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix_web::web;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{broadcast, Notify};
 
 use crate::catalog::watch::CatalogHandle;
+use crate::catalog::Catalog;
 use crate::settings::Settings;
 
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+pub use chats::{ChatFilter, NewChat};
+pub use error::{ApiError, StoreError};
+pub use events::Event;
+pub use messages::NewMessage;
+
+/// Live events buffered per subscriber before a slow one is dropped (lagged).
+const EVENT_BUS_CAPACITY: usize = 1024;
+
+/// Handle to the SQLite-backed store and its dispatch engine; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
 }
 
-/// Handle to the SQLite-backed store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {}
+struct Inner {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    settings: Arc<Settings>,
+    catalog: CatalogHandle,
+    events: broadcast::Sender<Arc<Event>>,
+    /// Wakes the dispatch scheduler (new inputs, typing, lease ends).
+    scheduler: Notify,
+    /// When the scheduler plans to wake (epoch ms); `i64::MIN` while a pass runs.
+    next_wake: std::sync::atomic::AtomicI64,
+    /// Wakes waiting claims (a batch may be claimable).
+    claims: Notify,
+    closed: std::sync::atomic::AtomicBool,
+    rate: access::RateLimiter,
+    started: Instant,
+}
 
-impl Store {
-    /// Opens (and migrates) the database at `path`.
-    pub async fn open(
-        _path: &Path,
-        _settings: Arc<Settings>,
-        _catalog: CatalogHandle,
-    ) -> Result<Store, StoreError> {
-        Ok(Store {})
+/// What a write closure sees: the open transaction, the time, and what to publish after commit.
+pub(crate) struct W<'a> {
+    pub c: &'a Connection,
+    pub now: i64,
+    pub settings: &'a Settings,
+    pub catalog: Arc<Catalog>,
+    events: Vec<Event>,
+    wake_at: Option<i64>,
+    kick_claims: bool,
+}
+
+impl W<'_> {
+    /// Ask the scheduler to recompute its deadlines after commit.
+    pub fn kick_scheduler(&mut self) {
+        self.wake_at = Some(i64::MIN);
     }
 
-    /// Finds or creates the chat bound to a supervisor channel (agent = the graph).
+    /// Make sure the scheduler is awake by `at` (epoch ms).
+    pub fn wake_by(&mut self, at: i64) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    /// Wake waiting claims after commit.
+    pub fn kick_claims(&mut self) {
+        self.kick_claims = true;
+    }
+}
+
+impl Store {
+    /// Opens (and migrates) the database at `path` and starts the dispatch scheduler.
+    pub async fn open(
+        path: &Path,
+        settings: Arc<Settings>,
+        catalog: CatalogHandle,
+    ) -> Result<Store, StoreError> {
+        let path = path.to_path_buf();
+        let (writer, reader) = tokio::task::spawn_blocking(move || {
+            let mut w = db::open(&path)?;
+            db::migrate(&mut w)?;
+            let r = db::open(&path)?;
+            Ok::<_, rusqlite::Error>((w, r))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        let rate = access::RateLimiter::new(
+            settings.write_rate_limit_max,
+            settings.write_rate_limit_window_ms,
+        );
+        let store = Store {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+                settings,
+                catalog,
+                events,
+                scheduler: Notify::new(),
+                next_wake: std::sync::atomic::AtomicI64::new(i64::MIN),
+                claims: Notify::new(),
+                closed: std::sync::atomic::AtomicBool::new(false),
+                rate,
+                started: Instant::now(),
+            }),
+        };
+        // Expired leases and due batches from before a restart are handled by the first pass.
+        tokio::spawn(dispatch::scheduler::run(store.clone()));
+        Ok(store)
+    }
+
+    /// Stops the scheduler and checkpoints the WAL.
+    pub async fn close(&self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.scheduler.notify_one();
+        self.inner.claims.notify_waiters();
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        })
+        .await;
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog.current()
+    }
+
+    /// Seconds since the store opened (health `uptime`).
+    pub fn uptime_secs(&self) -> u64 {
+        self.inner.started.elapsed().as_secs()
+    }
+
+    /// Subscribes to the live event bus (persisted and ephemeral events, in commit order).
+    /// A subscriber that falls more than the bus capacity behind gets `RecvError::Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection, off the async
+    /// runtime. Events recorded by `f` are published after the commit, still under the writer
+    /// lock, so live subscribers see them in commit order.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut W) -> Result<T, ApiError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let (value, kick_s, kick_c) = tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (res, events, ks, kc) = {
+                let mut w = W {
+                    c: &tx,
+                    now: db::now_ms(),
+                    settings: &inner.settings,
+                    catalog: inner.catalog.current(),
+                    events: Vec::new(),
+                    wake_at: None,
+                    kick_claims: false,
+                };
+                let res = f(&mut w);
+                (res, w.events, w.wake_at, w.kick_claims)
+            };
+            let value = res?;
+            tx.commit()?;
+            for e in events {
+                let _ = inner.events.send(Arc::new(e));
+            }
+            Ok::<_, ApiError>((value, ks, kc))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        if let Some(at) = kick_s {
+            if at
+                < self
+                    .inner
+                    .next_wake
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                self.inner.scheduler.notify_one();
+            }
+        }
+        if kick_c {
+            self.inner.claims.notify_waiters();
+        }
+        Ok(value)
+    }
+
+    /// Runs `f` on the reader connection, off the async runtime.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Settings, &Catalog) -> Result<T, ApiError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader.lock().unwrap_or_else(|e| e.into_inner());
+            let catalog = inner.catalog.current();
+            f(&conn, &inner.settings, &catalog)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    }
+
+    /// Finds or creates (atomically) the chat bound to a supervisor channel, with
+    /// `agent_ids = [agent_id]`; returns the chat id.
     pub async fn chat_for_channel(
         &self,
         channel: &str,
-        _agent_id: &str,
+        agent_id: &str,
     ) -> Result<String, StoreError> {
-        Ok(format!("chat-{channel}"))
+        self.chat_for_key(&format!("channel:{channel}"), agent_id, channel)
+            .await
     }
-
-    /// Flushes and closes the database.
-    pub async fn close(&self) {}
 }
 
-/// Mounts the API routes (the caller puts them under `/api/v1`).
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+/// Mounts the API routes (the caller puts them under `/api/v1`); unknown paths get the JSON 404.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    routes::configure(cfg);
+}
+
+impl Store {
+    /// Publishes an ephemeral event (typing) straight to the live bus.
+    pub(crate) fn publish_ephemeral(&self, kind: &str, payload: serde_json::Value) {
+        let _ = self.inner.events.send(Arc::new(Event {
+            seq: None,
+            id: db::new_id(),
+            kind: kind.to_string(),
+            timestamp: db::iso(db::now_ms()),
+            payload,
+        }));
+    }
+}

@@ -285,6 +285,20 @@ impl TestServer {
         None
     }
 
+    /// Waits (without sending anything) for the server to exit; its status, or `None` after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// `kill -9` the server and reap it; returns the temp dir so a new server can reuse it.
     pub fn kill9(mut self) -> tempfile::TempDir {
         if let Some(mut c) = self.child.take() {
@@ -355,3 +369,6 @@ pub fn pid_alive(pid: i32) -> bool {
 pub fn pid_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// Helpers for the supervisor tests.
+pub mod sup;

@@ -1,0 +1,115 @@
+//! The per-worker property document: one graph, `auto_start: true`, the request's `properties`
+//! merge-patched per node (RFC 7396), and the start fields where TEN puts them.
+
+use serde_json::{Map, Value};
+
+use super::errors::StartError;
+use super::StartSpec;
+use crate::catalog::{Catalog, Graph, Layout};
+
+/// Builds the document for one worker of `graph`.
+pub fn build(catalog: &Catalog, graph: &Graph, spec: &StartSpec) -> Result<Value, StartError> {
+    let mut doc = catalog.worker_document(graph);
+    let nodes = nodes_mut(&mut doc, graph.layout).ok_or_else(|| {
+        StartError::BadParams(format!("graph {:?} has no nodes array", graph.name))
+    })?;
+
+    if let Some(props) = &spec.properties {
+        let names: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let unknown: Vec<String> = props
+            .keys()
+            .filter(|k| !names.contains(k))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(StartError::UnknownNodes {
+                graph: graph.name.clone(),
+                unknown,
+                nodes: names,
+            });
+        }
+        for (node, patch) in props {
+            if !patch.is_object() {
+                return Err(StartError::BadParams(format!(
+                    "properties.{node} must be an object of property values"
+                )));
+            }
+            if let Some(p) = property_of(nodes, node) {
+                json_patch::merge(p, patch);
+            }
+        }
+    }
+
+    // TEN's startPropMap: only the fields the request carries.
+    let channel = Value::String(spec.channel.clone());
+    let mut set = |node: &str, key: &str, v: Value| {
+        if let Some(Value::Object(p)) = property_of(nodes, node) {
+            p.insert(key.to_string(), v);
+        }
+    };
+    set("agora_rtc", "channel", channel.clone());
+    set("agora_rtm", "channel", channel.clone());
+    if let Some(uid) = spec.user_uid {
+        set("agora_rtc", "remote_stream_id", uid.into());
+    }
+    if let Some(uid) = spec.bot_uid {
+        set("agora_rtc", "stream_id", uid.into());
+        set("agora_rtm", "user_id", uid.to_string().into());
+    }
+    if let Some(token) = &spec.token {
+        set("agora_rtc", "token", token.clone().into());
+        set("agora_rtm", "token", token.clone().into());
+    }
+    // Every node that has a channel property gets the channel.
+    for n in nodes.iter_mut() {
+        if let Some(Value::Object(p)) = n.get_mut("property") {
+            if p.contains_key("channel") {
+                p.insert("channel".into(), channel.clone());
+            }
+        }
+    }
+    Ok(doc)
+}
+
+/// The node properties of the (single) graph in a worker document.
+pub fn node_properties(doc: &Value, layout: Layout) -> Vec<&Value> {
+    let g = &doc[layout.section()]["predefined_graphs"][0];
+    let nodes = match layout {
+        Layout::Legacy => &g["nodes"],
+        Layout::Current => &g["graph"]["nodes"],
+    };
+    nodes
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n.get("property")).collect())
+        .unwrap_or_default()
+}
+
+fn nodes_mut(doc: &mut Value, layout: Layout) -> Option<&mut Vec<Value>> {
+    let g = doc
+        .get_mut(layout.section())?
+        .get_mut("predefined_graphs")?
+        .get_mut(0)?;
+    match layout {
+        Layout::Legacy => g.get_mut("nodes"),
+        Layout::Current => g.get_mut("graph")?.get_mut("nodes"),
+    }?
+    .as_array_mut()
+}
+
+/// The `property` object of the node called `name`, created when the node has none.
+fn property_of<'a>(nodes: &'a mut [Value], name: &str) -> Option<&'a mut Value> {
+    let node = nodes
+        .iter_mut()
+        .find(|n| n.get("name").and_then(Value::as_str) == Some(name))?
+        .as_object_mut()?;
+    let p = node
+        .entry("property")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !p.is_object() {
+        *p = Value::Object(Map::new());
+    }
+    Some(p)
+}

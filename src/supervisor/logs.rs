@@ -1,0 +1,271 @@
+//! Where a worker's output goes: its own size-capped, rotated log file under `LOG_PATH`, or
+//! agentd's stdout with every line prefixed `[<channel>] ` (`LOG_STDOUT=true`). The last lines
+//! are kept in memory for the `/start` error of a worker that dies early.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Lines kept for error messages.
+const TAIL_LINES: usize = 20;
+/// A line longer than this is cut into pieces (a child without newlines cannot grow our memory).
+const MAX_LINE: usize = 16 * 1024;
+
+/// A file-name stem for `channel` that is safe for any input and unique per channel: the
+/// channel's safe characters (at most 40) plus a short hash of the raw name.
+pub fn safe_stem(channel: &str) -> String {
+    let mut safe: String = channel
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    // No hidden files and no "..": dots only inside the name.
+    safe = safe.trim_start_matches('.').replace("..", "_");
+    if safe.is_empty() {
+        safe.push('_');
+    }
+    let hash = Sha256::digest(channel.as_bytes());
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{safe}-{hex}")
+}
+
+/// The log file of a channel under `log_path`.
+pub fn log_file(log_path: &Path, channel: &str) -> PathBuf {
+    log_path.join(format!("worker-{}.log", safe_stem(channel)))
+}
+
+enum Target {
+    Stdout { prefix: String },
+    File(FileLog),
+}
+
+struct FileLog {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_bytes: u64,
+    max_files: u32,
+}
+
+impl FileLog {
+    fn open(&mut self) {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path);
+        match f {
+            Ok(f) => {
+                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(f);
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "cannot open worker log: {e}");
+                self.file = None;
+            }
+        }
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    }
+
+    /// `x.log` -> `x.log.1` -> ... -> `x.log.<max_files>`; the oldest is dropped.
+    fn rotate(&mut self) {
+        self.file = None;
+        let _ = std::fs::remove_file(self.rotated(self.max_files));
+        for n in (1..self.max_files).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        let _ = std::fs::rename(&self.path, self.rotated(1));
+        self.open();
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        if self.file.is_none() {
+            self.open();
+        }
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate();
+        }
+        if let Some(f) = self.file.as_mut() {
+            if f.write_all(line).is_ok() {
+                self.size += line.len() as u64;
+            }
+        }
+    }
+}
+
+struct State {
+    target: Target,
+    tail: VecDeque<String>,
+}
+
+/// One channel's log; shared by the stdout and stderr pumps of each of its worker processes.
+pub struct LogSink {
+    state: Mutex<State>,
+}
+
+impl LogSink {
+    pub fn to_stdout(channel: &str) -> LogSink {
+        LogSink::with(Target::Stdout {
+            prefix: format!("[{channel}] "),
+        })
+    }
+
+    pub fn to_file(path: PathBuf, max_bytes: u64, max_files: u32) -> LogSink {
+        LogSink::with(Target::File(FileLog {
+            path,
+            file: None,
+            size: 0,
+            max_bytes,
+            max_files,
+        }))
+    }
+
+    fn with(target: Target) -> LogSink {
+        LogSink {
+            state: Mutex::new(State {
+                target,
+                tail: VecDeque::with_capacity(TAIL_LINES),
+            }),
+        }
+    }
+
+    /// Writes one line of output (without its newline).
+    pub fn line(&self, line: &str) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        match &mut st.target {
+            Target::Stdout { prefix } => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{prefix}{line}");
+            }
+            Target::File(f) => {
+                let mut buf = Vec::with_capacity(line.len() + 1);
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+                f.write(&buf);
+            }
+        }
+        if st.tail.len() == TAIL_LINES {
+            st.tail.pop_front();
+        }
+        st.tail.push_back(line.to_string());
+    }
+
+    /// A note from agentd itself, written into the same log.
+    pub fn note(&self, msg: &str) {
+        self.line(&format!("--- agentd: {msg}"));
+    }
+
+    /// The last lines of output, oldest first (agentd's own notes left out).
+    pub fn tail(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|st| {
+                st.tail
+                    .iter()
+                    .filter(|l| !l.starts_with("--- agentd: "))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets the remembered lines (a new process starts).
+    pub fn clear_tail(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.tail.clear();
+        }
+    }
+}
+
+/// Copies a child's stream into the sink line by line until end of file.
+pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: std::sync::Arc<LogSink>) {
+    let mut buf = vec![0u8; 8192];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+            let rest = pending.split_off(pos + 1);
+            let line = std::mem::replace(&mut pending, rest);
+            emit(&sink, &line[..line.len() - 1]);
+        }
+        while pending.len() > MAX_LINE {
+            let rest = pending.split_off(MAX_LINE);
+            let line = std::mem::replace(&mut pending, rest);
+            emit(&sink, &line);
+        }
+    }
+    if !pending.is_empty() {
+        emit(&sink, &pending);
+    }
+}
+
+fn emit(sink: &LogSink, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    sink.line(&String::from_utf8_lossy(line));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_are_safe_and_distinct() {
+        for bad in [
+            "../../etc/passwd",
+            "/abs",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "",
+            "\u{0}x",
+        ] {
+            let s = safe_stem(bad);
+            assert!(
+                !s.contains('/') && !s.contains("..") && !s.starts_with('.'),
+                "{bad:?} -> {s}"
+            );
+        }
+        assert_ne!(safe_stem("a/b"), safe_stem("a_b"));
+        assert_ne!(safe_stem("a?"), safe_stem("a*"));
+        assert!(safe_stem(&"x".repeat(500)).len() < 60);
+    }
+
+    #[test]
+    fn rotates_by_size() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("w.log");
+        let sink = LogSink::to_file(p.clone(), 100, 2);
+        for i in 0..40 {
+            sink.line(&format!("line {i:04} ........"));
+        }
+        assert!(std::fs::metadata(&p).unwrap().len() <= 100);
+        assert!(d.path().join("w.log.1").exists());
+        assert!(d.path().join("w.log.2").exists());
+        assert!(!d.path().join("w.log.3").exists());
+        assert_eq!(sink.tail().len(), TAIL_LINES);
+    }
+}

@@ -1,0 +1,155 @@
+//! The record of live worker process groups in `DATA_DIR/workers.json` (written by
+//! write-then-rename), and the start-up sweep that kills groups a previous agentd left behind.
+//!
+//! A group is killed only when it is really ours: its leader's pid still has the recorded start
+//! time (field 22 of `/proc/<pid>/stat`), or, when the leader is gone, the members carry the
+//! recorded group id and started after the leader (a pid is never reused while its group lives).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// How long the sweep waits for killed leftovers to disappear.
+const SWEEP_WAIT: Duration = Duration::from_secs(2);
+
+/// One worker process group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub channel: String,
+    pub worker_id: String,
+    pub pgid: i32,
+    /// Start time of the leader in clock ticks since boot.
+    pub start_time: u64,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct FileDoc {
+    agentd_pid: u32,
+    workers: Vec<Record>,
+}
+
+/// The live records and their file.
+pub struct Records {
+    path: PathBuf,
+    live: Mutex<BTreeMap<String, Record>>,
+}
+
+impl Records {
+    pub fn new(data_dir: &Path) -> Records {
+        Records {
+            path: data_dir.join("workers.json"),
+            live: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn add(&self, r: Record) {
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(r.worker_id.clone(), r);
+            self.write(&live);
+        }
+    }
+
+    pub fn remove(&self, worker_id: &str) {
+        if let Ok(mut live) = self.live.lock() {
+            if live.remove(worker_id).is_some() {
+                self.write(&live);
+            }
+        }
+    }
+
+    fn write(&self, live: &BTreeMap<String, Record>) {
+        let doc = FileDoc {
+            agentd_pid: std::process::id(),
+            workers: live.values().cloned().collect(),
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let res = serde_json::to_vec_pretty(&doc)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = res {
+            tracing::warn!(path = %self.path.display(), "cannot record workers: {e}");
+        }
+    }
+
+    /// Kills every leftover group recorded by a previous agentd, then starts a fresh record.
+    pub async fn sweep(&self) -> std::io::Result<()> {
+        let old: FileDoc = match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %self.path.display(), "ignoring unreadable worker record: {e}");
+                FileDoc::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileDoc::default(),
+            Err(e) => return Err(e),
+        };
+        let mut killed = Vec::new();
+        for r in &old.workers {
+            let members = ours(r);
+            if members.is_empty() {
+                continue;
+            }
+            tracing::warn!(
+                channel = %r.channel, pgid = r.pgid, members = ?members,
+                "killing a worker group left behind by a previous agentd"
+            );
+            for pid in &members {
+                // SAFETY: plain syscall on pids we just checked.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            killed.extend(members);
+        }
+        let deadline = Instant::now() + SWEEP_WAIT;
+        while killed.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Ok(live) = self.live.lock() {
+            self.write(&live);
+        }
+        Ok(())
+    }
+}
+
+/// `(pgrp, start_time)` of a process, from `/proc/<pid>/stat`.
+pub fn proc_stat(pid: i32) -> Option<(i32, u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain anything.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state), f[2] field 5 (pgrp), f[19] field 22 (starttime).
+    let state = f.first()?.chars().next()?;
+    Some((f.get(2)?.parse().ok()?, f.get(19)?.parse().ok()?, state))
+}
+
+/// Start time of `pid` in clock ticks since boot.
+pub fn start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, st, _)| st)
+}
+
+fn alive(pid: i32) -> bool {
+    matches!(proc_stat(pid), Some((_, _, s)) if s != 'Z' && s != 'X')
+}
+
+/// The pids of the recorded group that are provably ours.
+fn ours(r: &Record) -> Vec<i32> {
+    if r.pgid <= 1 {
+        return Vec::new();
+    }
+    if let Some((_, st, _)) = proc_stat(r.pgid) {
+        if st != r.start_time {
+            // The pid now belongs to someone else: the old group is long gone.
+            return Vec::new();
+        }
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            matches!(proc_stat(pid), Some((pgrp, st, s)) if pgrp == r.pgid && st >= r.start_time && s != 'Z')
+        })
+        .collect()
+}

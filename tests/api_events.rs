@@ -1,0 +1,157 @@
+//! Chat and dispatch API: the SSE event stream (frames, replay, ephemeral events, overflow).
+
+mod api_support;
+mod common;
+
+use std::time::Duration;
+
+use api_support::*;
+use futures_util::StreamExt;
+use serde_json::json;
+
+#[tokio::test]
+async fn frames_and_headers() {
+    let s = server(&[]);
+    let res = s.client.get(s.url("/api/v1/events/stream")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(res.headers()["cache-control"], "no-cache, no-transform");
+    assert_eq!(res.headers()["x-accel-buffering"], "no");
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let c = {
+        let first = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        text.push_str(std::str::from_utf8(&first).unwrap());
+        assert!(text.starts_with(": stream opened\n\n"), "{text:?}");
+        chat(&s).await
+    };
+    while !text.contains("chat.created") {
+        let b = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        text.push_str(std::str::from_utf8(&b).unwrap());
+    }
+    while !text.ends_with("\n\n") {
+        let b = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        text.push_str(std::str::from_utf8(&b).unwrap());
+    }
+    let frame = text.split("\n\n").find(|f| f.starts_with("event: chat.created")).unwrap();
+    let lines: Vec<&str> = frame.lines().collect();
+    assert_eq!(lines.len(), 3, "{frame}");
+    assert_eq!(lines[0], "event: chat.created");
+    let data: serde_json::Value = serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
+    let id = lines[2].strip_prefix("id: ").unwrap();
+    assert_eq!(id.len(), 21);
+    assert_eq!(data["id"], id);
+    assert_eq!(data["type"], "chat.created");
+    assert_eq!(data["payload"], json!({ "chatId": c }));
+    assert!(data["timestamp"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn replay_by_cursor_and_last_event_id() {
+    let s = server(&[]);
+    let mut live = sse(&s, "", None).await;
+    let c = chat(&s).await;
+    user_msg(&s, &c, "one").await;
+    s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
+    user_msg(&s, &c, "two").await;
+    let seen = collect(&mut live, Duration::from_millis(800)).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds, ["chat.created", "message.created", "chat.typing", "message.created"], "{seen:?}");
+    let first = seen[0].id.clone();
+
+    // Replay everything after the first event (no typing: it is ephemeral), then live.
+    for (query, header) in [(format!("?cursor={first}"), None), (String::new(), Some(first.as_str()))] {
+        let mut rx = sse(&s, &query, header).await;
+        let got = collect(&mut rx, Duration::from_millis(600)).await;
+        let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(&kinds[..2], ["message.created", "message.created"], "{query} {header:?}");
+        assert!(kinds[2..].iter().all(|k| *k == "chat.read"), "{kinds:?}");
+        assert_eq!(got[0].data["payload"]["contentFinal"], "one");
+        assert_eq!(got[1].id, seen[3].id);
+        // Live events follow the replay without duplicates.
+        s.post(&format!("/api/v1/chats/{c}/mark-read"), json!(null)).await;
+        let e = next_matching(&mut rx, Duration::from_secs(5), |_| true).await.unwrap();
+        assert_eq!(e.event, "chat.read");
+    }
+    // Small replay pages still deliver everything in order.
+    let mut rx = sse(&s, &format!("?cursor={first}&limit=1"), None).await;
+    let got = collect(&mut rx, Duration::from_millis(600)).await;
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got[3].event, "chat.read");
+
+    // The id of an ephemeral event, or an unknown id, is not a cursor.
+    let typing_id = &seen[2].id;
+    for bad in [typing_id.as_str(), "nope"] {
+        let r = s.get(&format!("/api/v1/events/stream?cursor={bad}")).await;
+        assert_error(&r, 400, "VALIDATION_ERROR");
+        assert_eq!(r.body["error"]["message"], "cursor event id was not found.");
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_filter() {
+    let s = server(&[]);
+    let c = chat(&s).await;
+    let mut rx = sse(&s, "?ephemeral=false", None).await;
+    s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
+    s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null)).await;
+    s.post(&format!("/api/v1/chats/{c}/archive"), json!(null)).await;
+    let got = collect(&mut rx, Duration::from_millis(600)).await;
+    let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds, ["chat.archived"]);
+}
+
+#[tokio::test]
+async fn replay_overflow_closes_the_stream() {
+    let s = server(&[]);
+    let c = chat(&s).await;
+    let first = {
+        let mut rx = sse(&s, "", None).await;
+        user_msg(&s, &c, "start").await;
+        next_matching(&mut rx, Duration::from_secs(5), |_| true).await.unwrap().id
+    };
+    // A big backlog, read slowly, while many live events arrive: the server gives up.
+    // About 8 MB of backlog: more than the socket buffers hold.
+    for i in 0..80 {
+        let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "tool", "senderId": "tool", "content": format!("{i} {}", "x".repeat(100_000)) })).await;
+        assert_eq!(r.status, 201);
+    }
+    let res = s.client.get(s.url(&format!("/api/v1/events/stream?cursor={first}&limit=1"))).send().await.unwrap();
+    let tp = format!("/api/v1/chats/{c}/typing");
+    let writer = async {
+        for _ in 0..8 {
+            let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
+            futures_util::future::join_all(calls).await;
+        }
+    };
+    let reader = async {
+        let mut body = res.bytes_stream();
+        let mut tail = String::new();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        while let Ok(Some(Ok(b))) = tokio::time::timeout(Duration::from_secs(20), body.next()).await {
+            tail.push_str(&String::from_utf8_lossy(&b));
+            if tail.len() > 4096 {
+                tail.drain(..tail.len() - 4096);
+            }
+        }
+        tail
+    };
+    let (_, tail) = tokio::join!(writer, reader);
+    assert!(tail.contains(": replay queue overflowed; reconnect required"), "{}", &tail[tail.len().saturating_sub(300)..]);
+}
+
+#[tokio::test]
+async fn slow_client_is_dropped_not_buffered() {
+    let s = server(&[]);
+    let c = chat(&s).await;
+    // A client that never reads: the server must keep going (and the client gets dropped).
+    let res = s.client.get(s.url("/api/v1/events/stream")).send().await.unwrap();
+    let tp = format!("/api/v1/chats/{c}/typing");
+    for _ in 0..20 {
+        let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
+        futures_util::future::join_all(calls).await;
+    }
+    let r = s.get("/api/v1/health").await;
+    assert_eq!(r.status, 200);
+    drop(res);
+}
