@@ -120,14 +120,14 @@ def main():
                 time.sleep(0.2)
         notify("READY=1")
         print("python_echo ready: agent %s, worker %s" % (agent, WORKER), file=sys.stderr, flush=True)
-        claim = {"workerId": WORKER, "leaseMs": LEASE_MS, "waitMs": 10000}
+        claim = {"workerId": WORKER, "leaseMs": LEASE_MS, "waitMs": 25000}
         if CHAT:
             claim["chatId"] = CHAT
         elif CLAIM_AGENT:
             claim["agentId"] = CLAIM_AGENT
         while True:
             try:
-                batch = call("POST", "/dispatch/claim", claim, timeout=30)
+                batch = call("POST", "/dispatch/claim", claim, timeout=40)
             except (HttpError, OSError) as e:
                 print("claim failed: %s" % e, file=sys.stderr, flush=True)
                 time.sleep(1)

@@ -191,8 +191,9 @@ pub enum Scope {
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080/api/v1";
 /// Default lease asked for on each claim.
 pub const DEFAULT_LEASE_MS: u64 = 30_000;
-/// Default long-poll of a claim.
-pub const DEFAULT_CLAIM_WAIT_MS: u64 = 10_000;
+/// Default long-poll of a claim. Long, because the server answers at once when work comes, and
+/// every claim of every idle worker counts against the server's write rate limit.
+pub const DEFAULT_CLAIM_WAIT_MS: u64 = 30_000;
 
 /// Who the worker is and where its API is, from the environment the supervisor gave it.
 #[derive(Debug, Clone)]

@@ -160,7 +160,7 @@ impl Worker {
             let claimed = {
                 let mut s = stop.clone();
                 tokio::select! {
-                    r = self.client.claim(&self.env.worker_id, self.env.lease, self.env.claim_wait, &filter) => r,
+                    r = self.client.claim(&self.env.worker_id, self.env.lease, jitter(self.env.claim_wait), &filter) => r,
                     _ = s.wait() => break,
                 }
             };
@@ -187,7 +187,11 @@ impl Worker {
                         ApiError::RateLimited(Some(d)) => *d,
                         _ => backoff,
                     };
-                    tracing::warn!("claim failed: {e}; trying again in {wait:?}");
+                    if matches!(e, ApiError::RateLimited(_)) {
+                        tracing::debug!("claim rate limited; trying again in {wait:?}");
+                    } else {
+                        tracing::warn!("claim failed: {e}; trying again in {wait:?}");
+                    }
                     let mut s = stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -198,6 +202,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// `d` less up to a fifth, at random: many idle workers started together do not keep claiming in
+/// step (every claim counts against the server's write rate limit).
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    d.mul_f64(1.0 - (r % 1000) as f64 / 5000.0)
 }
 
 /// Feeds the supervisor's watchdog every `interval / 2` until dropped.
