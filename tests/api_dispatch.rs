@@ -704,3 +704,16 @@ async fn minimal_agent_loop() {
     assert_eq!(msgs[0]["content_final"], "stream this ");
     assert_eq!(msgs[0]["stream_state"], "complete");
 }
+
+#[tokio::test]
+async fn disconnected_claim_stops_waiting() {
+    let s = server(&[("DISPATCH_MODE", "immediate")]);
+    let c = chat(&s).await;
+    // A claimer that gives up (its connection closes) must not take the next batch.
+    let gone = s.client.post(s.url("/api/v1/dispatch/claim")).json(&json!({ "workerId": "gone", "waitMs": 5000 })).timeout(Duration::from_millis(300)).send().await;
+    assert!(gone.is_err());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    user_msg(&s, &c, "for the living").await;
+    let r = claim(&s, "alive", 2000).await;
+    assert_eq!(r.status, 200, "the batch went to a disconnected claimer");
+}
