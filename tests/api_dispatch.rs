@@ -710,7 +710,13 @@ async fn disconnected_claim_stops_waiting() {
     let s = server(&[("DISPATCH_MODE", "immediate")]);
     let c = chat(&s).await;
     // A claimer that gives up (its connection closes) must not take the next batch.
-    let gone = s.client.post(s.url("/api/v1/dispatch/claim")).json(&json!({ "workerId": "gone", "waitMs": 5000 })).timeout(Duration::from_millis(300)).send().await;
+    let gone = s
+        .client
+        .post(s.url("/api/v1/dispatch/claim"))
+        .json(&json!({ "workerId": "gone", "waitMs": 5000 }))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
     assert!(gone.is_err());
     tokio::time::sleep(Duration::from_millis(200)).await;
     user_msg(&s, &c, "for the living").await;

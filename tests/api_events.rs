@@ -12,7 +12,12 @@ use serde_json::json;
 #[tokio::test]
 async fn frames_and_headers() {
     let s = server(&[]);
-    let res = s.client.get(s.url("/api/v1/events/stream")).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url("/api/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     assert_eq!(res.headers()["cache-control"], "no-cache, no-transform");
@@ -20,24 +25,40 @@ async fn frames_and_headers() {
     let mut body = res.bytes_stream();
     let mut text = String::new();
     let c = {
-        let first = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&first).unwrap());
         assert!(text.starts_with(": stream opened\n\n"), "{text:?}");
         chat(&s).await
     };
     while !text.contains("chat.created") {
-        let b = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&b).unwrap());
     }
     while !text.ends_with("\n\n") {
-        let b = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&b).unwrap());
     }
-    let frame = text.split("\n\n").find(|f| f.starts_with("event: chat.created")).unwrap();
+    let frame = text
+        .split("\n\n")
+        .find(|f| f.starts_with("event: chat.created"))
+        .unwrap();
     let lines: Vec<&str> = frame.lines().collect();
     assert_eq!(lines.len(), 3, "{frame}");
     assert_eq!(lines[0], "event: chat.created");
-    let data: serde_json::Value = serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
+    let data: serde_json::Value =
+        serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
     let id = lines[2].strip_prefix("id: ").unwrap();
     assert_eq!(id.len(), 21);
     assert_eq!(data["id"], id);
@@ -52,25 +73,48 @@ async fn replay_by_cursor_and_last_event_id() {
     let mut live = sse(&s, "", None).await;
     let c = chat(&s).await;
     user_msg(&s, &c, "one").await;
-    s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
+    s.post(
+        &format!("/api/v1/chats/{c}/typing"),
+        json!({ "agentId": "echo" }),
+    )
+    .await;
     user_msg(&s, &c, "two").await;
     let seen = collect(&mut live, Duration::from_millis(800)).await;
     let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(kinds, ["chat.created", "message.created", "chat.typing", "message.created"], "{seen:?}");
+    assert_eq!(
+        kinds,
+        [
+            "chat.created",
+            "message.created",
+            "chat.typing",
+            "message.created"
+        ],
+        "{seen:?}"
+    );
     let first = seen[0].id.clone();
 
     // Replay everything after the first event (no typing: it is ephemeral), then live.
-    for (query, header) in [(format!("?cursor={first}"), None), (String::new(), Some(first.as_str()))] {
+    for (query, header) in [
+        (format!("?cursor={first}"), None),
+        (String::new(), Some(first.as_str())),
+    ] {
         let mut rx = sse(&s, &query, header).await;
         let got = collect(&mut rx, Duration::from_millis(600)).await;
         let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
-        assert_eq!(&kinds[..2], ["message.created", "message.created"], "{query} {header:?}");
+        assert_eq!(
+            &kinds[..2],
+            ["message.created", "message.created"],
+            "{query} {header:?}"
+        );
         assert!(kinds[2..].iter().all(|k| *k == "chat.read"), "{kinds:?}");
         assert_eq!(got[0].data["payload"]["contentFinal"], "one");
         assert_eq!(got[1].id, seen[3].id);
         // Live events follow the replay without duplicates.
-        s.post(&format!("/api/v1/chats/{c}/mark-read"), json!(null)).await;
-        let e = next_matching(&mut rx, Duration::from_secs(5), |_| true).await.unwrap();
+        s.post(&format!("/api/v1/chats/{c}/mark-read"), json!(null))
+            .await;
+        let e = next_matching(&mut rx, Duration::from_secs(5), |_| true)
+            .await
+            .unwrap();
         assert_eq!(e.event, "chat.read");
     }
     // Small replay pages still deliver everything in order.
@@ -93,9 +137,15 @@ async fn ephemeral_filter() {
     let s = server(&[]);
     let c = chat(&s).await;
     let mut rx = sse(&s, "?ephemeral=false", None).await;
-    s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
-    s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null)).await;
-    s.post(&format!("/api/v1/chats/{c}/archive"), json!(null)).await;
+    s.post(
+        &format!("/api/v1/chats/{c}/typing"),
+        json!({ "agentId": "echo" }),
+    )
+    .await;
+    s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null))
+        .await;
+    s.post(&format!("/api/v1/chats/{c}/archive"), json!(null))
+        .await;
     let got = collect(&mut rx, Duration::from_millis(600)).await;
     let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(kinds, ["chat.archived"]);
@@ -108,7 +158,10 @@ async fn replay_overflow_closes_the_stream() {
     let first = {
         let mut rx = sse(&s, "", None).await;
         user_msg(&s, &c, "start").await;
-        next_matching(&mut rx, Duration::from_secs(5), |_| true).await.unwrap().id
+        next_matching(&mut rx, Duration::from_secs(5), |_| true)
+            .await
+            .unwrap()
+            .id
     };
     // A big backlog, read slowly, while many live events arrive: the server gives up.
     // About 8 MB of backlog: more than the socket buffers hold.
@@ -116,7 +169,12 @@ async fn replay_overflow_closes_the_stream() {
         let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "tool", "senderId": "tool", "content": format!("{i} {}", "x".repeat(100_000)) })).await;
         assert_eq!(r.status, 201);
     }
-    let res = s.client.get(s.url(&format!("/api/v1/events/stream?cursor={first}&limit=1"))).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url(&format!("/api/v1/events/stream?cursor={first}&limit=1")))
+        .send()
+        .await
+        .unwrap();
     let tp = format!("/api/v1/chats/{c}/typing");
     let writer = async {
         for _ in 0..8 {
@@ -128,7 +186,8 @@ async fn replay_overflow_closes_the_stream() {
         let mut body = res.bytes_stream();
         let mut tail = String::new();
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        while let Ok(Some(Ok(b))) = tokio::time::timeout(Duration::from_secs(20), body.next()).await {
+        while let Ok(Some(Ok(b))) = tokio::time::timeout(Duration::from_secs(20), body.next()).await
+        {
             tail.push_str(&String::from_utf8_lossy(&b));
             if tail.len() > 4096 {
                 tail.drain(..tail.len() - 4096);
@@ -137,7 +196,11 @@ async fn replay_overflow_closes_the_stream() {
         tail
     };
     let (_, tail) = tokio::join!(writer, reader);
-    assert!(tail.contains(": replay queue overflowed; reconnect required"), "{}", &tail[tail.len().saturating_sub(300)..]);
+    assert!(
+        tail.contains(": replay queue overflowed; reconnect required"),
+        "{}",
+        &tail[tail.len().saturating_sub(300)..]
+    );
 }
 
 #[tokio::test]
@@ -145,7 +208,12 @@ async fn slow_client_is_dropped_not_buffered() {
     let s = server(&[]);
     let c = chat(&s).await;
     // A client that never reads: the server must keep going (and the client gets dropped).
-    let res = s.client.get(s.url("/api/v1/events/stream")).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url("/api/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
     let tp = format!("/api/v1/chats/{c}/typing");
     for _ in 0..20 {
         let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));

@@ -354,11 +354,16 @@ impl W<'_> {
     fn claim_tx(&mut self, c: &Claim) -> Result<Vec<Value>, ApiError> {
         self.expire_due()?;
         let ordered = self.mode() != DispatchMode::Immediate;
+        // One statement per filter combination, so each can use its own index.
         let sql = format!(
-            "SELECT b.id FROM dispatch_batches b WHERE b.status = 'pending' AND b.available_at <= ?1 \
-             AND (?2 IS NULL OR b.chat_id = ?2) \
-             AND (?3 IS NULL OR b.chat_id IN (SELECT chat_id FROM chat_agents WHERE agent_id = ?3)) {} \
+            "SELECT b.id FROM dispatch_batches b WHERE b.status = 'pending' AND b.available_at <= ?1 {} {} {} \
              ORDER BY b.available_at, b.seq LIMIT ?4",
+            if c.filter.chat_id.is_some() { "AND b.chat_id = ?2" } else { "AND ?2 IS NULL" },
+            if c.filter.agent_id.is_some() {
+                "AND b.chat_id IN (SELECT chat_id FROM chat_agents WHERE agent_id = ?3)"
+            } else {
+                "AND ?3 IS NULL"
+            },
             if ordered {
                 "AND NOT EXISTS (SELECT 1 FROM dispatch_batches e WHERE e.chat_id = b.chat_id \
                  AND e.status IN ('pending', 'leased') AND (e.status = 'leased' OR e.seq < b.seq))"
