@@ -164,8 +164,8 @@ async fn replay_overflow_closes_the_stream() {
             .id
     };
     // A big backlog, read slowly, while many live events arrive: the server gives up.
-    // About 8 MB of backlog: more than the socket buffers hold.
-    for i in 0..80 {
+    // About 12 MB of backlog: more than the socket buffers hold, so the replay blocks.
+    for i in 0..120 {
         let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "tool", "senderId": "tool", "content": format!("{i} {}", "x".repeat(100_000)) })).await;
         assert_eq!(r.status, 201);
     }
@@ -175,32 +175,36 @@ async fn replay_overflow_closes_the_stream() {
         .send()
         .await
         .unwrap();
+    // While the client reads nothing, more live events arrive than the replay may queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let tp = format!("/api/v1/chats/{c}/typing");
-    let writer = async {
-        for _ in 0..8 {
-            let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
-            futures_util::future::join_all(calls).await;
+    for _ in 0..12 {
+        let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
+        futures_util::future::join_all(calls).await;
+    }
+    let mut body = res.bytes_stream();
+    let mut tail = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(Ok(b))) = tokio::time::timeout_at(deadline, body.next()).await {
+        tail.push_str(&String::from_utf8_lossy(&b));
+        if tail.len() > 8192 {
+            tail.drain(..tail.len() - 4096);
         }
-    };
-    let reader = async {
-        let mut body = res.bytes_stream();
-        let mut tail = String::new();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        while let Ok(Some(Ok(b))) = tokio::time::timeout(Duration::from_secs(20), body.next()).await
-        {
-            tail.push_str(&String::from_utf8_lossy(&b));
-            if tail.len() > 4096 {
-                tail.drain(..tail.len() - 4096);
-            }
+        if tail.contains(": replay queue overflowed; reconnect required") {
+            break;
         }
-        tail
-    };
-    let (_, tail) = tokio::join!(writer, reader);
+    }
     assert!(
         tail.contains(": replay queue overflowed; reconnect required"),
         "{}",
         &tail[tail.len().saturating_sub(300)..]
     );
+    // The server closed the stream after the notice.
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "stream not closed");
 }
 
 #[tokio::test]
