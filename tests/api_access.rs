@@ -22,27 +22,74 @@ async fn key_rules() {
     assert!(!r.text.contains(KEY));
     assert_eq!(r.body["security"]["instanceSecretEnabled"], true);
     // Writes need the key.
-    let r = s.post("/api/v1/chats", json!({ "agentIds": ["echo"] })).await;
+    let r = s
+        .post("/api/v1/chats", json!({ "agentIds": ["echo"] }))
+        .await;
     assert_error(&r, 401, "UNAUTHORIZED");
-    assert_eq!(r.body["error"]["message"], "Missing or invalid instance secret.");
-    let r = s.send(s.client.post(s.url("/api/v1/chats")).header("Authorization", "Bearer wrong").json(&json!({ "agentIds": ["echo"] }))).await;
+    assert_eq!(
+        r.body["error"]["message"],
+        "Missing or invalid instance secret."
+    );
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/chats"))
+                .header("Authorization", "Bearer wrong")
+                .json(&json!({ "agentIds": ["echo"] })),
+        )
+        .await;
     assert_eq!(r.status, 401);
-    let r = s.send(s.client.post(s.url("/api/v1/chats")).header("Authorization", format!("bearer {KEY}")).json(&json!({ "agentIds": ["echo"] }))).await;
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/chats"))
+                .header("Authorization", format!("bearer {KEY}"))
+                .json(&json!({ "agentIds": ["echo"] })),
+        )
+        .await;
     assert_eq!(r.status, 401, "the scheme is case-sensitive");
-    let r = s.send(s.client.post(s.url("/api/v1/chats")).header("Authorization", &bearer).json(&json!({ "agentIds": ["echo"] }))).await;
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/chats"))
+                .header("Authorization", &bearer)
+                .json(&json!({ "agentIds": ["echo"] })),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let c = r.body["id"].as_str().unwrap().to_string();
-    let r = s.send(s.client.post(s.url(&format!("/api/v1/chats/{c}/user-typing?token={KEY}")))).await;
+    let r = s
+        .send(
+            s.client
+                .post(s.url(&format!("/api/v1/chats/{c}/user-typing?token={KEY}"))),
+        )
+        .await;
     assert_eq!(r.status, 204);
-    let r = s.post("/api/v1/dispatch/claim", json!({ "workerId": "w", "waitMs": 0 })).await;
+    let r = s
+        .post(
+            "/api/v1/dispatch/claim",
+            json!({ "workerId": "w", "waitMs": 0 }),
+        )
+        .await;
     assert_eq!(r.status, 401);
     // The event stream is always gated.
     let r = s.get("/api/v1/events/stream").await;
     assert_error(&r, 401, "UNAUTHORIZED");
-    let res = s.client.get(s.url(&format!("/api/v1/events/stream?token={KEY}"))).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url(&format!("/api/v1/events/stream?token={KEY}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     drop(res);
-    let res = s.client.get(s.url("/api/v1/events/stream")).header("Authorization", &bearer).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url("/api/v1/events/stream"))
+        .header("Authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -52,27 +99,50 @@ async fn reads_can_require_the_key() {
     assert_eq!(s.get("/api/v1/health").await.status, 200);
     assert_error(&s.get("/api/v1/chats").await, 401, "UNAUTHORIZED");
     assert_error(&s.get("/api/v1/config").await, 401, "UNAUTHORIZED");
-    assert_eq!(s.get(&format!("/api/v1/chats?token={KEY}")).await.status, 200);
+    assert_eq!(
+        s.get(&format!("/api/v1/chats?token={KEY}")).await.status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn open_without_a_key() {
     let s = server(&[("READS_REQUIRE_KEY", "true")]);
     assert_eq!(s.get("/api/v1/chats").await.status, 200);
-    let res = s.client.get(s.url("/api/v1/events/stream")).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url("/api/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
 #[tokio::test]
 async fn write_rate_limit() {
-    let s = server(&[("AGENTD_API_KEY", KEY), ("WRITE_RATE_LIMIT_MAX", "20"), ("WRITE_RATE_LIMIT_WINDOW_MS", "3000")]);
+    let s = server(&[
+        ("AGENTD_API_KEY", KEY),
+        ("WRITE_RATE_LIMIT_MAX", "20"),
+        ("WRITE_RATE_LIMIT_WINDOW_MS", "3000"),
+    ]);
     let c = {
-        let r = s.send(s.client.post(s.url(&format!("/api/v1/chats?token={KEY}"))).json(&json!({ "agentIds": ["echo"] }))).await;
+        let r = s
+            .send(
+                s.client
+                    .post(s.url(&format!("/api/v1/chats?token={KEY}")))
+                    .json(&json!({ "agentIds": ["echo"] })),
+            )
+            .await;
         r.body["id"].as_str().unwrap().to_string()
     };
     // Rejected calls do not use the budget (auth runs first).
     for _ in 0..30 {
-        let r = s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
+        let r = s
+            .post(
+                &format!("/api/v1/chats/{c}/typing"),
+                json!({ "agentId": "echo" }),
+            )
+            .await;
         assert_eq!(r.status, 401);
     }
     let path = format!("/api/v1/chats/{c}/typing?token={KEY}");
@@ -91,17 +161,33 @@ async fn write_rate_limit() {
     assert_eq!(s.get("/api/v1/chats").await.status, 200);
     // The window resets.
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    assert_eq!(s.post(&path, json!({ "agentId": "echo" })).await.status, 204);
+    assert_eq!(
+        s.post(&path, json!({ "agentId": "echo" })).await.status,
+        204
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_per_client_ip_behind_a_proxy() {
-    let s = server(&[("WRITE_RATE_LIMIT_MAX", "2"), ("WRITE_RATE_LIMIT_WINDOW_MS", "60000"), ("TRUST_PROXY_HEADERS", "true")]);
+    let s = server(&[
+        ("WRITE_RATE_LIMIT_MAX", "2"),
+        ("WRITE_RATE_LIMIT_WINDOW_MS", "60000"),
+        ("TRUST_PROXY_HEADERS", "true"),
+    ]);
     let c = chat(&s).await; // counted for the direct client
     let typing = |ip: &'static str| {
         let path = format!("/api/v1/chats/{c}/typing");
         let sr = &s;
-        async move { sr.send(sr.client.post(sr.url(&path)).header("X-Forwarded-For", format!("{ip}, 10.0.0.1")).json(&json!({ "agentId": "echo" }))).await.status }
+        async move {
+            sr.send(
+                sr.client
+                    .post(sr.url(&path))
+                    .header("X-Forwarded-For", format!("{ip}, 10.0.0.1"))
+                    .json(&json!({ "agentId": "echo" })),
+            )
+            .await
+            .status
+        }
     };
     assert_eq!(typing("1.1.1.1").await, 204);
     assert_eq!(typing("1.1.1.1").await, 204);

@@ -12,7 +12,12 @@ use serde_json::json;
 #[tokio::test]
 async fn frames_and_headers() {
     let s = server(&[]);
-    let res = s.client.get(s.url("/api/v1/events/stream")).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url("/api/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     assert_eq!(res.headers()["cache-control"], "no-cache, no-transform");
@@ -20,24 +25,40 @@ async fn frames_and_headers() {
     let mut body = res.bytes_stream();
     let mut text = String::new();
     let c = {
-        let first = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&first).unwrap());
         assert!(text.starts_with(": stream opened\n\n"), "{text:?}");
         chat(&s).await
     };
     while !text.contains("chat.created") {
-        let b = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&b).unwrap());
     }
     while !text.ends_with("\n\n") {
-        let b = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&b).unwrap());
     }
-    let frame = text.split("\n\n").find(|f| f.starts_with("event: chat.created")).unwrap();
+    let frame = text
+        .split("\n\n")
+        .find(|f| f.starts_with("event: chat.created"))
+        .unwrap();
     let lines: Vec<&str> = frame.lines().collect();
     assert_eq!(lines.len(), 3, "{frame}");
     assert_eq!(lines[0], "event: chat.created");
-    let data: serde_json::Value = serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
+    let data: serde_json::Value =
+        serde_json::from_str(lines[1].strip_prefix("data: ").unwrap()).unwrap();
     let id = lines[2].strip_prefix("id: ").unwrap();
     assert_eq!(id.len(), 21);
     assert_eq!(data["id"], id);
@@ -52,25 +73,48 @@ async fn replay_by_cursor_and_last_event_id() {
     let mut live = sse(&s, "", None).await;
     let c = chat(&s).await;
     user_msg(&s, &c, "one").await;
-    s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
+    s.post(
+        &format!("/api/v1/chats/{c}/typing"),
+        json!({ "agentId": "echo" }),
+    )
+    .await;
     user_msg(&s, &c, "two").await;
     let seen = collect(&mut live, Duration::from_millis(800)).await;
     let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(kinds, ["chat.created", "message.created", "chat.typing", "message.created"], "{seen:?}");
+    assert_eq!(
+        kinds,
+        [
+            "chat.created",
+            "message.created",
+            "chat.typing",
+            "message.created"
+        ],
+        "{seen:?}"
+    );
     let first = seen[0].id.clone();
 
     // Replay everything after the first event (no typing: it is ephemeral), then live.
-    for (query, header) in [(format!("?cursor={first}"), None), (String::new(), Some(first.as_str()))] {
+    for (query, header) in [
+        (format!("?cursor={first}"), None),
+        (String::new(), Some(first.as_str())),
+    ] {
         let mut rx = sse(&s, &query, header).await;
         let got = collect(&mut rx, Duration::from_millis(600)).await;
         let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
-        assert_eq!(&kinds[..2], ["message.created", "message.created"], "{query} {header:?}");
+        assert_eq!(
+            &kinds[..2],
+            ["message.created", "message.created"],
+            "{query} {header:?}"
+        );
         assert!(kinds[2..].iter().all(|k| *k == "chat.read"), "{kinds:?}");
         assert_eq!(got[0].data["payload"]["contentFinal"], "one");
         assert_eq!(got[1].id, seen[3].id);
         // Live events follow the replay without duplicates.
-        s.post(&format!("/api/v1/chats/{c}/mark-read"), json!(null)).await;
-        let e = next_matching(&mut rx, Duration::from_secs(5), |_| true).await.unwrap();
+        s.post(&format!("/api/v1/chats/{c}/mark-read"), json!(null))
+            .await;
+        let e = next_matching(&mut rx, Duration::from_secs(5), |_| true)
+            .await
+            .unwrap();
         assert_eq!(e.event, "chat.read");
     }
     // Small replay pages still deliver everything in order.
@@ -93,9 +137,15 @@ async fn ephemeral_filter() {
     let s = server(&[]);
     let c = chat(&s).await;
     let mut rx = sse(&s, "?ephemeral=false", None).await;
-    s.post(&format!("/api/v1/chats/{c}/typing"), json!({ "agentId": "echo" })).await;
-    s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null)).await;
-    s.post(&format!("/api/v1/chats/{c}/archive"), json!(null)).await;
+    s.post(
+        &format!("/api/v1/chats/{c}/typing"),
+        json!({ "agentId": "echo" }),
+    )
+    .await;
+    s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null))
+        .await;
+    s.post(&format!("/api/v1/chats/{c}/archive"), json!(null))
+        .await;
     let got = collect(&mut rx, Duration::from_millis(600)).await;
     let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(kinds, ["chat.archived"]);
@@ -108,36 +158,53 @@ async fn replay_overflow_closes_the_stream() {
     let first = {
         let mut rx = sse(&s, "", None).await;
         user_msg(&s, &c, "start").await;
-        next_matching(&mut rx, Duration::from_secs(5), |_| true).await.unwrap().id
+        next_matching(&mut rx, Duration::from_secs(5), |_| true)
+            .await
+            .unwrap()
+            .id
     };
     // A big backlog, read slowly, while many live events arrive: the server gives up.
-    // About 8 MB of backlog: more than the socket buffers hold.
-    for i in 0..80 {
+    // About 12 MB of backlog: more than the socket buffers hold, so the replay blocks.
+    for i in 0..120 {
         let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "tool", "senderId": "tool", "content": format!("{i} {}", "x".repeat(100_000)) })).await;
         assert_eq!(r.status, 201);
     }
-    let res = s.client.get(s.url(&format!("/api/v1/events/stream?cursor={first}&limit=1"))).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url(&format!("/api/v1/events/stream?cursor={first}&limit=1")))
+        .send()
+        .await
+        .unwrap();
+    // While the client reads nothing, more live events arrive than the replay may queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let tp = format!("/api/v1/chats/{c}/typing");
-    let writer = async {
-        for _ in 0..8 {
-            let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
-            futures_util::future::join_all(calls).await;
+    for _ in 0..12 {
+        let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
+        futures_util::future::join_all(calls).await;
+    }
+    let mut body = res.bytes_stream();
+    let mut tail = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(Ok(b))) = tokio::time::timeout_at(deadline, body.next()).await {
+        tail.push_str(&String::from_utf8_lossy(&b));
+        if tail.len() > 8192 {
+            tail.drain(..tail.len() - 4096);
         }
-    };
-    let reader = async {
-        let mut body = res.bytes_stream();
-        let mut tail = String::new();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        while let Ok(Some(Ok(b))) = tokio::time::timeout(Duration::from_secs(20), body.next()).await {
-            tail.push_str(&String::from_utf8_lossy(&b));
-            if tail.len() > 4096 {
-                tail.drain(..tail.len() - 4096);
-            }
+        if tail.contains(": replay queue overflowed; reconnect required") {
+            break;
         }
-        tail
-    };
-    let (_, tail) = tokio::join!(writer, reader);
-    assert!(tail.contains(": replay queue overflowed; reconnect required"), "{}", &tail[tail.len().saturating_sub(300)..]);
+    }
+    assert!(
+        tail.contains(": replay queue overflowed; reconnect required"),
+        "{}",
+        &tail[tail.len().saturating_sub(300)..]
+    );
+    // The server closed the stream after the notice.
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "stream not closed");
 }
 
 #[tokio::test]
@@ -145,7 +212,12 @@ async fn slow_client_is_dropped_not_buffered() {
     let s = server(&[]);
     let c = chat(&s).await;
     // A client that never reads: the server must keep going (and the client gets dropped).
-    let res = s.client.get(s.url("/api/v1/events/stream")).send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url("/api/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
     let tp = format!("/api/v1/chats/{c}/typing");
     for _ in 0..20 {
         let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
@@ -154,4 +226,111 @@ async fn slow_client_is_dropped_not_buffered() {
     let r = s.get("/api/v1/health").await;
     assert_eq!(r.status, 200);
     drop(res);
+}
+
+#[tokio::test]
+async fn event_payloads() {
+    let s = server(&[]);
+    let mut rx = sse(&s, "", None).await;
+    let r = s
+        .post(
+            "/api/v1/chats",
+            json!({ "agentIds": ["echo"], "firstMessage": "hi" }),
+        )
+        .await;
+    let c = r.body["id"].as_str().unwrap().to_string();
+    let p = |path: &str| format!("/api/v1/chats/{c}/{path}");
+    s.send(
+        s.client
+            .patch(s.url(&format!("/api/v1/chats/{c}")))
+            .json(&json!({ "pinned": true })),
+    )
+    .await;
+    s.post(&p("archive"), json!(null)).await;
+    s.post(&p("unarchive"), json!(null)).await;
+    s.post(&p("mark-read"), json!(null)).await;
+    s.post(&p("mark-unread"), json!(null)).await;
+    let req = s.post(&p("requests"), json!({ "type": "choice", "title": "Pick", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
+    let rid = req.body["id"].as_str().unwrap().to_string();
+    s.post(
+        &format!("/api/v1/requests/{rid}/resolve"),
+        json!({ "selectedOptionIds": ["a"] }),
+    )
+    .await;
+    let req2 = s
+        .post(
+            &p("requests"),
+            json!({ "type": "text_input", "title": "Say", "config": {}, "trace": { "t": 1 } }),
+        )
+        .await;
+    let rid2 = req2.body["id"].as_str().unwrap().to_string();
+    s.post(&format!("/api/v1/requests/{rid2}/cancel"), json!(null))
+        .await;
+    let m = s
+        .post(
+            &p("messages"),
+            json!({ "role": "agent", "senderId": "echo", "streaming": true }),
+        )
+        .await;
+    let mid = m.body["id"].as_str().unwrap().to_string();
+    s.post(&p("messages/cancel-streaming"), json!(null)).await;
+
+    let got = collect(&mut rx, Duration::from_millis(800)).await;
+    let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "chat.created",
+            "message.created",
+            "chat.updated",
+            "chat.archived",
+            "chat.unarchived",
+            "chat.read",
+            "chat.unread",
+            "request.created",
+            "request.resolved",
+            "request.created",
+            "request.cancelled",
+            "message.created",
+            "message.streaming.complete"
+        ]
+    );
+    let by = |k: &str| got.iter().find(|e| e.event == k).unwrap().data["payload"].clone();
+    for k in [
+        "chat.created",
+        "chat.updated",
+        "chat.archived",
+        "chat.unarchived",
+        "chat.read",
+        "chat.unread",
+    ] {
+        assert_eq!(by(k), json!({ "chatId": c }), "{k}");
+    }
+    let first = by("message.created");
+    assert_eq!(first["contentFinal"], "hi");
+    assert_eq!(first["role"], "user");
+    assert_eq!(first["senderId"], "user:primary");
+    assert_eq!(first["streamState"], "complete");
+    assert!(first.get("trace").is_none(), "no trace for firstMessage");
+    assert!(first["createdAt"].is_string());
+    assert_eq!(
+        by("request.created"),
+        json!({ "chatId": c, "requestId": rid, "type": "choice", "title": "Pick" })
+    );
+    let res = by("request.resolved");
+    assert_eq!(res["status"], "resolved");
+    assert_eq!(res["senderId"], "user:primary");
+    assert_eq!(
+        res["resolutionPayload"],
+        json!({ "selectedOptionIds": ["a"] })
+    );
+    assert_eq!(res["resolution_payload"], res["resolutionPayload"]);
+    let can = by("request.cancelled");
+    assert_eq!(can["requestId"], rid2);
+    assert_eq!(can["status"], "cancelled");
+    assert_eq!(can["trace"], json!({ "t": 1 }));
+    let done = by("message.streaming.complete");
+    assert_eq!(done["messageId"], mid);
+    assert_eq!(done["streamState"], "cancelled");
+    assert!(done.get("role").is_none(), "no role from cancel-streaming");
 }

@@ -11,11 +11,18 @@ use agentd::settings::Settings;
 
 async fn store(dir: &Path) -> Store {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let catalog = Catalog::load(&root.join("property.json"), &root.join("graphs")).expect("bundled catalog");
+    let catalog =
+        Catalog::load(&root.join("property.json"), &root.join("graphs")).expect("bundled catalog");
     let mut env: HashMap<String, String> = HashMap::new();
     env.insert("DISPATCH_MODE".into(), "immediate".into());
     let settings = Arc::new(Settings::from_source(&env, dir).unwrap());
-    Store::open(&dir.join("agentd.db"), settings, CatalogHandle::fixed(catalog)).await.unwrap()
+    Store::open(
+        &dir.join("agentd.db"),
+        settings,
+        CatalogHandle::fixed(catalog),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -26,7 +33,11 @@ async fn chat_for_channel_is_atomic_and_stable() {
         let s = s.clone();
         tokio::spawn(async move { s.chat_for_channel("room-1", "echo").await.unwrap() })
     });
-    let ids: Vec<String> = futures_util::future::join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+    let ids: Vec<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
     assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
     assert_eq!(ids[0].len(), 21);
     let chat = s.get_chat(&ids[0]).await.unwrap();
@@ -45,7 +56,10 @@ async fn service_api_posts_and_streams_events() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path()).await;
     let mut bus = s.subscribe();
-    let chat = s.chat_for_key("frontdoor:conv-9", "echo", "Conversation 9").await.unwrap();
+    let chat = s
+        .chat_for_key("frontdoor:conv-9", "echo", "Conversation 9")
+        .await
+        .unwrap();
     s.post_user_message(&chat, "hello", None).await.unwrap();
     let batches = s
         .claim(agentd::api::dispatch::Claim {
@@ -53,7 +67,10 @@ async fn service_api_posts_and_streams_events() {
             lease_ms: 5000,
             wait_ms: 1000,
             limit: 1,
-            filter: agentd::api::dispatch::ClaimFilter { chat_id: Some(chat.clone()), agent_id: None },
+            filter: agentd::api::dispatch::ClaimFilter {
+                chat_id: Some(chat.clone()),
+                agent_id: None,
+            },
         })
         .await
         .unwrap();
@@ -62,17 +79,28 @@ async fn service_api_posts_and_streams_events() {
     let m = s
         .create_message(
             &chat,
-            agentd::api::NewMessage { role: "agent".into(), sender_id: "echo".into(), content: Some("hi!".into()), streaming: false, trace: None },
+            agentd::api::NewMessage {
+                role: "agent".into(),
+                sender_id: "echo".into(),
+                content: Some("hi!".into()),
+                streaming: false,
+                trace: None,
+            },
         )
         .await
         .unwrap();
-    s.complete(batches[0]["batchId"].as_str().unwrap(), "w").await.unwrap();
+    s.complete(batches[0]["batchId"].as_str().unwrap(), "w")
+        .await
+        .unwrap();
     let list = s.list_messages(&chat, 10, None).await.unwrap();
     assert_eq!(list["data"][0]["id"], m["id"]);
     let mut kinds = Vec::new();
     while let Ok(e) = bus.try_recv() {
         kinds.push(e.kind.clone());
     }
-    assert_eq!(kinds, ["chat.created", "message.created", "message.created"]);
+    assert_eq!(
+        kinds,
+        ["chat.created", "message.created", "message.created"]
+    );
     s.close().await;
 }

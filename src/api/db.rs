@@ -6,7 +6,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 /// Migrations in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_claim_by_chat.sql"),
+];
 
 /// Opens a connection: WAL (an acknowledged commit survives a kill -9 of the process),
 /// synchronous NORMAL, foreign keys, a busy timeout, and a larger statement cache.

@@ -222,9 +222,11 @@ pub fn normalize_config(kind: &str, config: &Value) -> Result<Value, ApiError> {
                         });
                     match opts {
                         Some(o) if !o.is_empty() => field["options"] = json!(o),
-                        _ => return Err(bad_config(format!(
+                        _ => {
+                            return Err(bad_config(format!(
                             "field {name}: options (non-empty strings) are required for {ftype}."
-                        ))),
+                        )))
+                        }
                     }
                 } else if options.is_some() {
                     return Err(bad_config(format!(
