@@ -12,6 +12,7 @@ pub mod logs;
 pub mod placeholder;
 pub mod records;
 pub mod routes;
+mod spawner;
 mod stop;
 mod worker;
 
@@ -164,6 +165,8 @@ pub(crate) struct Inner {
     records: records::Records,
     /// Per-worker property files.
     run_dir: PathBuf,
+    /// agentd's main runtime: worker tasks run there, not on the HTTP workers' runtimes.
+    rt: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -285,6 +288,8 @@ impl Supervisor {
         }
         let records = records::Records::new(&settings.data_dir);
         records.sweep().await?;
+        let rt = tokio::runtime::Handle::current();
+        spawner::init(rt.clone());
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 settings,
@@ -293,6 +298,7 @@ impl Supervisor {
                 registry: Mutex::new(Registry::default()),
                 records,
                 run_dir,
+                rt,
             }),
         })
     }
@@ -477,7 +483,9 @@ impl Supervisor {
         let plan = plan(&inner.settings, &mut res, property_path);
         let graph = res.graph.clone();
         let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(worker::run(inner.clone(), plan, rx, ready_tx));
+        inner
+            .rt
+            .spawn(worker::run(inner.clone(), plan, rx, ready_tx));
         let started = ready_rx
             .await
             .unwrap_or(Err(StartError::StoppedDuringStart))?;

@@ -648,6 +648,7 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
         .process_group(0)
         .kill_on_drop(false);
     let parent = std::process::id() as libc::pid_t;
+    // PR_SET_PDEATHSIG follows the forking thread: see `spawner`.
     // SAFETY: only async-signal-safe calls between fork and exec; no allocation.
     unsafe {
         cmd.pre_exec(move || {
@@ -668,7 +669,7 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let mut child = super::spawner::spawn(cmd).await.map_err(spawn_err)?;
     let pid = child.id().unwrap_or(0);
     inner.records.add(Record {
         channel: plan.channel.clone(),
