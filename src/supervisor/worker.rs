@@ -70,7 +70,7 @@ impl Plan {
     fn next_deadline(&self) -> Option<Instant> {
         match self.timeout {
             Timeout::Never => None,
-            Timeout::Seconds(s) => Some(Instant::now() + Duration::from_secs(s)),
+            Timeout::Seconds(s) => after(Duration::from_secs(s)),
         }
     }
 }
@@ -396,6 +396,11 @@ impl Task {
     }
 }
 
+/// `d` from now; `None` (never) when that is beyond what the clock can represent.
+fn after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
 /// Sleeps until `d`, or forever without one.
 async fn maybe_sleep(d: Option<Instant>) {
     match d {
@@ -432,8 +437,11 @@ async fn wait_ready(
     deadline: &mut Option<Instant>,
 ) -> Started {
     let begin = Instant::now();
-    let timeout_at = begin + proc_start_timeout(plan);
-    let settle_at = (plan.ready == Ready::Settle).then(|| begin + plan.settle);
+    let timeout_at = begin.checked_add(proc_start_timeout(plan));
+    let settle_at = match plan.ready {
+        Ready::Settle => begin.checked_add(plan.settle),
+        Ready::Notify => None,
+    };
     let mut buf = [0u8; 4096];
     loop {
         tokio::select! {
@@ -458,7 +466,7 @@ async fn wait_ready(
                 None => return Started::Stop(None),
             },
             _ = maybe_sleep(*deadline) => return Started::Idle,
-            _ = sleep_until(timeout_at) => return Started::NotReady,
+            _ = maybe_sleep(timeout_at) => return Started::NotReady,
         }
     }
 }
@@ -468,7 +476,7 @@ async fn wait_ready(
 fn proc_start_timeout(plan: &Plan) -> Duration {
     let base = plan.start_timeout;
     match plan.ready {
-        Ready::Settle => base.max(plan.settle + Duration::from_millis(500)),
+        Ready::Settle => base.max(plan.settle.saturating_add(Duration::from_millis(500))),
         Ready::Notify => base,
     }
 }
@@ -479,7 +487,7 @@ async fn running(
     rx: &mut mpsc::UnboundedReceiver<Command>,
     deadline: &mut Option<Instant>,
 ) -> Ended {
-    let mut watchdog_at = plan.watchdog.map(|w| Instant::now() + w);
+    let mut watchdog_at = plan.watchdog.and_then(after);
     let mut buf = [0u8; 4096];
     loop {
         tokio::select! {
@@ -505,7 +513,7 @@ async fn running(
                         return Ended::Watchdog;
                     }
                     if notice.watchdog {
-                        watchdog_at = plan.watchdog.map(|w| Instant::now() + w);
+                        watchdog_at = plan.watchdog.and_then(after);
                     }
                 }
             }
