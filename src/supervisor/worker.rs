@@ -443,6 +443,7 @@ async fn wait_ready(
         Ready::Notify => None,
     };
     let mut buf = [0u8; 4096];
+    let mut notify_ok = true;
     loop {
         tokio::select! {
             biased;
@@ -453,13 +454,14 @@ async fn wait_ready(
                 };
             }
             _ = maybe_sleep(settle_at) => return Started::Ready,
-            r = recv_notice(&proc.notify, &mut buf) => {
-                if let Ok((n, sender)) = r {
+            r = recv_notice(&proc.notify, &mut buf), if notify_ok => match r {
+                Ok((n, sender)) => {
                     if from_group(sender, proc.pid) && parse_notice(&buf[..n]).ready {
                         return Started::Ready;
                     }
                 }
-            }
+                Err(e) => notify_broken(plan, &e, &mut notify_ok),
+            },
             cmd = rx.recv() => match cmd {
                 Some(Command::Ping) => *deadline = deadline.and(plan.next_deadline()),
                 Some(Command::Stop(reply)) => return Started::Stop(Some(reply)),
@@ -469,6 +471,12 @@ async fn wait_ready(
             _ = maybe_sleep(timeout_at) => return Started::NotReady,
         }
     }
+}
+
+/// A notify socket that fails is not polled again (instead of spinning on the error).
+fn notify_broken(plan: &Plan, e: &std::io::Error, notify_ok: &mut bool) {
+    tracing::warn!(channel = %plan.channel, "notify socket failed: {e}");
+    *notify_ok = false;
 }
 
 /// The start timeout, never shorter than the settle time plus a margin (so a long `settle_ms`
@@ -489,6 +497,7 @@ async fn running(
 ) -> Ended {
     let mut watchdog_at = plan.watchdog.and_then(after);
     let mut buf = [0u8; 4096];
+    let mut notify_ok = true;
     loop {
         tokio::select! {
             biased;
@@ -503,8 +512,8 @@ async fn running(
                 Some(Command::Stop(reply)) => return Ended::Stop(Some(reply)),
                 None => return Ended::Stop(None),
             },
-            r = recv_notice(&proc.notify, &mut buf) => {
-                if let Ok((n, sender)) = r {
+            r = recv_notice(&proc.notify, &mut buf), if notify_ok => match r {
+                Ok((n, sender)) => {
                     if !from_group(sender, proc.pid) {
                         continue;
                     }
@@ -516,7 +525,8 @@ async fn running(
                         watchdog_at = plan.watchdog.and_then(after);
                     }
                 }
-            }
+                Err(e) => notify_broken(plan, &e, &mut notify_ok),
+            },
             _ = maybe_sleep(*deadline) => return Ended::Idle,
             _ = maybe_sleep(watchdog_at) => return Ended::Watchdog,
         }
