@@ -76,7 +76,7 @@ pub async fn handle(
         tokio::select! {
             r = addon.answer(&mut turn) => End::Done(r),
             _ = keep_lease(client, batch, worker, env.lease) => End::LeaseLost,
-            _ = keep_typing(client, batch, agent) => End::LeaseLost,
+            never = keep_typing(client, batch, agent) => match never {},
             _ = stop.wait() => End::Stopped,
         }
     };
@@ -230,7 +230,7 @@ async fn keep_lease(client: &Client, batch: &Batch, worker: &str, lease: Duratio
 }
 
 /// Sends the typing indicator until dropped.
-async fn keep_typing(client: &Client, batch: &Batch, agent: &str) {
+async fn keep_typing(client: &Client, batch: &Batch, agent: &str) -> std::convert::Infallible {
     loop {
         if let Err(e) = client.typing(&batch.chat_id, agent).await {
             tracing::debug!("typing indicator failed: {e}");
