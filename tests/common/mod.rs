@@ -30,24 +30,13 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// How to boot a server.
+#[derive(Default)]
 pub struct Builder {
     env: HashMap<String, String>,
     property_json: Option<Value>,
     graphs: Vec<(String, Value)>,
     bundled: bool,
     dir: Option<tempfile::TempDir>,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            env: HashMap::new(),
-            property_json: None,
-            graphs: Vec::new(),
-            bundled: false,
-            dir: None,
-        }
-    }
 }
 
 impl Builder {
@@ -305,8 +294,7 @@ impl TestServer {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 }
 
