@@ -238,3 +238,33 @@ async fn keep_typing(client: &Client, batch: &Batch, agent: &str) -> std::conver
         tokio::time::sleep(TYPING_EVERY).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(pairs: &[(&str, &str)]) -> WorkerEnv {
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        WorkerEnv::from_lookup(&|k| m.get(k).cloned(), "graph").unwrap()
+    }
+
+    fn batch(hint: Option<&str>) -> Batch {
+        serde_json::from_value(json!({"batchId": "b", "chatId": "c", "agentIdHint": hint})).unwrap()
+    }
+
+    #[test]
+    fn who_answers() {
+        let pool = env(&[("AGENTD_AGENT_ID", "echo")]);
+        assert_eq!(agent_for(&pool, &batch(Some("faq"))), "faq");
+        assert_eq!(agent_for(&pool, &batch(None)), "echo");
+        assert_eq!(agent_for(&pool, &batch(Some(""))), "echo");
+        let chat = env(&[("AGENTD_AGENT_ID", "echo"), ("AGENTD_CHAT_ID", "c")]);
+        assert_eq!(agent_for(&chat, &batch(Some("faq"))), "echo");
+        let agent = env(&[("AGENTD_CLAIM_AGENT_ID", "faq")]);
+        assert_eq!(agent_for(&agent, &batch(Some("echo"))), "graph");
+    }
+}
