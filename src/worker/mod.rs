@@ -1,18 +1,294 @@
-//! `agentd worker`: the built-in agent worker (issue 4). STUB from the skeleton.
+//! `agentd worker`: the built-in agent worker (issue 4).
+//!
+//! It reads its graph from the per-worker property file, reaches the chat and dispatch API named
+//! in its environment, says `READY=1`, and then claims batches and answers them through the
+//! graph's addon until SIGTERM.
+
+pub mod addons;
+pub mod client;
+pub mod config;
+pub mod notify;
+pub mod placeholder;
+pub mod turn;
+pub mod work;
 
 use std::path::Path;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use addons::Addon;
+use client::{ApiError, ClaimFilter, Client};
+use config::{ConfigError, GraphConfig, Scope, WorkerEnv};
+use notify::Notifier;
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("graph {graph:?}, node {node:?}: {source}")]
+    Property {
+        graph: String,
+        node: String,
+        source: addons::PropertyError,
+    },
 }
 
 /// Addons the built-in worker can run; `/start` refuses graphs with others.
 pub const KNOWN_ADDONS: &[&str] = &["echo", "rules", "openai_chat"];
 
+/// Longest a batch in hand may hold up the exit after SIGTERM.
+const STOP_BOUND: Duration = Duration::from_millis(1500);
+/// Longest pause between tries to reach the API.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Set once SIGTERM (or SIGINT) arrives; cheap to clone.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// A stop signal and the sender that sets it.
+    pub fn new() -> (watch::Sender<bool>, Stop) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once the stop is set (or its sender is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
+
+/// Everything a running worker needs.
+pub struct Worker {
+    pub graph: GraphConfig,
+    pub env: WorkerEnv,
+    pub addon: Addon,
+    pub client: Client,
+    pub notifier: Notifier,
+}
+
+impl Worker {
+    /// Loads the property file and the environment (through `lookup`).
+    pub fn load(
+        property: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Worker, WorkerError> {
+        let graph = GraphConfig::load(property, lookup)?;
+        let env = WorkerEnv::from_lookup(lookup, &graph.name)?;
+        // The first node answers; the others are checked so that a typo is not silent.
+        let mut addon = None;
+        for node in &graph.nodes {
+            let a = Addon::from_node(node).map_err(|source| WorkerError::Property {
+                graph: graph.name.clone(),
+                node: node.name.clone(),
+                source,
+            })?;
+            addon.get_or_insert(a);
+        }
+        let addon = addon.ok_or_else(|| ConfigError::Invalid {
+            path: property.display().to_string(),
+            message: "the graph has no node".into(),
+        })?;
+        let client = Client::new(&env.api_url, env.api_key.clone());
+        let notifier = Notifier::new(env.notify_socket.clone());
+        Ok(Worker {
+            graph,
+            env,
+            addon,
+            client,
+            notifier,
+        })
+    }
+
+    fn filter(&self) -> ClaimFilter {
+        match &self.env.scope {
+            Scope::Chat(c) => ClaimFilter {
+                chat_id: Some(c.clone()),
+                agent_id: None,
+            },
+            Scope::Agent(a) => ClaimFilter {
+                chat_id: None,
+                agent_id: Some(a.clone()),
+            },
+            Scope::All => ClaimFilter::default(),
+        }
+    }
+
+    /// Waits until the API answers; false if stopped first.
+    async fn reach_api(&self, stop: &Stop) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.client.health().await {
+                Ok(()) => return true,
+                Err(e) => tracing::info!("waiting for the API at {}: {e}", self.client.base()),
+            }
+            let mut s = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = s.wait() => return false,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Claims and answers until `stop` is set.
+    pub async fn serve(&self, stop: Stop) {
+        if !self.reach_api(&stop).await {
+            return;
+        }
+        self.notifier.send("READY=1");
+        tracing::info!(
+            graph = %self.graph.name,
+            agent = %self.env.agent_id,
+            worker = %self.env.worker_id,
+            api = %self.client.base(),
+            scope = ?self.env.scope,
+            "worker ready"
+        );
+        let filter = self.filter();
+        let mut backoff = Duration::from_millis(200);
+        while !stop.is_set() {
+            let claimed = {
+                let mut s = stop.clone();
+                tokio::select! {
+                    r = self.client.claim(&self.env.worker_id, self.env.lease, jitter(self.env.claim_wait), &filter) => r,
+                    _ = s.wait() => break,
+                }
+            };
+            match claimed {
+                Ok(Some(batch)) => {
+                    backoff = Duration::from_millis(200);
+                    let handled = work::handle(&self.client, &self.env, &self.addon, &batch, &stop);
+                    tokio::pin!(handled);
+                    let mut s = stop.clone();
+                    tokio::select! {
+                        _ = &mut handled => {}
+                        _ = s.wait() => {
+                            // `handle` cleans up after a stop by itself, within its own bound;
+                            // this bounds the calls before and after its main phase too.
+                            if tokio::time::timeout(STOP_BOUND, &mut handled).await.is_err() {
+                                tracing::warn!(batch = %batch.batch_id, "gave up on the batch at shutdown; its lease will expire");
+                            }
+                        }
+                    }
+                }
+                Ok(None) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    let wait = match &e {
+                        ApiError::RateLimited(Some(d)) => *d,
+                        _ => backoff,
+                    };
+                    if matches!(e, ApiError::RateLimited(_)) {
+                        tracing::debug!("claim rate limited; trying again in {wait:?}");
+                    } else {
+                        tracing::warn!("claim failed: {e}; trying again in {wait:?}");
+                    }
+                    let mut s = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = s.wait() => break,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// `d` less up to a fifth, at random: many idle workers started together do not keep claiming in
+/// step (every claim counts against the server's write rate limit).
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    d.mul_f64(1.0 - (r % 1000) as f64 / 5000.0)
+}
+
+/// Feeds the supervisor's watchdog every `interval / 2` until dropped.
+async fn feed_watchdog(notifier: Notifier, interval: Duration) {
+    let every = (interval / 2).max(Duration::from_millis(10));
+    loop {
+        notifier.send("WATCHDOG=1");
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Runs the worker until SIGTERM.
-pub async fn run(_property: &Path) -> Result<(), WorkerError> {
+pub async fn run(property: &Path) -> Result<(), WorkerError> {
+    let lookup = |k: &str| std::env::var(k).ok();
+    let worker = Worker::load(property, &lookup)?;
+    let (tx, stop) = Stop::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    let watchdog = worker.env.watchdog;
+    let notifier = worker.notifier.clone();
+    let serve = worker.serve(stop.clone());
+    tokio::pin!(serve);
+    let feed = async {
+        match watchdog {
+            Some(iv) => feed_watchdog(notifier, iv).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(feed);
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            _ = &mut serve => break,
+            _ = &mut feed => {}
+            _ = term.recv(), if !signalled => {
+                signalled = true;
+                tracing::info!("SIGTERM: stopping");
+                worker.notifier.send("STOPPING=1");
+                let _ = tx.send(true);
+            }
+            _ = int.recv(), if !signalled => {
+                signalled = true;
+                tracing::info!("SIGINT: stopping");
+                worker.notifier.send("STOPPING=1");
+                let _ = tx.send(true);
+            }
+        }
+    }
+    if !signalled {
+        worker.notifier.send("STOPPING=1");
+    }
+    tracing::info!("worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_fifth_below() {
+        let d = Duration::from_secs(30);
+        for _ in 0..200 {
+            let j = jitter(d);
+            assert!(j <= d && j >= d.mul_f64(0.8), "{j:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_wakes_waiters() {
+        let (tx, stop) = Stop::new();
+        assert!(!stop.is_set());
+        let mut s = stop.clone();
+        let waiter = tokio::spawn(async move { s.wait().await });
+        tx.send(true).unwrap();
+        waiter.await.unwrap();
+        assert!(stop.is_set());
+    }
 }

@@ -1,0 +1,512 @@
+//! A client of the Opengram-compatible chat and dispatch API: just the calls an agent makes.
+//!
+//! Every call is one HTTP request; retrying is the caller's decision, because only some calls
+//! are safe to repeat (chunks and message creation are not idempotent on the server).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// How a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// 409: for dispatch calls the lease is gone; for messages the message is not streaming.
+    #[error("conflict (409): {0}")]
+    Conflict(String),
+    #[error("not found (404): {0}")]
+    NotFound(String),
+    /// 429: nothing was done; try again after the hint.
+    #[error("rate limited (429)")]
+    RateLimited(Option<Duration>),
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    /// No answer (connection refused, reset, timed out): the call may or may not have happened.
+    #[error("network: {0}")]
+    Network(String),
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    /// True when trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Network(_) | ApiError::RateLimited(_) => true,
+            ApiError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// True when the server certainly did nothing (so even a non-idempotent call can be resent).
+    pub fn surely_not_done(&self) -> bool {
+        matches!(self, ApiError::RateLimited(_))
+    }
+
+    /// The server's own wait hint, if it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited(d) => *d,
+            _ => None,
+        }
+    }
+}
+
+/// One dispatch batch (the reference's DispatchBatch).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    pub batch_id: String,
+    pub chat_id: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub agent_id_hint: Option<String>,
+    #[serde(default)]
+    pub compiled_content: String,
+    #[serde(default)]
+    pub items: Vec<BatchItem>,
+}
+
+impl Batch {
+    /// True when every input is a resolved interactive request.
+    pub fn is_request_batch(&self) -> bool {
+        self.kind == "request_batch"
+    }
+}
+
+/// One input of a batch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItem {
+    #[serde(default)]
+    pub input_id: String,
+    #[serde(default)]
+    pub source_kind: String,
+    #[serde(default)]
+    pub source_id: String,
+    #[serde(default)]
+    pub sender_id: String,
+    #[serde(default)]
+    pub content: String,
+}
+
+/// A stored message (snake_case, as the server returns it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub id: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub sender_id: String,
+    #[serde(default)]
+    pub content_final: Option<String>,
+    #[serde(default)]
+    pub content_partial: Option<String>,
+    #[serde(default)]
+    pub stream_state: String,
+    #[serde(default)]
+    pub trace: Option<Value>,
+}
+
+impl Message {
+    /// A string field of the message's trace.
+    pub fn trace_str(&self, key: &str) -> Option<&str> {
+        self.trace.as_ref()?.get(key)?.as_str()
+    }
+}
+
+/// What to filter a claim by (agentd's extension; omitted for a plain pool worker).
+#[derive(Debug, Clone, Default)]
+pub struct ClaimFilter {
+    pub chat_id: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+/// Per-request timeout of ordinary calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Extra time a long-polling claim gets beyond its `waitMs`.
+const CLAIM_SLACK: Duration = Duration::from_secs(15);
+
+/// The API client; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Client {
+    /// `base` is the API root (`http://host:port/api/v1`), `key` the bearer secret if any.
+    pub fn new(base: &str, key: Option<String>) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            key,
+        }
+    }
+
+    /// The API root this client talks to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+        idempotency_key: Option<&str>,
+    ) -> Result<Option<Value>, ApiError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .timeout(timeout);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| ApiError::Network(error_chain(&e)))?;
+        let status = res.status();
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = res
+            .text()
+            .await
+            .map_err(|e| ApiError::Network(error_chain(&e)))?;
+        if status.is_success() {
+            if status == StatusCode::NO_CONTENT || text.trim().is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| ApiError::Decode(format!("{path}: {e}")));
+        }
+        let msg = error_message(&text);
+        Err(match status.as_u16() {
+            409 => ApiError::Conflict(msg),
+            404 => ApiError::NotFound(msg),
+            429 => ApiError::RateLimited(retry_after),
+            s => ApiError::Status {
+                status: s,
+                body: msg,
+            },
+        })
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Option<Value>, ApiError> {
+        self.call(Method::POST, path, Some(body), CALL_TIMEOUT, None)
+            .await
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(v: Option<Value>, what: &str) -> Result<T, ApiError> {
+        let v = v.ok_or_else(|| ApiError::Decode(format!("{what}: empty body")))?;
+        serde_json::from_value(v).map_err(|e| ApiError::Decode(format!("{what}: {e}")))
+    }
+
+    /// `GET /health`: any success means the API is reachable.
+    pub async fn health(&self) -> Result<(), ApiError> {
+        self.call(Method::GET, "/health", None, Duration::from_secs(5), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /dispatch/claim`: a batch, or `None` when nothing came within `wait`.
+    pub async fn claim(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        wait: Duration,
+        filter: &ClaimFilter,
+    ) -> Result<Option<Batch>, ApiError> {
+        let mut body = json!({
+            "workerId": worker_id,
+            "leaseMs": lease.as_millis() as u64,
+            "waitMs": wait.as_millis() as u64,
+        });
+        if let Some(c) = &filter.chat_id {
+            body["chatId"] = json!(c);
+        }
+        if let Some(a) = &filter.agent_id {
+            body["agentId"] = json!(a);
+        }
+        let v = self
+            .call(
+                Method::POST,
+                "/dispatch/claim",
+                Some(&body),
+                wait + CLAIM_SLACK,
+                None,
+            )
+            .await?;
+        match v {
+            None => Ok(None),
+            v => Self::decode(v, "claim").map(Some),
+        }
+    }
+
+    /// `POST /dispatch/{id}/heartbeat`.
+    pub async fn heartbeat(
+        &self,
+        batch_id: &str,
+        worker_id: &str,
+        extend: Duration,
+    ) -> Result<(), ApiError> {
+        self.post(
+            &format!("/dispatch/{batch_id}/heartbeat"),
+            &json!({"workerId": worker_id, "extendMs": extend.as_millis() as u64}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /dispatch/{id}/complete`.
+    pub async fn complete(&self, batch_id: &str, worker_id: &str) -> Result<(), ApiError> {
+        self.post(
+            &format!("/dispatch/{batch_id}/complete"),
+            &json!({"workerId": worker_id}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /dispatch/{id}/fail`.
+    pub async fn fail(
+        &self,
+        batch_id: &str,
+        worker_id: &str,
+        reason: &str,
+        retryable: bool,
+        retry_delay: Option<Duration>,
+    ) -> Result<(), ApiError> {
+        let reason = if reason.trim().is_empty() {
+            "worker error"
+        } else {
+            reason
+        };
+        let mut body = json!({"workerId": worker_id, "reason": reason, "retryable": retryable});
+        if let Some(d) = retry_delay {
+            body["retryDelayMs"] = json!(d.as_millis() as u64);
+        }
+        self.post(&format!("/dispatch/{batch_id}/fail"), &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /chats/{id}/messages`.
+    pub async fn create_message(&self, chat_id: &str, body: &Value) -> Result<Message, ApiError> {
+        let v = self
+            .post(&format!("/chats/{chat_id}/messages"), body)
+            .await?;
+        Self::decode(v, "message")
+    }
+
+    /// `POST /messages/{id}/chunks`.
+    pub async fn chunk(&self, message_id: &str, delta: &str) -> Result<(), ApiError> {
+        self.post(
+            &format!("/messages/{message_id}/chunks"),
+            &json!({"deltaText": delta}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /messages/{id}/complete`, with the whole text as `finalText`.
+    pub async fn complete_message(
+        &self,
+        message_id: &str,
+        final_text: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let body = match final_text {
+            Some(t) => json!({"finalText": t}),
+            None => json!({}),
+        };
+        self.post(&format!("/messages/{message_id}/complete"), &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /messages/{id}/cancel`.
+    pub async fn cancel_message(&self, message_id: &str) -> Result<(), ApiError> {
+        self.call(
+            Method::POST,
+            &format!("/messages/{message_id}/cancel"),
+            None,
+            CALL_TIMEOUT,
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /chats/{id}/typing`.
+    pub async fn typing(&self, chat_id: &str, agent_id: &str) -> Result<(), ApiError> {
+        self.post(
+            &format!("/chats/{chat_id}/typing"),
+            &json!({"agentId": agent_id}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /chats/{id}/messages?limit=N`: the newest messages, newest first.
+    pub async fn list_messages(&self, chat_id: &str, limit: u32) -> Result<Vec<Message>, ApiError> {
+        let limit = limit.clamp(1, 200);
+        let v = self
+            .call(
+                Method::GET,
+                &format!("/chats/{chat_id}/messages?limit={limit}"),
+                None,
+                CALL_TIMEOUT,
+                None,
+            )
+            .await?;
+        let data = v
+            .and_then(|mut v| v.get_mut("data").map(Value::take))
+            .unwrap_or(Value::Array(vec![]));
+        Self::decode(Some(data), "message list")
+    }
+
+    /// `POST /chats/{id}/requests` with an `Idempotency-Key`, so a resend never asks twice.
+    pub async fn create_request(
+        &self,
+        chat_id: &str,
+        body: &Value,
+        idempotency_key: &str,
+    ) -> Result<Value, ApiError> {
+        self.call(
+            Method::POST,
+            &format!("/chats/{chat_id}/requests"),
+            Some(body),
+            CALL_TIMEOUT,
+            Some(idempotency_key),
+        )
+        .await?
+        .ok_or_else(|| ApiError::Decode("request: empty body".into()))
+    }
+
+    /// `GET /chats/{id}/requests?status=all`.
+    pub async fn list_requests(&self, chat_id: &str) -> Result<Vec<Value>, ApiError> {
+        let v = self
+            .call(
+                Method::GET,
+                &format!("/chats/{chat_id}/requests?status=all"),
+                None,
+                CALL_TIMEOUT,
+                None,
+            )
+            .await?;
+        Ok(
+            v.and_then(|v| v.get("data").and_then(Value::as_array).cloned())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// `Retry-After` as seconds (the HTTP-date form is rare for APIs and read as "soon").
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    if let Ok(s) = v.parse::<f64>() {
+        if s.is_finite() && s >= 0.0 {
+            return Some(Duration::from_secs_f64(s));
+        }
+    }
+    chrono::DateTime::parse_from_rfc2822(v).ok().map(|t| {
+        let ms = (t.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0);
+        Duration::from_millis(ms as u64)
+    })
+}
+
+/// The `message` of an error envelope, or the body itself (cut short).
+fn error_message(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .and_then(|e| e.get("message").or(Some(e)))
+                .map(|m| {
+                    m.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| m.to_string())
+                })
+        })
+        .unwrap_or_else(|| text.chars().take(300).collect())
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(" 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn error_envelope_message() {
+        assert_eq!(
+            error_message(
+                r#"{"error":{"code":"CONFLICT","message":"Dispatch lease is no longer owned by this worker."}}"#
+            ),
+            "Dispatch lease is no longer owned by this worker."
+        );
+        assert_eq!(error_message("Not Found"), "Not Found");
+    }
+
+    #[test]
+    fn batch_decodes_reference_payload() {
+        let b: Batch = serde_json::from_value(json!({
+            "batchId": "b1", "chatId": "c1", "kind": "request_batch", "agentIdHint": null,
+            "compiledContent": "[Request resolved: \"Help\"] Selected: hours",
+            "items": [{"inputId": "i", "sourceKind": "request_resolved", "sourceId": "r1",
+                        "senderId": "user:primary", "content": "x", "mediaIds": [], "attachmentNames": []}],
+            "attachments": []
+        }))
+        .unwrap();
+        assert!(b.is_request_batch());
+        assert_eq!(b.items[0].source_id, "r1");
+        assert_eq!(b.agent_id_hint, None);
+    }
+}

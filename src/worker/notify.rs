@@ -1,0 +1,81 @@
+//! systemd's notify protocol: `READY=1`, `STOPPING=1` and `WATCHDOG=1` datagrams on `NOTIFY_SOCKET`.
+
+use std::os::unix::net::UnixDatagram;
+
+/// Sends notifications to the socket named by `NOTIFY_SOCKET`; does nothing without one.
+#[derive(Debug, Clone, Default)]
+pub struct Notifier {
+    socket: Option<String>,
+}
+
+impl Notifier {
+    /// `socket` is `NOTIFY_SOCKET` as given: a path, or `@name` for a Linux abstract socket.
+    pub fn new(socket: Option<String>) -> Notifier {
+        Notifier { socket }
+    }
+
+    /// Sends one state line (`READY=1`); a failure is logged, never fatal.
+    pub fn send(&self, state: &str) {
+        let Some(socket) = &self.socket else { return };
+        if let Err(e) = send_to(socket, state) {
+            tracing::warn!("cannot notify {socket:?} of {state}: {e}");
+        }
+    }
+}
+
+fn send_to(socket: &str, state: &str) -> std::io::Result<()> {
+    let sock = UnixDatagram::unbound()?;
+    if let Some(name) = socket.strip_prefix('@') {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+            return Ok(());
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = name;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "abstract sockets need Linux",
+            ));
+        }
+    }
+    sock.send_to(state.as_bytes(), socket)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_socket_receives_state() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("notify.sock");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        Notifier::new(Some(path.to_string_lossy().into_owned())).send("READY=1");
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn abstract_socket_receives_state() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("agentd-test-{}", nanoid::nanoid!(10));
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let rx = UnixDatagram::bind_addr(&addr).unwrap();
+        Notifier::new(Some(format!("@{name}"))).send("WATCHDOG=1");
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+    }
+
+    #[test]
+    fn no_socket_is_fine() {
+        Notifier::new(None).send("READY=1");
+    }
+}
