@@ -704,3 +704,82 @@ async fn minimal_agent_loop() {
     assert_eq!(msgs[0]["content_final"], "stream this ");
     assert_eq!(msgs[0]["stream_state"], "complete");
 }
+
+#[tokio::test]
+async fn disconnected_claim_stops_waiting() {
+    let s = server(&[("DISPATCH_MODE", "immediate")]);
+    let c = chat(&s).await;
+    // A claimer that gives up (its connection closes) must not take the next batch.
+    let gone = s
+        .client
+        .post(s.url("/api/v1/dispatch/claim"))
+        .json(&json!({ "workerId": "gone", "waitMs": 5000 }))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    user_msg(&s, &c, "for the living").await;
+    let r = claim(&s, "alive", 2000).await;
+    assert_eq!(r.status, 200, "the batch went to a disconnected claimer");
+}
+
+#[tokio::test]
+async fn mixed_batch_and_huge_numbers() {
+    let s = server(&[("DISPATCH_BATCH_DEBOUNCE_MS", "300")]);
+    let c = chat(&s).await;
+    let r = s
+        .post(
+            &format!("/api/v1/chats/{c}/requests"),
+            json!({ "type": "text_input", "title": "Why?", "config": {} }),
+        )
+        .await;
+    let rid = r.body["id"].as_str().unwrap().to_string();
+    user_msg(&s, &c, "first").await;
+    assert_eq!(
+        s.post(
+            &format!("/api/v1/requests/{rid}/resolve"),
+            json!({ "text": "because" })
+        )
+        .await
+        .status,
+        200
+    );
+    let b = claim_with(
+        &s,
+        json!({ "workerId": "w", "waitMs": 5000, "leaseMs": u64::MAX }),
+    )
+    .await;
+    assert_eq!(b.status, 200, "{}", b.text);
+    assert_eq!(
+        b.body["kind"], "user_batch",
+        "mixed inputs make a user batch"
+    );
+    assert_eq!(
+        b.body["compiledContent"],
+        "[Message 1]\nfirst\n\n[Message 2]\n[Request resolved: \"Why?\"] Response: because"
+    );
+    let id = b.body["batchId"].as_str().unwrap();
+    let r = s
+        .post(
+            &format!("/api/v1/dispatch/{id}/heartbeat"),
+            json!({ "workerId": "w", "extendMs": u64::MAX }),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        claim(&s, "other", 0).await.status,
+        204,
+        "the lease still holds"
+    );
+    let r = s
+        .post(
+            &format!("/api/v1/dispatch/{id}/fail"),
+            json!({ "workerId": "w", "reason": "x", "retryable": true, "retryDelayMs": u64::MAX }),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = claim_with(&s, json!({ "workerId": "w", "waitMs": 1e300 })).await;
+    assert_error(&r, 400, "VALIDATION_ERROR");
+    assert_eq!(s.get("/api/v1/health").await.status, 200);
+}

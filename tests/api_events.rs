@@ -164,8 +164,8 @@ async fn replay_overflow_closes_the_stream() {
             .id
     };
     // A big backlog, read slowly, while many live events arrive: the server gives up.
-    // About 8 MB of backlog: more than the socket buffers hold.
-    for i in 0..80 {
+    // About 12 MB of backlog: more than the socket buffers hold, so the replay blocks.
+    for i in 0..120 {
         let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "tool", "senderId": "tool", "content": format!("{i} {}", "x".repeat(100_000)) })).await;
         assert_eq!(r.status, 201);
     }
@@ -175,32 +175,36 @@ async fn replay_overflow_closes_the_stream() {
         .send()
         .await
         .unwrap();
+    // While the client reads nothing, more live events arrive than the replay may queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let tp = format!("/api/v1/chats/{c}/typing");
-    let writer = async {
-        for _ in 0..8 {
-            let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
-            futures_util::future::join_all(calls).await;
+    for _ in 0..12 {
+        let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
+        futures_util::future::join_all(calls).await;
+    }
+    let mut body = res.bytes_stream();
+    let mut tail = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(Ok(b))) = tokio::time::timeout_at(deadline, body.next()).await {
+        tail.push_str(&String::from_utf8_lossy(&b));
+        if tail.len() > 8192 {
+            tail.drain(..tail.len() - 4096);
         }
-    };
-    let reader = async {
-        let mut body = res.bytes_stream();
-        let mut tail = String::new();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        while let Ok(Some(Ok(b))) = tokio::time::timeout(Duration::from_secs(20), body.next()).await
-        {
-            tail.push_str(&String::from_utf8_lossy(&b));
-            if tail.len() > 4096 {
-                tail.drain(..tail.len() - 4096);
-            }
+        if tail.contains(": replay queue overflowed; reconnect required") {
+            break;
         }
-        tail
-    };
-    let (_, tail) = tokio::join!(writer, reader);
+    }
     assert!(
         tail.contains(": replay queue overflowed; reconnect required"),
         "{}",
         &tail[tail.len().saturating_sub(300)..]
     );
+    // The server closed the stream after the notice.
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "stream not closed");
 }
 
 #[tokio::test]
@@ -222,4 +226,111 @@ async fn slow_client_is_dropped_not_buffered() {
     let r = s.get("/api/v1/health").await;
     assert_eq!(r.status, 200);
     drop(res);
+}
+
+#[tokio::test]
+async fn event_payloads() {
+    let s = server(&[]);
+    let mut rx = sse(&s, "", None).await;
+    let r = s
+        .post(
+            "/api/v1/chats",
+            json!({ "agentIds": ["echo"], "firstMessage": "hi" }),
+        )
+        .await;
+    let c = r.body["id"].as_str().unwrap().to_string();
+    let p = |path: &str| format!("/api/v1/chats/{c}/{path}");
+    s.send(
+        s.client
+            .patch(s.url(&format!("/api/v1/chats/{c}")))
+            .json(&json!({ "pinned": true })),
+    )
+    .await;
+    s.post(&p("archive"), json!(null)).await;
+    s.post(&p("unarchive"), json!(null)).await;
+    s.post(&p("mark-read"), json!(null)).await;
+    s.post(&p("mark-unread"), json!(null)).await;
+    let req = s.post(&p("requests"), json!({ "type": "choice", "title": "Pick", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
+    let rid = req.body["id"].as_str().unwrap().to_string();
+    s.post(
+        &format!("/api/v1/requests/{rid}/resolve"),
+        json!({ "selectedOptionIds": ["a"] }),
+    )
+    .await;
+    let req2 = s
+        .post(
+            &p("requests"),
+            json!({ "type": "text_input", "title": "Say", "config": {}, "trace": { "t": 1 } }),
+        )
+        .await;
+    let rid2 = req2.body["id"].as_str().unwrap().to_string();
+    s.post(&format!("/api/v1/requests/{rid2}/cancel"), json!(null))
+        .await;
+    let m = s
+        .post(
+            &p("messages"),
+            json!({ "role": "agent", "senderId": "echo", "streaming": true }),
+        )
+        .await;
+    let mid = m.body["id"].as_str().unwrap().to_string();
+    s.post(&p("messages/cancel-streaming"), json!(null)).await;
+
+    let got = collect(&mut rx, Duration::from_millis(800)).await;
+    let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "chat.created",
+            "message.created",
+            "chat.updated",
+            "chat.archived",
+            "chat.unarchived",
+            "chat.read",
+            "chat.unread",
+            "request.created",
+            "request.resolved",
+            "request.created",
+            "request.cancelled",
+            "message.created",
+            "message.streaming.complete"
+        ]
+    );
+    let by = |k: &str| got.iter().find(|e| e.event == k).unwrap().data["payload"].clone();
+    for k in [
+        "chat.created",
+        "chat.updated",
+        "chat.archived",
+        "chat.unarchived",
+        "chat.read",
+        "chat.unread",
+    ] {
+        assert_eq!(by(k), json!({ "chatId": c }), "{k}");
+    }
+    let first = by("message.created");
+    assert_eq!(first["contentFinal"], "hi");
+    assert_eq!(first["role"], "user");
+    assert_eq!(first["senderId"], "user:primary");
+    assert_eq!(first["streamState"], "complete");
+    assert!(first.get("trace").is_none(), "no trace for firstMessage");
+    assert!(first["createdAt"].is_string());
+    assert_eq!(
+        by("request.created"),
+        json!({ "chatId": c, "requestId": rid, "type": "choice", "title": "Pick" })
+    );
+    let res = by("request.resolved");
+    assert_eq!(res["status"], "resolved");
+    assert_eq!(res["senderId"], "user:primary");
+    assert_eq!(
+        res["resolutionPayload"],
+        json!({ "selectedOptionIds": ["a"] })
+    );
+    assert_eq!(res["resolution_payload"], res["resolutionPayload"]);
+    let can = by("request.cancelled");
+    assert_eq!(can["requestId"], rid2);
+    assert_eq!(can["status"], "cancelled");
+    assert_eq!(can["trace"], json!({ "t": 1 }));
+    let done = by("message.streaming.complete");
+    assert_eq!(done["messageId"], mid);
+    assert_eq!(done["streamState"], "cancelled");
+    assert!(done.get("role").is_none(), "no role from cancel-streaming");
 }

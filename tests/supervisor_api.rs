@@ -123,6 +123,14 @@ async fn every_error_code_with_its_status() {
     let r = sup::ping(&s, "one").await;
     assert_eq!(code(&r), (200, "0".into()));
     assert_eq!(r.body["data"]["channel_name"], "one");
+    // A timeout beyond what the clock can hold is "practically never", not a crash.
+    sup::stop(&s, "one").await;
+    let r = sup::start(&s, "big", "coop", json!({"timeout": i64::MAX})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(sup::ping(&s, "big").await.status, 200);
+    assert_eq!(sup::stop(&s, "big").await.status, 200);
+    let ok = sup::start(&s, "one", "coop", json!({})).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
     // Unknown route.
     let r = s.get("/nope").await;
     assert_eq!(r.status, 404);

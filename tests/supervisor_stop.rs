@@ -159,7 +159,7 @@ async fn workers_max_and_graph_cap_under_concurrent_starts() {
         .filter(|r| r.status == 429 && r.body["code"] == "10001")
         .count();
     assert_eq!((ok, limited), (4, 6));
-    assert_eq!(sup::list(&s).await.len(), 3);
+    assert_eq!(sup::list(&s).await.len(), 4);
     for r in results.iter().filter(|r| r.status == 200) {
         sup::stop(&s, r.body["data"]["channel_name"].as_str().unwrap()).await;
     }

@@ -615,3 +615,41 @@ async fn a_provider_hiccup_is_retried_and_answered_once() {
     );
     stop(&s, "e2e-flaky").await;
 }
+
+#[tokio::test]
+async fn the_built_in_worker_keeps_a_watchdog_fed() {
+    let s = TestServer::builder()
+        .bundled()
+        .graph_file(
+            "watched_echo",
+            json!({
+                "name": "watched_echo",
+                "runtime": {"watchdog_ms": 600},
+                "nodes": [{"type": "extension", "name": "echo", "addon": "echo", "property": {}}],
+                "connections": []
+            }),
+        )
+        .start();
+    let data = start(&s, "e2e-watchdog", "watched_echo").await;
+    let pid = data["pid"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let l = s.get("/list").await;
+    let me = l.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["channel_name"] == "e2e-watchdog")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        me["pid"],
+        pid,
+        "the watchdog killed the worker: {me}\n{}",
+        s.output()
+    );
+    assert_eq!(me["restarts"], 0, "{me}");
+    let chat = data["chat_id"].as_str().unwrap().to_string();
+    post_user(&s, &chat, "still here").await;
+    assert!(wait_answer(&s, &chat, "still here").await, "{}", s.output());
+    stop(&s, "e2e-watchdog").await;
+}

@@ -167,7 +167,11 @@ impl W<'_> {
 
     /// Looks up an idempotency key: `Some(body)` to replay, 409 when the payload differs.
     pub(crate) fn idem_lookup(&mut self, key: &str, fp: &str) -> Result<Option<Value>, ApiError> {
-        let ttl_ms = self.settings.idempotency_ttl_secs as i64 * 1000;
+        let ttl_ms = self
+            .settings
+            .idempotency_ttl_secs
+            .saturating_mul(1000)
+            .min(i64::MAX as u64 / 2) as i64;
         self.c
             .prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
             .execute([self.now - ttl_ms])?;

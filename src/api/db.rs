@@ -8,7 +8,8 @@ use rusqlite::Connection;
 /// Migrations in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_frontdoor.sql"),
+    include_str!("migrations/0002_claim_by_chat.sql"),
+    include_str!("migrations/0003_frontdoor.sql"),
 ];
 
 /// Opens a connection: WAL (an acknowledged commit survives a kill -9 of the process),

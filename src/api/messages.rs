@@ -146,7 +146,14 @@ impl W<'_> {
         }
         self.emit("message.created", payload)?;
         if stream_state == "streaming" {
-            self.wake_by(self.now + self.settings.stream_timeout_secs as i64 * 1000);
+            self.wake_by(
+                self.now
+                    + self
+                        .settings
+                        .stream_timeout_secs
+                        .saturating_mul(1000)
+                        .min(super::dispatch::MAX_DURATION_MS) as i64,
+            );
         }
         load_message(self.c, &id)
     }
@@ -292,7 +299,11 @@ impl W<'_> {
 
     /// Cancels streaming messages idle since before `now - timeout`; returns the next deadline.
     pub(crate) fn sweep_streams(&mut self) -> Result<Option<i64>, ApiError> {
-        let timeout_ms = self.settings.stream_timeout_secs as i64 * 1000;
+        let timeout_ms = self
+            .settings
+            .stream_timeout_secs
+            .saturating_mul(1000)
+            .min(super::dispatch::MAX_DURATION_MS) as i64;
         let stale: Vec<String> = {
             let mut stmt = self.c.prepare_cached(
                 "SELECT id FROM messages WHERE stream_state = 'streaming' AND updated_at <= ?1 LIMIT 500",

@@ -113,3 +113,77 @@ fn property_of<'a>(nodes: &'a mut [Value], name: &str) -> Option<&'a mut Value> 
     }
     Some(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Runtime;
+    use serde_json::json;
+
+    fn legacy(nodes: Value) -> Graph {
+        Graph {
+            name: "g".into(),
+            source: "/x/g.json".into(),
+            layout: Layout::Legacy,
+            from_property_json: false,
+            value: json!({"nodes": nodes, "connections": []}),
+            auto_start: false,
+            display_name: None,
+            description: None,
+            runtime: Runtime::default(),
+        }
+    }
+
+    #[test]
+    fn start_fields_only_when_present() {
+        let g = legacy(json!([
+            {"name": "agora_rtc", "addon": "a", "property": {"stream_id": 7}},
+            {"name": "agora_rtm", "addon": "a"}
+        ]));
+        let spec = StartSpec {
+            channel: "c".into(),
+            graph: "g".into(),
+            bot_uid: Some(9),
+            ..Default::default()
+        };
+        let doc = build(&Catalog::default(), &g, &spec).unwrap();
+        let nodes = &doc["_ten"]["predefined_graphs"][0]["nodes"];
+        assert_eq!(doc["_ten"]["predefined_graphs"][0]["auto_start"], true);
+        assert_eq!(
+            nodes[0]["property"],
+            json!({"stream_id": 9, "channel": "c"})
+        );
+        assert_eq!(
+            nodes[1]["property"],
+            json!({"channel": "c", "user_id": "9"})
+        );
+
+        let spec = StartSpec {
+            channel: "c".into(),
+            ..Default::default()
+        };
+        let doc = build(&Catalog::default(), &g, &spec).unwrap();
+        let rtc = &doc["_ten"]["predefined_graphs"][0]["nodes"][0]["property"];
+        assert_eq!(rtc["stream_id"], 7);
+        assert!(rtc.get("remote_stream_id").is_none() && rtc.get("token").is_none());
+    }
+
+    #[test]
+    fn merge_patch_per_node() {
+        let g = legacy(
+            json!([{"name": "n", "addon": "a", "property": {"a": {"b": 1, "c": 2}, "d": 3}}]),
+        );
+        let mut props = Map::new();
+        props.insert("n".into(), json!({"a": {"b": null, "e": [1]}, "d": "x"}));
+        let spec = StartSpec {
+            channel: "c".into(),
+            properties: Some(props),
+            ..Default::default()
+        };
+        let doc = build(&Catalog::default(), &g, &spec).unwrap();
+        assert_eq!(
+            doc["_ten"]["predefined_graphs"][0]["nodes"][0]["property"],
+            json!({"a": {"c": 2, "e": [1]}, "d": "x"})
+        );
+    }
+}

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod placeholder;
 pub mod records;
 pub mod routes;
+mod spawner;
 mod stop;
 mod worker;
 
@@ -164,6 +165,8 @@ pub(crate) struct Inner {
     records: records::Records,
     /// Per-worker property files.
     run_dir: PathBuf,
+    /// agentd's main runtime: worker tasks run there, not on the HTTP workers' runtimes.
+    rt: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -285,6 +288,8 @@ impl Supervisor {
         }
         let records = records::Records::new(&settings.data_dir);
         records.sweep().await?;
+        let rt = tokio::runtime::Handle::current();
+        spawner::init(rt.clone());
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 settings,
@@ -293,6 +298,7 @@ impl Supervisor {
                 registry: Mutex::new(Registry::default()),
                 records,
                 run_dir,
+                rt,
             }),
         })
     }
@@ -474,66 +480,12 @@ impl Supervisor {
         }
         res.launched = true;
 
+        let plan = plan(&inner.settings, &mut res, property_path);
         let graph = res.graph.clone();
-        let settings = inner.settings.clone();
-        let builtin = graph.runtime.command.is_none() && settings.worker_command.is_none();
-        let mut argv = graph
-            .runtime
-            .command
-            .clone()
-            .or_else(|| settings.worker_command.clone())
-            .unwrap_or_else(|| {
-                let exe = std::env::current_exe()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| "agentd".into());
-                vec![exe, "worker".into()]
-            });
-        argv.push("--property".into());
-        argv.push(property_path.to_string_lossy().into_owned());
-        let ready = graph.runtime.ready.unwrap_or(if builtin {
-            Ready::Notify
-        } else {
-            Ready::Settle
-        });
-        let log = Arc::new(if settings.log_stdout {
-            logs::LogSink::to_stdout(&channel)
-        } else {
-            logs::LogSink::to_file(
-                logs::log_file(&settings.log_path, &channel),
-                settings.log_max_bytes,
-                settings.log_max_files,
-            )
-        });
-        let cwd = graph
-            .source
-            .parent()
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir());
-        let plan = worker::Plan {
-            channel: channel.clone(),
-            generation: res.generation,
-            graph: graph.name.clone(),
-            request_id: res.spec.request_id.clone(),
-            chat_id: res.spec.chat_id.clone(),
-            extra_env: std::mem::take(&mut res.spec.extra_env),
-            argv,
-            cwd,
-            ready,
-            settle: graph
-                .runtime
-                .settle_ms
-                .map(Duration::from_millis)
-                .unwrap_or(settings.worker_settle),
-            start_timeout: settings.worker_start_timeout,
-            timeout: res.timeout,
-            restart: graph.runtime.restart,
-            max_restarts: graph.runtime.max_restarts,
-            watchdog: graph.runtime.watchdog_ms.map(Duration::from_millis),
-            property_path,
-            log,
-        };
         let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(worker::run(inner.clone(), plan, rx, ready_tx));
+        inner
+            .rt
+            .spawn(worker::run(inner.clone(), plan, rx, ready_tx));
         let started = ready_rx
             .await
             .unwrap_or(Err(StartError::StoppedDuringStart))?;
@@ -639,6 +591,68 @@ impl Supervisor {
                 stop::kill_group(pid as i32, libc::SIGKILL);
             }
         }
+    }
+}
+
+/// How the worker of a reservation runs: command, readiness, restarts, log.
+fn plan(settings: &Settings, res: &mut Reservation, property_path: PathBuf) -> worker::Plan {
+    let channel = res.spec.channel.clone();
+    let graph = res.graph.clone();
+    let builtin = graph.runtime.command.is_none() && settings.worker_command.is_none();
+    let mut argv = graph
+        .runtime
+        .command
+        .clone()
+        .or_else(|| settings.worker_command.clone())
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "agentd".into());
+            vec![exe, "worker".into()]
+        });
+    argv.push("--property".into());
+    argv.push(property_path.to_string_lossy().into_owned());
+    let ready = graph.runtime.ready.unwrap_or(if builtin {
+        Ready::Notify
+    } else {
+        Ready::Settle
+    });
+    let log = Arc::new(if settings.log_stdout {
+        logs::LogSink::to_stdout(&channel)
+    } else {
+        logs::LogSink::to_file(
+            logs::log_file(&settings.log_path, &channel),
+            settings.log_max_bytes,
+            settings.log_max_files,
+        )
+    });
+    let cwd = graph
+        .source
+        .parent()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir());
+    worker::Plan {
+        channel: channel.clone(),
+        generation: res.generation,
+        graph: graph.name.clone(),
+        request_id: res.spec.request_id.clone(),
+        chat_id: res.spec.chat_id.clone(),
+        extra_env: std::mem::take(&mut res.spec.extra_env),
+        argv,
+        cwd,
+        ready,
+        settle: graph
+            .runtime
+            .settle_ms
+            .map(Duration::from_millis)
+            .unwrap_or(settings.worker_settle),
+        start_timeout: settings.worker_start_timeout,
+        timeout: res.timeout,
+        restart: graph.runtime.restart,
+        max_restarts: graph.runtime.max_restarts,
+        watchdog: graph.runtime.watchdog_ms.map(Duration::from_millis),
+        property_path,
+        log,
     }
 }
 

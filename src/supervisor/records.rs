@@ -28,6 +28,9 @@ pub struct Record {
 #[derive(Serialize, Deserialize, Default)]
 struct FileDoc {
     agentd_pid: u32,
+    /// Start time of that agentd, to tell it from a reused pid.
+    #[serde(default)]
+    agentd_start_time: u64,
     workers: Vec<Record>,
 }
 
@@ -61,8 +64,10 @@ impl Records {
     }
 
     fn write(&self, live: &BTreeMap<String, Record>) {
+        let me = std::process::id();
         let doc = FileDoc {
-            agentd_pid: std::process::id(),
+            agentd_pid: me,
+            agentd_start_time: start_time(me as i32).unwrap_or(0),
             workers: live.values().cloned().collect(),
         };
         let tmp = self.path.with_extension("json.tmp");
@@ -85,6 +90,19 @@ impl Records {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileDoc::default(),
             Err(e) => return Err(e),
         };
+        let owner = old.agentd_pid as i32;
+        if owner > 0
+            && owner as u32 != std::process::id()
+            && old.agentd_start_time != 0
+            && start_time(owner) == Some(old.agentd_start_time)
+        {
+            // Its workers are not leftovers: they belong to a live agentd.
+            tracing::warn!(
+                path = %self.path.display(), pid = owner,
+                "another agentd is alive with this DATA_DIR; not sweeping its workers"
+            );
+            return Ok(());
+        }
         let mut killed = Vec::new();
         for r in &old.workers {
             let members = ours(r);

@@ -74,7 +74,10 @@ pub async fn stop_group(
         return StopOutcome::from_status("exited", Some(st), began.elapsed());
     }
     kill_group(pgid, libc::SIGTERM);
-    let deadline = began + grace;
+    // An absurdly long grace is capped rather than overflowing the clock.
+    let deadline = began
+        .checked_add(grace)
+        .unwrap_or_else(|| began + Duration::from_secs(86_400 * 365));
     let mut status = tokio::select! {
         st = child.wait() => st.ok(),
         _ = sleep_until(deadline) => None,

@@ -70,7 +70,7 @@ impl Plan {
     fn next_deadline(&self) -> Option<Instant> {
         match self.timeout {
             Timeout::Never => None,
-            Timeout::Seconds(s) => Some(Instant::now() + Duration::from_secs(s)),
+            Timeout::Seconds(s) => after(Duration::from_secs(s)),
         }
     }
 }
@@ -396,6 +396,11 @@ impl Task {
     }
 }
 
+/// `d` from now; `None` (never) when that is beyond what the clock can represent.
+fn after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
 /// Sleeps until `d`, or forever without one.
 async fn maybe_sleep(d: Option<Instant>) {
     match d {
@@ -432,9 +437,13 @@ async fn wait_ready(
     deadline: &mut Option<Instant>,
 ) -> Started {
     let begin = Instant::now();
-    let timeout_at = begin + proc_start_timeout(plan);
-    let settle_at = (plan.ready == Ready::Settle).then(|| begin + plan.settle);
+    let timeout_at = begin.checked_add(proc_start_timeout(plan));
+    let settle_at = match plan.ready {
+        Ready::Settle => begin.checked_add(plan.settle),
+        Ready::Notify => None,
+    };
     let mut buf = [0u8; 4096];
+    let mut notify_ok = true;
     loop {
         tokio::select! {
             biased;
@@ -445,22 +454,29 @@ async fn wait_ready(
                 };
             }
             _ = maybe_sleep(settle_at) => return Started::Ready,
-            r = recv_notice(&proc.notify, &mut buf) => {
-                if let Ok((n, sender)) = r {
+            r = recv_notice(&proc.notify, &mut buf), if notify_ok => match r {
+                Ok((n, sender)) => {
                     if from_group(sender, proc.pid) && parse_notice(&buf[..n]).ready {
                         return Started::Ready;
                     }
                 }
-            }
+                Err(e) => notify_broken(plan, &e, &mut notify_ok),
+            },
             cmd = rx.recv() => match cmd {
                 Some(Command::Ping) => *deadline = deadline.and(plan.next_deadline()),
                 Some(Command::Stop(reply)) => return Started::Stop(Some(reply)),
                 None => return Started::Stop(None),
             },
             _ = maybe_sleep(*deadline) => return Started::Idle,
-            _ = sleep_until(timeout_at) => return Started::NotReady,
+            _ = maybe_sleep(timeout_at) => return Started::NotReady,
         }
     }
+}
+
+/// A notify socket that fails is not polled again (instead of spinning on the error).
+fn notify_broken(plan: &Plan, e: &std::io::Error, notify_ok: &mut bool) {
+    tracing::warn!(channel = %plan.channel, "notify socket failed: {e}");
+    *notify_ok = false;
 }
 
 /// The start timeout, never shorter than the settle time plus a margin (so a long `settle_ms`
@@ -468,7 +484,7 @@ async fn wait_ready(
 fn proc_start_timeout(plan: &Plan) -> Duration {
     let base = plan.start_timeout;
     match plan.ready {
-        Ready::Settle => base.max(plan.settle + Duration::from_millis(500)),
+        Ready::Settle => base.max(plan.settle.saturating_add(Duration::from_millis(500))),
         Ready::Notify => base,
     }
 }
@@ -479,8 +495,9 @@ async fn running(
     rx: &mut mpsc::UnboundedReceiver<Command>,
     deadline: &mut Option<Instant>,
 ) -> Ended {
-    let mut watchdog_at = plan.watchdog.map(|w| Instant::now() + w);
+    let mut watchdog_at = plan.watchdog.and_then(after);
     let mut buf = [0u8; 4096];
+    let mut notify_ok = true;
     loop {
         tokio::select! {
             biased;
@@ -495,8 +512,8 @@ async fn running(
                 Some(Command::Stop(reply)) => return Ended::Stop(Some(reply)),
                 None => return Ended::Stop(None),
             },
-            r = recv_notice(&proc.notify, &mut buf) => {
-                if let Ok((n, sender)) = r {
+            r = recv_notice(&proc.notify, &mut buf), if notify_ok => match r {
+                Ok((n, sender)) => {
                     if !from_group(sender, proc.pid) {
                         continue;
                     }
@@ -505,10 +522,11 @@ async fn running(
                         return Ended::Watchdog;
                     }
                     if notice.watchdog {
-                        watchdog_at = plan.watchdog.map(|w| Instant::now() + w);
+                        watchdog_at = plan.watchdog.and_then(after);
                     }
                 }
-            }
+                Err(e) => notify_broken(plan, &e, &mut notify_ok),
+            },
             _ = maybe_sleep(*deadline) => return Ended::Idle,
             _ = maybe_sleep(watchdog_at) => return Ended::Watchdog,
         }
@@ -648,6 +666,7 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
         .process_group(0)
         .kill_on_drop(false);
     let parent = std::process::id() as libc::pid_t;
+    // PR_SET_PDEATHSIG follows the forking thread: see `spawner`.
     // SAFETY: only async-signal-safe calls between fork and exec; no allocation.
     unsafe {
         cmd.pre_exec(move || {
@@ -668,7 +687,7 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let mut child = super::spawner::spawn(cmd).await.map_err(spawn_err)?;
     let pid = child.id().unwrap_or(0);
     inner.records.add(Record {
         channel: plan.channel.clone(),

@@ -267,3 +267,28 @@ pub async fn run(property: &Path) -> Result<(), WorkerError> {
     tracing::info!("worker stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_fifth_below() {
+        let d = Duration::from_secs(30);
+        for _ in 0..200 {
+            let j = jitter(d);
+            assert!(j <= d && j >= d.mul_f64(0.8), "{j:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_wakes_waiters() {
+        let (tx, stop) = Stop::new();
+        assert!(!stop.is_set());
+        let mut s = stop.clone();
+        let waiter = tokio::spawn(async move { s.wait().await });
+        tx.send(true).unwrap();
+        waiter.await.unwrap();
+        assert!(stop.is_set());
+    }
+}

@@ -76,7 +76,7 @@ pub async fn handle(
         tokio::select! {
             r = addon.answer(&mut turn) => End::Done(r),
             _ = keep_lease(client, batch, worker, env.lease) => End::LeaseLost,
-            _ = keep_typing(client, batch, agent) => End::LeaseLost,
+            never = keep_typing(client, batch, agent) => match never {},
             _ = stop.wait() => End::Stopped,
         }
     };
@@ -230,11 +230,41 @@ async fn keep_lease(client: &Client, batch: &Batch, worker: &str, lease: Duratio
 }
 
 /// Sends the typing indicator until dropped.
-async fn keep_typing(client: &Client, batch: &Batch, agent: &str) {
+async fn keep_typing(client: &Client, batch: &Batch, agent: &str) -> std::convert::Infallible {
     loop {
         if let Err(e) = client.typing(&batch.chat_id, agent).await {
             tracing::debug!("typing indicator failed: {e}");
         }
         tokio::time::sleep(TYPING_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(pairs: &[(&str, &str)]) -> WorkerEnv {
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        WorkerEnv::from_lookup(&|k| m.get(k).cloned(), "graph").unwrap()
+    }
+
+    fn batch(hint: Option<&str>) -> Batch {
+        serde_json::from_value(json!({"batchId": "b", "chatId": "c", "agentIdHint": hint})).unwrap()
+    }
+
+    #[test]
+    fn who_answers() {
+        let pool = env(&[("AGENTD_AGENT_ID", "echo")]);
+        assert_eq!(agent_for(&pool, &batch(Some("faq"))), "faq");
+        assert_eq!(agent_for(&pool, &batch(None)), "echo");
+        assert_eq!(agent_for(&pool, &batch(Some(""))), "echo");
+        let chat = env(&[("AGENTD_AGENT_ID", "echo"), ("AGENTD_CHAT_ID", "c")]);
+        assert_eq!(agent_for(&chat, &batch(Some("faq"))), "echo");
+        let agent = env(&[("AGENTD_CLAIM_AGENT_ID", "faq")]);
+        assert_eq!(agent_for(&agent, &batch(Some("echo"))), "graph");
     }
 }

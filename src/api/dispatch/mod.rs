@@ -18,6 +18,9 @@ use crate::settings::DispatchMode;
 pub const CLAIM_MANY_HARD_CAP: u32 = 50;
 /// Shortest lease or heartbeat extension.
 pub const MIN_LEASE_MS: u64 = 1000;
+/// Longest lease, extension, retry delay or claim wait honoured (larger values are clamped, so
+/// deadline arithmetic can never overflow): one year.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// Which batches a claim may take. Empty = any (the reference's behaviour).
 #[derive(Debug, Clone, Default)]
@@ -258,10 +261,11 @@ impl W<'_> {
             return Ok(None);
         }
         let d = &self.settings.dispatch;
+        let ms = |v: u64| v.min(MAX_DURATION_MS) as i64;
         let (debounce, grace, max_wait) = (
-            d.batch_debounce_ms as i64,
-            d.typing_grace_ms as i64,
-            d.max_batch_wait_ms as i64,
+            ms(d.batch_debounce_ms),
+            ms(d.typing_grace_ms),
+            ms(d.max_batch_wait_ms),
         );
         let chats: Vec<(String, i64, i64, Option<i64>)> = {
             let mut stmt = self.c.prepare_cached(
@@ -370,12 +374,18 @@ impl W<'_> {
     fn claim_tx(&mut self, c: &Claim) -> Result<Vec<Value>, ApiError> {
         self.expire_due()?;
         let ordered = self.mode() != DispatchMode::Immediate;
+        // One statement per filter combination, so each can use its own index.
         let sql = format!(
-            "SELECT b.id FROM dispatch_batches b WHERE b.status = 'pending' AND b.available_at <= ?1 \
-             AND (?2 IS NULL OR b.chat_id = ?2) \
-             AND (?3 IS NULL OR b.chat_id IN (SELECT ca.chat_id FROM chat_agents ca JOIN chats ch ON ch.id = ca.chat_id \
-                  WHERE ca.agent_id = ?3 AND (ch.external_key IS NULL OR substr(ch.external_key, 1, 8) <> 'channel:'))) {} \
+            "SELECT b.id FROM dispatch_batches b WHERE b.status = 'pending' AND b.available_at <= ?1 {} {} {} \
              ORDER BY b.available_at, b.seq LIMIT ?4",
+            if c.filter.chat_id.is_some() { "AND b.chat_id = ?2" } else { "AND ?2 IS NULL" },
+            if c.filter.agent_id.is_some() {
+                // A chat bound to a supervisor channel is left to that channel's own worker.
+                "AND b.chat_id IN (SELECT ca.chat_id FROM chat_agents ca JOIN chats ch ON ch.id = ca.chat_id \
+                 WHERE ca.agent_id = ?3 AND (ch.external_key IS NULL OR substr(ch.external_key, 1, 8) <> 'channel:'))"
+            } else {
+                "AND ?3 IS NULL"
+            },
             if ordered {
                 "AND NOT EXISTS (SELECT 1 FROM dispatch_batches e WHERE e.chat_id = b.chat_id \
                  AND e.status IN ('pending', 'leased') AND (e.status = 'leased' OR e.seq < b.seq))"
@@ -396,7 +406,7 @@ impl W<'_> {
             )?;
             rows.collect::<Result<_, _>>()?
         };
-        let expires = self.now + c.lease_ms as i64;
+        let expires = self.now + c.lease_ms.clamp(MIN_LEASE_MS, MAX_DURATION_MS) as i64;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             self.c
@@ -459,7 +469,7 @@ impl Store {
     /// Claims up to `limit` batches, waiting up to `wait_ms` for one to become claimable (woken
     /// at once by new work, not by a tick). An empty result means nothing came in time.
     pub async fn claim(&self, c: Claim) -> Result<Vec<Value>, ApiError> {
-        let deadline = Instant::now() + Duration::from_millis(c.wait_ms);
+        let deadline = Instant::now() + Duration::from_millis(c.wait_ms.min(MAX_DURATION_MS));
         loop {
             let notified = self.inner.claims.notified();
             tokio::pin!(notified);
@@ -488,7 +498,7 @@ impl Store {
             w.owned(&id, &worker)?;
             let ext = extend_ms
                 .unwrap_or(w.settings.dispatch.lease_ms)
-                .max(MIN_LEASE_MS) as i64;
+                .clamp(MIN_LEASE_MS, MAX_DURATION_MS) as i64;
             w.c.prepare_cached("UPDATE dispatch_batches SET lease_expires_at = ?2 WHERE id = ?1")?
                 .execute(params![id, w.now + ext])?;
             // A shorter extension moves the expiry earlier than the scheduler may plan for.
@@ -530,7 +540,7 @@ impl Store {
                     .retry_base_ms
                     .saturating_mul(1u64 << (attempts - 1).clamp(0, 40))
                     .min(d.retry_max_ms);
-                let delay = f.retry_delay_ms.unwrap_or(backoff) as i64;
+                let delay = f.retry_delay_ms.unwrap_or(backoff).min(MAX_DURATION_MS) as i64;
                 w.c.prepare_cached(
                     "UPDATE dispatch_batches SET status = 'pending', available_at = ?2, last_error = ?3, \
                      lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",

@@ -4,7 +4,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{no_content, ok, store, write_body, Result};
-use crate::api::dispatch::{Claim, ClaimFilter, Failure, CLAIM_MANY_HARD_CAP, MIN_LEASE_MS};
+use crate::api::dispatch::{
+    Claim, ClaimFilter, Failure, CLAIM_MANY_HARD_CAP, MAX_DURATION_MS, MIN_LEASE_MS,
+};
 use crate::api::validate::Fields;
 use crate::state::AppState;
 
@@ -19,8 +21,10 @@ fn read_claim(f: &mut Fields, st: &AppState, many: bool) -> Option<Claim> {
     let cap = d.claim_many_limit.min(CLAIM_MANY_HARD_CAP);
     Some(Claim {
         worker_id: worker?,
-        lease_ms: lease.unwrap_or(d.lease_ms).max(MIN_LEASE_MS),
-        wait_ms: wait.unwrap_or(d.claim_wait_ms),
+        lease_ms: lease
+            .unwrap_or(d.lease_ms)
+            .clamp(MIN_LEASE_MS, MAX_DURATION_MS),
+        wait_ms: wait.unwrap_or(d.claim_wait_ms).min(MAX_DURATION_MS),
         limit: if many {
             limit.map_or(cap, |l| (l.min(u32::MAX as u64) as u32).min(cap))
         } else {
