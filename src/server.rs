@@ -72,6 +72,13 @@ pub async fn serve() -> Result<(), ServeError> {
             .await
             .map_err(|e| ServeError::Supervisor(e.to_string()))?;
 
+    // A worker that is gone hands its leases back at once instead of at lease expiry.
+    let gone_store = store.clone();
+    supervisor.on_worker_gone(move |worker_id| {
+        let (store, id) = (gone_store.clone(), worker_id.to_string());
+        tokio::spawn(async move { store.worker_gone(&id).await });
+    });
+
     let state = AppState::new(
         settings.clone(),
         catalog,

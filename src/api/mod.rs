@@ -62,6 +62,21 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
     rate: access::RateLimiter,
     started: Instant,
+    /// Worker ids known to be dead (their process is gone), with when that was learnt. A claim of
+    /// theirs still waiting on a half-closed connection must not take work.
+    gone: Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+/// How long a dead worker id is remembered; far longer than any claim can wait in practice.
+const GONE_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Inner {
+    pub(crate) fn is_gone(&self, worker_id: &str) -> bool {
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(worker_id)
+    }
 }
 
 /// What a write closure sees: the open transaction, the time, and what to publish after commit.
@@ -126,6 +141,7 @@ impl Store {
                 closed: std::sync::atomic::AtomicBool::new(false),
                 rate,
                 started: Instant::now(),
+                gone: Mutex::new(std::collections::HashMap::new()),
             }),
         };
         // Expired leases and due batches from before a restart are handled by the first pass.
@@ -163,6 +179,24 @@ impl Store {
     /// Seconds since the store opened (health `uptime`).
     pub fn uptime_secs(&self) -> u64 {
         self.inner.started.elapsed().as_secs()
+    }
+
+    /// A worker process is gone (told by the supervisor): its leases go back to the queue at
+    /// once, counted as an attempt like an expired lease, and claims still waiting under its id
+    /// end without taking anything.
+    pub async fn worker_gone(&self, worker_id: &str) {
+        {
+            let mut gone = self.inner.gone.lock().unwrap_or_else(|e| e.into_inner());
+            gone.retain(|_, at| at.elapsed() < GONE_MEMORY);
+            gone.insert(worker_id.to_string(), Instant::now());
+        }
+        let id = worker_id.to_string();
+        match self.write(move |w| w.release_leases_of(&id)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(worker = %worker_id, batches = n, "dispatch: leases of a gone worker released"),
+            Err(e) => tracing::error!(worker = %worker_id, error = %e, "dispatch: cannot release a gone worker's leases"),
+        }
+        self.inner.claims.notify_waiters();
     }
 
     /// Subscribes to the live event bus (persisted and ephemeral events, in commit order).

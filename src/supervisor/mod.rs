@@ -167,7 +167,12 @@ pub(crate) struct Inner {
     run_dir: PathBuf,
     /// agentd's main runtime: worker tasks run there, not on the HTTP workers' runtimes.
     rt: tokio::runtime::Handle,
+    /// Told the `AGENTD_WORKER_ID` of every worker process once it and its group are gone.
+    gone_hook: std::sync::OnceLock<GoneHook>,
 }
+
+/// See [`Supervisor::on_worker_gone`].
+pub(crate) type GoneHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Inner {
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -299,8 +304,16 @@ impl Supervisor {
                 records,
                 run_dir,
                 rt,
+                gone_hook: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Registers what to do when a worker process is gone for good (exit, stop, crash, kill);
+    /// called with its `AGENTD_WORKER_ID`. The chat store uses it to hand the worker's leases back
+    /// at once. Only the first registration counts.
+    pub fn on_worker_gone(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.inner.gone_hook.set(Box::new(hook));
     }
 
     /// True once shutdown has begun.

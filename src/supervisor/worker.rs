@@ -346,6 +346,9 @@ impl Task {
     /// After a process and its group are gone: forget its record, let its output drain, log it.
     async fn end(&self, proc: &mut Proc, why: &str) {
         self.inner.records.remove(&proc.worker_id);
+        if let Some(hook) = self.inner.gone_hook.get() {
+            hook(&proc.worker_id);
+        }
         for p in proc.pumps.drain(..) {
             let _ = tokio::time::timeout(PUMP_WAIT, p).await;
         }

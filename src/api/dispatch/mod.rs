@@ -304,19 +304,39 @@ impl W<'_> {
             let rows = stmt.query_map([self.now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        for (id, chat_id, attempts) in expired {
+        self.release(expired, "lease expired")
+    }
+
+    /// Hands back every lease of `worker` (its process is gone); returns how many.
+    pub(crate) fn release_leases_of(&mut self, worker: &str) -> Result<usize, ApiError> {
+        let leased: Vec<(String, String, i64)> = {
+            let mut stmt = self.c.prepare_cached(
+                "SELECT id, chat_id, attempt_count FROM dispatch_batches WHERE status = 'leased' AND lease_owner = ?1",
+            )?;
+            let rows = stmt.query_map([worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let n = leased.len();
+        self.release(leased, "worker exited")?;
+        Ok(n)
+    }
+
+    /// Ends leases that will not be completed: back to pending at once, or a terminal failure
+    /// when the batch has used its attempts (an ended lease counts as one: no poison loops).
+    fn release(&mut self, batches: Vec<(String, String, i64)>, reason: &str) -> Result<(), ApiError> {
+        for (id, chat_id, attempts) in batches {
             if attempts >= self.settings.dispatch.max_attempts as i64 {
-                self.terminal_failure(&id, &chat_id, attempts, "lease expired")?;
+                self.terminal_failure(&id, &chat_id, attempts, reason)?;
             } else {
                 self.c
                     .prepare_cached(
                         "UPDATE dispatch_batches SET status = 'pending', available_at = ?2, lease_owner = NULL, \
-                         lease_expires_at = NULL, last_error = COALESCE(NULLIF(last_error, ''), 'lease expired') WHERE id = ?1",
+                         lease_expires_at = NULL, last_error = COALESCE(NULLIF(last_error, ''), ?3) WHERE id = ?1",
                     )?
-                    .execute(params![id, self.now])?;
+                    .execute(params![id, self.now, reason])?;
                 self.kick_claims();
             }
-            tracing::info!(batch = %id, attempts, "dispatch: lease expired");
+            tracing::info!(batch = %id, attempts, reason, "dispatch: lease ended");
         }
         Ok(())
     }
@@ -475,7 +495,20 @@ impl Store {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let req = c.clone();
-            let got = self.write(move |w| w.claim_tx(&req)).await?;
+            let inner = self.inner.clone();
+            let got = self
+                .write(move |w| {
+                    // Checked in the write transaction: a worker declared gone before it never
+                    // gets a lease, and one declared gone after has its lease released.
+                    if inner.is_gone(&req.worker_id) {
+                        return Ok(Vec::new());
+                    }
+                    w.claim_tx(&req)
+                })
+                .await?;
+            if self.inner.is_gone(&c.worker_id) {
+                return Ok(got);
+            }
             if !got.is_empty() || Instant::now() >= deadline || self.is_closed() {
                 return Ok(got);
             }
