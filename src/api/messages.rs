@@ -412,15 +412,24 @@ impl Store {
         .await
     }
 
-    /// Completes a streaming message with `final_text`, or the accumulated text.
+    /// Completes a streaming message with `final_text`, or the accumulated text. `trace` (an
+    /// agentd extension: what the agent reports at the end, such as model and usage) is merged
+    /// into the message's trace as a JSON Merge Patch.
     pub async fn complete_stream(
         &self,
         message_id: &str,
         final_text: Option<String>,
+        trace: Option<serde_json::Map<String, Value>>,
     ) -> Result<Value, ApiError> {
         let id = message_id.to_string();
         self.write(move |w| {
             let m = load_streaming(w.c, &id)?;
+            if let Some(t) = trace {
+                w.c.prepare_cached(
+                    "UPDATE messages SET trace = json_patch(coalesce(trace, '{}'), ?2) WHERE id = ?1",
+                )?
+                .execute(params![id, Value::Object(t).to_string()])?;
+            }
             w.finish_stream(&m, final_text, false, true)
         })
         .await

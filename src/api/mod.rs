@@ -193,8 +193,12 @@ impl Store {
         let id = worker_id.to_string();
         match self.write(move |w| w.release_leases_of(&id)).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(worker = %worker_id, batches = n, "dispatch: leases of a gone worker released"),
-            Err(e) => tracing::error!(worker = %worker_id, error = %e, "dispatch: cannot release a gone worker's leases"),
+            Ok(n) => {
+                tracing::info!(worker = %worker_id, batches = n, "dispatch: leases of a gone worker released")
+            }
+            Err(e) => {
+                tracing::error!(worker = %worker_id, error = %e, "dispatch: cannot release a gone worker's leases")
+            }
         }
         self.inner.claims.notify_waiters();
     }

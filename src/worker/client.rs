@@ -329,16 +329,21 @@ impl Client {
         .map(|_| ())
     }
 
-    /// `POST /messages/{id}/complete`, with the whole text as `finalText`.
+    /// `POST /messages/{id}/complete`, with the whole text as `finalText`. `report` goes as
+    /// `trace` (an agentd extension; other servers ignore the unknown field).
     pub async fn complete_message(
         &self,
         message_id: &str,
         final_text: Option<&str>,
+        report: Option<&Value>,
     ) -> Result<(), ApiError> {
-        let body = match final_text {
+        let mut body = match final_text {
             Some(t) => json!({"finalText": t}),
             None => json!({}),
         };
+        if let Some(r) = report {
+            body["trace"] = r.clone();
+        }
         self.post(&format!("/messages/{message_id}/complete"), &body)
             .await
             .map(|_| ())

@@ -99,6 +99,8 @@ pub struct Turn<'a> {
     open: Option<Open>,
     /// Key of a streaming message whose creation may have happened without us knowing its id.
     unsure: Option<String>,
+    /// What the answer reports about itself (model, usage): merged into its trace.
+    report: Option<Value>,
 }
 
 impl<'a> Turn<'a> {
@@ -119,6 +121,7 @@ impl<'a> Turn<'a> {
             requests: 0,
             open: None,
             unsure: None,
+            report: None,
         }
     }
 
@@ -143,7 +146,18 @@ impl<'a> Turn<'a> {
     }
 
     fn trace(&self, key: &str) -> Value {
-        json!({"batchId": self.batch.batch_id, "reply": key, "workerId": self.worker_id})
+        let mut t =
+            json!({"batchId": self.batch.batch_id, "reply": key, "workerId": self.worker_id});
+        if let Some(r) = &self.report {
+            json_patch::merge(&mut t, r);
+        }
+        t
+    }
+
+    /// Sets what the answer reports about itself (e.g. `{"model", "usage"}`); it goes into the
+    /// trace of a whole answer, or with the completion of a streamed one.
+    pub fn report(&mut self, report: Value) {
+        self.report = Some(report);
     }
 
     /// Finds our message with reply key `key` among the chat's recent messages.
@@ -288,7 +302,9 @@ impl<'a> Turn<'a> {
         let r = retry("complete message", || {
             let again = !first;
             first = false;
-            let fut = self.client.complete_message(&open.id, Some(&open.text));
+            let fut =
+                self.client
+                    .complete_message(&open.id, Some(&open.text), self.report.as_ref());
             async move {
                 match fut.await {
                     // A resend after an unclear failure: the first one did it.

@@ -323,7 +323,11 @@ impl W<'_> {
 
     /// Ends leases that will not be completed: back to pending at once, or a terminal failure
     /// when the batch has used its attempts (an ended lease counts as one: no poison loops).
-    fn release(&mut self, batches: Vec<(String, String, i64)>, reason: &str) -> Result<(), ApiError> {
+    fn release(
+        &mut self,
+        batches: Vec<(String, String, i64)>,
+        reason: &str,
+    ) -> Result<(), ApiError> {
         for (id, chat_id, attempts) in batches {
             if attempts >= self.settings.dispatch.max_attempts as i64 {
                 self.terminal_failure(&id, &chat_id, attempts, reason)?;

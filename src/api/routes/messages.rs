@@ -80,8 +80,11 @@ pub async fn complete(
 ) -> Result<HttpResponse> {
     let mut f = write_body(&req, &st, payload).await?;
     let final_text = f.opt_str("finalText");
+    let trace = f.opt_object("trace");
     f.finish()?;
-    Ok(ok(store(&st).complete_stream(&id, final_text).await?))
+    Ok(ok(store(&st)
+        .complete_stream(&id, final_text, trace)
+        .await?))
 }
 
 pub async fn cancel(

@@ -328,15 +328,29 @@ impl OpenAiChat {
             .collect();
         earlier.reverse();
         out.extend(earlier);
+        // Context sent with the batch's messages (e.g. by the agent messages front door).
+        for m in history
+            .iter()
+            .rev()
+            .filter(|m| batch_sources.contains(&m.id.as_str()))
+        {
+            if let Some(ctx) = m
+                .trace
+                .as_ref()
+                .and_then(|t| t.get("context"))
+                .filter(|c| c.is_object())
+            {
+                out.push(json!({"role": "system", "content": format!("Context of the next message: {ctx}")}));
+            }
+        }
         out.push(json!({"role": "user", "content": input}));
         out
     }
 
     pub async fn answer(&self, turn: &mut Turn<'_>) -> Result<(), TurnError> {
         let batch = turn.batch;
-        let history = if self.memory == 0 {
-            vec![]
-        } else {
+        // Read even with no memory: the batch's own messages may carry context.
+        let history = {
             let want = (self.memory as usize + batch.items.len() + 5).min(200) as u32;
             turn.client()
                 .list_messages(&batch.chat_id, want)
@@ -385,9 +399,12 @@ impl OpenAiChat {
         if !pending.is_empty() {
             turn.push(&pending).await?;
         }
+        let mut report = json!({"model": self.model});
         if let Some(u) = &deltas.usage {
             tracing::info!(usage = %u, "completion done");
+            report["usage"] = u.clone();
         }
+        turn.report(report);
         if self.stream {
             if !turn.is_streaming() {
                 tracing::warn!("the model answered with no text");

@@ -1,0 +1,169 @@
+//! The front doors with the LLM graph (`assistant`, an `openai_chat` agent) against a local
+//! OpenAI-compatible stand-in: streaming through a front door, conversation memory by
+//! userId/roomId, context reaching the model, and reported model and token usage.
+
+mod common;
+#[path = "fixtures/openai_standin.rs"]
+mod openai_standin;
+
+use std::time::Duration;
+
+use common::TestServer;
+use futures_util::StreamExt;
+use openai_standin::Standin;
+use serde_json::{json, Value};
+
+fn server(standin: &Standin) -> TestServer {
+    TestServer::builder()
+        .bundled()
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("OPENAI_BASE_URL", &standin.url)
+        .env("OPENAI_MODEL", "gpt-test")
+        .start()
+}
+
+#[tokio::test]
+async fn agent_messages_continue_by_user_and_room_and_carry_context() {
+    let standin = Standin::start();
+    let s = server(&standin);
+    let first = s
+        .post(
+            "/v1/agents/assistant/messages",
+            json!({"text": "my name is Ada", "userId": "u7", "roomId": "r1", "context": {"platform": "discord"}}),
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}\n{}", first.text, s.output());
+    assert_eq!(first.body["data"]["response"], "You said: my name is Ada");
+    let meta = &first.body["data"]["metadata"];
+    assert_eq!(meta["model"], "gpt-test");
+    assert!(meta["tokensUsed"].as_u64().unwrap() > 9, "{meta}");
+
+    let req = standin.requests().last().unwrap().body.clone();
+    let system: Vec<String> = req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        system.iter().any(|c| c.contains("discord")),
+        "context not sent: {system:?}"
+    );
+
+    let second = s
+        .post(
+            "/v1/agents/assistant/messages",
+            json!({"text": "what is my name?", "userId": "u7", "roomId": "r1"}),
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    let req = standin.requests().last().unwrap().body.clone();
+    let contents: Vec<&str> = req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert!(
+        contents.contains(&"my name is Ada"),
+        "earlier turn missing: {contents:?}"
+    );
+    assert!(
+        contents.contains(&"You said: my name is Ada"),
+        "earlier answer missing: {contents:?}"
+    );
+
+    // Another room is another conversation: no memory of Ada.
+    s.post(
+        "/v1/agents/assistant/messages",
+        json!({"text": "hello", "userId": "u7", "roomId": "r2"}),
+    )
+    .await;
+    let req = standin.requests().last().unwrap().body.clone();
+    assert!(!req.to_string().contains("Ada"), "{req}");
+}
+
+#[tokio::test]
+async fn llm_answers_stream_through_both_front_doors() {
+    let standin = Standin::start();
+    let s = server(&standin);
+
+    let res = s
+        .client
+        .post(s.url("/v1/agents/assistant/messages/stream"))
+        .json(&json!({"text": "tell me a story", "userId": "streamer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+    let mut tokens = Vec::new();
+    let mut done = Value::Null;
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .unwrap()
+    {
+        let v: Value = serde_json::from_str(&ev.unwrap().data).unwrap();
+        match v["type"].as_str().unwrap() {
+            "token" => tokens.push(v["content"].as_str().unwrap().to_string()),
+            "done" => {
+                done = v;
+                break;
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(tokens.concat(), "You said: tell me a story");
+    assert_eq!(done["data"]["response"], "You said: tell me a story");
+    assert_eq!(done["data"]["metadata"]["model"], "gpt-test");
+
+    let res = s
+        .client
+        .post(s.url("/agents/assistant/chat/stream"))
+        .json(&json!({"message": "and another"}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+    let mut text = String::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .unwrap()
+    {
+        let data = ev.unwrap().data;
+        if data == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(&data).unwrap();
+        if v["type"] == "text" {
+            text.push_str(v["content"].as_str().unwrap());
+        }
+    }
+    assert_eq!(text, "You said: and another");
+}
+
+#[tokio::test]
+async fn a_provider_failure_is_an_honest_front_door_error() {
+    let standin = Standin::start();
+    let s = TestServer::builder()
+        .bundled()
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("OPENAI_BASE_URL", &standin.url)
+        .env("OPENAI_MODEL", "unauthorized")
+        .start();
+    let r = s
+        .post("/v1/agents/assistant/messages", json!({"text": "hi"}))
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert_eq!(r.body["success"], false);
+    assert_eq!(r.body["error"]["code"], "AGENT_FAILED");
+    assert!(
+        r.body["error"]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Dispatch failed"),
+        "{}",
+        r.text
+    );
+}
