@@ -2,7 +2,6 @@
 //! graphs, and where worker output goes.
 
 // The shared harness trips two style lints that are not ours to change here.
-#[allow(clippy::derivable_impls, clippy::let_and_return)]
 mod common;
 
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! Supervisor: crashes and restarts, the watchdog, generations, signals to agentd and `kill -9`.
 
 // The shared harness trips two style lints that are not ours to change here.
-#[allow(clippy::derivable_impls, clippy::let_and_return)]
 mod common;
 
 use std::time::{Duration, Instant};

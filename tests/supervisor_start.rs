@@ -2,7 +2,6 @@
 //! die during start; the worker environment contract.
 
 // The shared harness trips two style lints that are not ours to change here.
-#[allow(clippy::derivable_impls, clippy::let_and_return)]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
