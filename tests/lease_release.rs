@@ -1,0 +1,125 @@
+//! A worker that is gone hands its work back at once: the next worker of the channel answers
+//! without waiting out the dead one's lease (30 s by default).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_until, TestServer};
+use serde_json::{json, Value};
+
+async fn start(s: &TestServer, channel: &str) -> Value {
+    let r = s
+        .post(
+            "/start",
+            json!({"channel_name": channel, "graph_name": "echo", "timeout": -1}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["data"].clone()
+}
+
+async fn agent_answers(s: &TestServer, chat: &str) -> Vec<String> {
+    let r = s
+        .get(&format!("/api/v1/chats/{chat}/messages?limit=50"))
+        .await;
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "agent" && m["stream_state"] == "complete")
+        .map(|m| m["content_final"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stopped_workers_waiting_claim_takes_nothing() {
+    let s = TestServer::builder()
+        .bundled()
+        .env("DISPATCH_MODE", "immediate")
+        .start();
+    let chat = start(&s, "lr-1").await["chat_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The worker is now waiting in a long-poll claim; stopping it leaves that request behind.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.post("/stop", json!({"channel_name": "lr-1"}))
+            .await
+            .status,
+        200
+    );
+    let r = s
+        .post(
+            &format!("/api/v1/chats/{chat}/messages"),
+            json!({"role": "user", "senderId": "user:primary", "content": "still there?"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    start(&s, "lr-1").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            agent_answers(&s, &chat).await == ["still there?"]
+        })
+        .await,
+        "the new worker did not answer within 10 s (lease default 30 s)\n{}",
+        s.output()
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_answer_hands_its_batch_back_at_once() {
+    let slow = json!({"name": "slow_echo", "nodes": [{"name": "echo", "addon": "echo", "property": {"chunk_delay_ms": 150}}]});
+    let s = TestServer::builder()
+        .bundled()
+        .graph_file("slow_echo", slow)
+        .env("DISPATCH_MODE", "immediate")
+        .start();
+    let r = s
+        .post(
+            "/start",
+            json!({"channel_name": "lr-2", "graph_name": "slow_echo", "timeout": -1}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let chat = r.body["data"]["chat_id"].as_str().unwrap().to_string();
+    let pid = r.body["data"]["pid"].as_i64().unwrap() as i32;
+    let text = "one two three four five six seven eight nine ten eleven twelve";
+    s.post(
+        &format!("/api/v1/chats/{chat}/messages"),
+        json!({"role": "user", "senderId": "user:primary", "content": text}),
+    )
+    .await;
+    // Wait until the answer is being streamed, then kill the worker.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            let r = s
+                .get(&format!("/api/v1/chats/{chat}/messages?limit=5"))
+                .await;
+            r.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["stream_state"] == "streaming")
+        })
+        .await
+    );
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    // The supervisor restarts it (on-failure); the batch is handed back at once, not after 30 s.
+    assert!(
+        wait_until(Duration::from_secs(12), || async {
+            agent_answers(&s, &chat).await.contains(&text.to_string())
+        })
+        .await,
+        "the batch was not answered again within 12 s\n{}",
+        s.output()
+    );
+    assert_eq!(
+        agent_answers(&s, &chat).await.len(),
+        1,
+        "answered exactly once"
+    );
+}
