@@ -10,12 +10,15 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::core::{self, AskError};
 use super::http::{
-    check_key, data_frame, object, optional_text, required_text, sse, Family, FdError, MAX_TEXT,
+    check_key, data_frame, object, optional_text, required_text, sse, ChatEnvelope, Error, Family,
+    FdError, MAX_TEXT,
 };
 use super::store::{self as fstore, Conversation};
 use crate::state::AppState;
 
 const F: Family = Family::Chat;
+/// What a handler of this front door answers; errors come out in its envelope.
+type Reply = Result<HttpResponse, Error<ChatEnvelope>>;
 const INVALID: &str = "INVALID_REQUEST";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -115,24 +118,21 @@ async fn chat(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        let r = parse_chat(&req, &state, path.into_inner(), &body).await?;
-        let g = core::graph(&state, &r.agent)?;
-        let a = core::ask(&state, &r.agent, &r.chat_id, &r.message, None, None).await?;
-        let mut out = json!({
-            "response": a.text,
-            "agent_id": r.agent,
-            "agent_name": core::agent_name(&g),
-            "conversation_id": r.chat_id,
-            "message_id": a.message_id,
-        });
-        if let Some(request) = a.request {
-            out["request"] = request;
-        }
-        Ok::<_, FdError>(HttpResponse::Ok().json(out))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+) -> Reply {
+    let r = parse_chat(&req, &state, path.into_inner(), &body).await?;
+    let g = core::graph(&state, &r.agent)?;
+    let a = core::ask(&state, &r.agent, &r.chat_id, &r.message, None, None).await?;
+    let mut out = json!({
+        "response": a.text,
+        "agent_id": r.agent,
+        "agent_name": core::agent_name(&g),
+        "conversation_id": r.chat_id,
+        "message_id": a.message_id,
+    });
+    if let Some(request) = a.request {
+        out["request"] = request;
+    }
+    Ok(HttpResponse::Ok().json(out))
 }
 
 async fn chat_stream(
@@ -205,36 +205,26 @@ fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn history(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let agent = path.into_inner();
-        core::graph(&state, &agent)?;
-        let limit = query_limit(&req, 20, 200)?;
-        let chat_id =
-            conversation_chat(&state, &agent, query_param(&req, "conversation_id")).await?;
-        let messages: Vec<Value> = fstore::history(&state, &chat_id, limit)
-            .await?
-            .into_iter()
-            .filter(|m| m.role == "user" || m.role == "agent")
-            .map(|m| {
-                json!({
-                    "id": m.id,
-                    "role": if m.role == "agent" { "assistant" } else { "user" },
-                    "content": m.content,
-                    "created_at": m.created_at,
-                })
+async fn history(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Reply {
+    check_key(&req, &state, false)?;
+    let agent = path.into_inner();
+    core::graph(&state, &agent)?;
+    let limit = query_limit(&req, 20, 200)?;
+    let chat_id = conversation_chat(&state, &agent, query_param(&req, "conversation_id")).await?;
+    let messages: Vec<Value> = fstore::history(&state, &chat_id, limit)
+        .await?
+        .into_iter()
+        .filter(|m| m.role == "user" || m.role == "agent")
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "role": if m.role == "agent" { "assistant" } else { "user" },
+                "content": m.content,
+                "created_at": m.created_at,
             })
-            .collect();
-        Ok::<_, FdError>(
-            HttpResponse::Ok().json(json!({ "messages": messages, "conversation_id": chat_id })),
-        )
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages, "conversation_id": chat_id })))
 }
 
 fn conversation_json(c: &Conversation) -> Value {
@@ -252,16 +242,13 @@ async fn list_conversations(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let agent = path.into_inner();
-        core::graph(&state, &agent)?;
-        let list = fstore::conversations(&state, &prefix(&agent)).await?;
-        let list: Vec<Value> = list.iter().map(conversation_json).collect();
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({ "conversations": list })))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let agent = path.into_inner();
+    core::graph(&state, &agent)?;
+    let list = fstore::conversations(&state, &prefix(&agent)).await?;
+    let list: Vec<Value> = list.iter().map(conversation_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "conversations": list })))
 }
 
 async fn create_conversation(
@@ -269,24 +256,21 @@ async fn create_conversation(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let agent = path.into_inner();
-        core::graph(&state, &agent)?;
-        let obj = object(&body, INVALID)?;
-        let title = optional_text(&obj, "title", INVALID)?
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "New conversation".into());
-        let key = format!("{}{}", prefix(&agent), nanoid::nanoid!());
-        let id = fstore::chat_for_key(&state, &key, &agent, &title).await?;
-        let c = fstore::conversation(&state, &id)
-            .await?
-            .ok_or_else(|| conversation_not_found(&id))?;
-        Ok::<_, FdError>(HttpResponse::Created().json(conversation_json(&c)))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let agent = path.into_inner();
+    core::graph(&state, &agent)?;
+    let obj = object(&body, INVALID)?;
+    let title = optional_text(&obj, "title", INVALID)?
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "New conversation".into());
+    let key = format!("{}{}", prefix(&agent), nanoid::nanoid!());
+    let id = fstore::chat_for_key(&state, &key, &agent, &title).await?;
+    let c = fstore::conversation(&state, &id)
+        .await?
+        .ok_or_else(|| conversation_not_found(&id))?;
+    Ok(HttpResponse::Created().json(conversation_json(&c)))
 }
 
 async fn owned_conversation(state: &AppState, agent: &str, conv: &str) -> Result<(), FdError> {
@@ -302,59 +286,41 @@ async fn rename_conversation(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let (agent, conv) = path.into_inner();
-        owned_conversation(&state, &agent, &conv).await?;
-        let obj = object(&body, INVALID)?;
-        let title = required_text(&obj, "title", INVALID, 200)?;
-        fstore::rename(&state, &conv, title.trim()).await?;
-        let c = fstore::conversation(&state, &conv)
-            .await?
-            .ok_or_else(|| conversation_not_found(&conv))?;
-        Ok::<_, FdError>(HttpResponse::Ok().json(conversation_json(&c)))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let (agent, conv) = path.into_inner();
+    owned_conversation(&state, &agent, &conv).await?;
+    let obj = object(&body, INVALID)?;
+    let title = required_text(&obj, "title", INVALID, 200)?;
+    fstore::rename(&state, &conv, title.trim()).await?;
+    let c = fstore::conversation(&state, &conv)
+        .await?
+        .ok_or_else(|| conversation_not_found(&conv))?;
+    Ok(HttpResponse::Ok().json(conversation_json(&c)))
 }
 
 async fn delete_conversation(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let (agent, conv) = path.into_inner();
-        owned_conversation(&state, &agent, &conv).await?;
-        let deleted = fstore::delete_chat(&state, &conv).await?;
-        Ok::<_, FdError>(
-            HttpResponse::Ok()
-                .json(json!({"deleted": true, "id": conv, "messages_deleted": deleted})),
-        )
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let (agent, conv) = path.into_inner();
+    owned_conversation(&state, &agent, &conv).await?;
+    let deleted = fstore::delete_chat(&state, &conv).await?;
+    Ok(HttpResponse::Ok().json(json!({"deleted": true, "id": conv, "messages_deleted": deleted})))
 }
 
-async fn inbox(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let agent = path.into_inner();
-        core::graph(&state, &agent)?;
-        let unread = fstore::unread_agent_messages(&state, &prefix(&agent)).await?;
-        let messages: Vec<Value> = unread
-            .iter()
-            .map(|m| json!({"id": m.id, "conversation_id": m.chat_id, "role": "assistant", "content": m.content, "created_at": m.created_at}))
-            .collect();
-        Ok::<_, FdError>(
-            HttpResponse::Ok().json(json!({"unread": messages.len(), "messages": messages})),
-        )
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+async fn inbox(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Reply {
+    check_key(&req, &state, false)?;
+    let agent = path.into_inner();
+    core::graph(&state, &agent)?;
+    let unread = fstore::unread_agent_messages(&state, &prefix(&agent)).await?;
+    let messages: Vec<Value> = unread
+        .iter()
+        .map(|m| json!({"id": m.id, "conversation_id": m.chat_id, "role": "assistant", "content": m.content, "created_at": m.created_at}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"unread": messages.len(), "messages": messages})))
 }
 
 async fn mark_read(
@@ -362,30 +328,27 @@ async fn mark_read(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let agent = path.into_inner();
-        core::graph(&state, &agent)?;
-        let obj = object(&body, INVALID)?;
-        let chats: Vec<String> = match optional_text(&obj, "conversation_id", INVALID)? {
-            Some(conv) => {
-                owned_conversation(&state, &agent, &conv).await?;
-                vec![conv]
-            }
-            None => fstore::conversations(&state, &prefix(&agent))
-                .await?
-                .into_iter()
-                .map(|c| c.id)
-                .collect(),
-        };
-        let mut marked = 0;
-        for c in &chats {
-            marked += fstore::mark_read(&state, c).await?;
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let agent = path.into_inner();
+    core::graph(&state, &agent)?;
+    let obj = object(&body, INVALID)?;
+    let chats: Vec<String> = match optional_text(&obj, "conversation_id", INVALID)? {
+        Some(conv) => {
+            owned_conversation(&state, &agent, &conv).await?;
+            vec![conv]
         }
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({"ok": true, "marked": marked})))
+        None => fstore::conversations(&state, &prefix(&agent))
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect(),
     };
-    run.await.unwrap_or_else(|e| e.respond(F))
+    let mut marked = 0;
+    for c in &chats {
+        marked += fstore::mark_read(&state, c).await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({"ok": true, "marked": marked})))
 }
 
 /// Team chat modes: every member answers in parallel in both; they differ in what is asked.
@@ -396,105 +359,104 @@ async fn team_chat(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let team_name = path.into_inner();
-        let team = state
-            .catalog
-            .current()
-            .team(&team_name)
-            .cloned()
-            .ok_or_else(|| {
-                FdError::new(
-                    StatusCode::NOT_FOUND,
-                    "TEAM_NOT_FOUND",
-                    format!("Team '{team_name}' not found"),
-                )
-            })?;
-        let obj = object(&body, INVALID)?;
-        let message = required_text(&obj, "message", "INVALID_MESSAGE", MAX_TEXT)?;
-        let mode = optional_text(&obj, "mode", INVALID)?.unwrap_or_else(|| "parallel".into());
-        if !MODES.contains(&mode.as_str()) {
-            return Err(FdError::invalid(
-                INVALID,
-                "mode",
-                format!("mode must be one of {}", MODES.join(", ")),
-            ));
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let team_name = path.into_inner();
+    let team = state
+        .catalog
+        .current()
+        .team(&team_name)
+        .cloned()
+        .ok_or_else(|| {
+            FdError::new(
+                StatusCode::NOT_FOUND,
+                "TEAM_NOT_FOUND",
+                format!("Team '{team_name}' not found"),
+            )
+        })?;
+    let obj = object(&body, INVALID)?;
+    let message = required_text(&obj, "message", "INVALID_MESSAGE", MAX_TEXT)?;
+    let mode = optional_text(&obj, "mode", INVALID)?.unwrap_or_else(|| "parallel".into());
+    if !MODES.contains(&mode.as_str()) {
+        return Err(Error::from(FdError::invalid(
+            INVALID,
+            "mode",
+            format!("mode must be one of {}", MODES.join(", ")),
+        )));
+    }
+    let prompt = match mode.as_str() {
+        "brainstorm" => format!("Brainstorm: {message}"),
+        _ => message.clone(),
+    };
+    let asks = team.agents.iter().map(|agent| {
+        let st = state.get_ref().clone();
+        let prompt = prompt.clone();
+        let team_name = team_name.clone();
+        let agent = agent.clone();
+        async move {
+            let g = core::graph(&st, &agent)?;
+            let chat = fstore::chat_for_key(
+                &st,
+                &format!("fd:team:{team_name}:{agent}"),
+                &agent,
+                &format!("Team {team_name}"),
+            )
+            .await?;
+            let a = core::ask(&st, &agent, &chat, &prompt, None, None).await;
+            Ok::<_, AskError>((agent, core::agent_name(&g), a))
         }
-        let prompt = match mode.as_str() {
-            "brainstorm" => format!("Brainstorm: {message}"),
-            _ => message.clone(),
-        };
-        let asks = team.agents.iter().map(|agent| {
-            let st = state.get_ref().clone();
-            let prompt = prompt.clone();
-            let team_name = team_name.clone();
-            let agent = agent.clone();
-            async move {
-                let g = core::graph(&st, &agent)?;
-                let chat = fstore::chat_for_key(
-                    &st,
-                    &format!("fd:team:{team_name}:{agent}"),
-                    &agent,
-                    &format!("Team {team_name}"),
-                )
-                .await?;
-                let a = core::ask(&st, &agent, &chat, &prompt, None, None).await;
-                Ok::<_, AskError>((agent, core::agent_name(&g), a))
+    });
+    let results = futures_util::future::join_all(asks).await;
+    let mut responses = Vec::new();
+    let mut answered = Vec::new();
+    for r in results {
+        let (agent, name, a) = r?;
+        match a {
+            Ok(a) => {
+                answered.push((name.clone(), a.text.clone()));
+                responses.push(json!({"agent_id": agent, "agent_name": name, "content": a.text}));
             }
-        });
-        let results = futures_util::future::join_all(asks).await;
-        let mut responses = Vec::new();
-        let mut answered = Vec::new();
-        for r in results {
-            let (agent, name, a) = r?;
-            match a {
-                Ok(a) => {
-                    answered.push((name.clone(), a.text.clone()));
-                    responses.push(json!({"agent_id": agent, "agent_name": name, "content": a.text}));
-                }
-                Err(e) => responses.push(json!({"agent_id": agent, "agent_name": name, "content": null, "error": e.to_string()})),
-            }
+            Err(e) => responses.push(json!({"agent_id": agent, "agent_name": name, "content": null, "error": e.to_string()})),
         }
-        if answered.is_empty() {
-            return Err(FdError::new(
+    }
+    if answered.is_empty() {
+        return Err(Error::from(
+            FdError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "AGENT_UNAVAILABLE",
                 "No member of the team answered",
             )
-            .details(json!({"responses": responses})));
+            .details(json!({"responses": responses})),
+        ));
+    }
+    let digest = answered
+        .iter()
+        .map(|(name, text)| format!("- {name}: {}", first_line(text)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let summary = match &team.summary_agent {
+        Some(agent) => {
+            let chat = fstore::chat_for_key(
+                &state,
+                &format!("fd:team:{team_name}:summary:{agent}"),
+                agent,
+                &format!("Team {team_name} summary"),
+            )
+            .await?;
+            let ask = format!("Summarise these answers to \"{message}\":\n{digest}");
+            core::ask(&state, agent, &chat, &ask, None, None)
+                .await?
+                .text
         }
-        let digest = answered
-            .iter()
-            .map(|(name, text)| format!("- {name}: {}", first_line(text)))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let summary = match &team.summary_agent {
-            Some(agent) => {
-                let chat = fstore::chat_for_key(
-                    &state,
-                    &format!("fd:team:{team_name}:summary:{agent}"),
-                    agent,
-                    &format!("Team {team_name} summary"),
-                )
-                .await?;
-                let ask = format!("Summarise these answers to \"{message}\":\n{digest}");
-                core::ask(&state, agent, &chat, &ask, None, None)
-                    .await?
-                    .text
-            }
-            None => format!(
-                "{} of {} agents answered:\n{digest}",
-                answered.len(),
-                team.agents.len()
-            ),
-        };
-        Ok(HttpResponse::Ok().json(
-            json!({"responses": responses, "summary": summary, "mode": mode, "team_id": team_name}),
-        ))
+        None => format!(
+            "{} of {} agents answered:\n{digest}",
+            answered.len(),
+            team.agents.len()
+        ),
     };
-    run.await.unwrap_or_else(|e: FdError| e.respond(F))
+    Ok(HttpResponse::Ok().json(
+        json!({"responses": responses, "summary": summary, "mode": mode, "team_id": team_name}),
+    ))
 }
 
 fn first_line(text: &str) -> String {

@@ -19,12 +19,14 @@ use tokio::sync::broadcast;
 
 use super::core;
 use super::http::{
-    check_key, object, optional_text, required_text, sse, Family, FdError, MAX_TEXT,
+    check_key, object, optional_text, required_text, sse, ConversationsEnvelope, Error, FdError,
+    MAX_TEXT,
 };
 use super::store as fstore;
 use crate::state::AppState;
 
-const F: Family = Family::Conversations;
+/// What a handler of this front door answers; errors come out in its envelope.
+type Reply = Result<HttpResponse, Error<ConversationsEnvelope>>;
 const INVALID: &str = "INVALID_REQUEST";
 const TYPES: &[&str] = &["text", "image", "file", "ping"];
 
@@ -133,38 +135,41 @@ fn publish(state: &AppState, events: Vec<ConvEvent>) {
     }
 }
 
-async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let obj = object(&body, INVALID)?;
-        let title = required_text(&obj, "title", INVALID, 200)?
-            .trim()
-            .to_string();
-        let participants = str_list(obj.get("participants"), "participants")?;
-        let metadata = match obj.get("metadata") {
-            None | Some(Value::Null) => json!({}),
-            Some(Value::Object(m)) => Value::Object(m.clone()),
-            Some(_) => return Err(FdError::invalid(INVALID, "metadata", "must be an object")),
-        };
-        let (conv, ev) = state
-            .store
-            .write(move |w| {
-                let id = nanoid::nanoid!();
-                w.c.prepare_cached("INSERT INTO fd_conversations (id, title, metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)")?
-                    .execute(params![id, title, metadata.to_string(), w.now])?;
-                for p in &participants {
-                    w.c.prepare_cached("INSERT INTO fd_participants (conversation_id, participant) VALUES (?1, ?2)")?
-                        .execute(params![id, p])?;
-                }
-                let ev = record(w.c, w.now, "conversation.created", &id, json!({"title": title, "participants": participants}))?;
-                Ok((json!({"id": id, "title": title, "createdAt": crate::api::iso(w.now)}), ev))
-            })
-            .await
-            .map_err(fstore::internal)?;
-        publish(&state, vec![ev]);
-        Ok::<_, FdError>(HttpResponse::Created().json(conv))
+async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Reply {
+    check_key(&req, &state, false)?;
+    let obj = object(&body, INVALID)?;
+    let title = required_text(&obj, "title", INVALID, 200)?
+        .trim()
+        .to_string();
+    let participants = str_list(obj.get("participants"), "participants")?;
+    let metadata = match obj.get("metadata") {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(_) => {
+            return Err(Error::from(FdError::invalid(
+                INVALID,
+                "metadata",
+                "must be an object",
+            )))
+        }
     };
-    run.await.unwrap_or_else(|e| e.respond(F))
+    let (conv, ev) = state
+        .store
+        .write(move |w| {
+            let id = nanoid::nanoid!();
+            w.c.prepare_cached("INSERT INTO fd_conversations (id, title, metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)")?
+                .execute(params![id, title, metadata.to_string(), w.now])?;
+            for p in &participants {
+                w.c.prepare_cached("INSERT INTO fd_participants (conversation_id, participant) VALUES (?1, ?2)")?
+                    .execute(params![id, p])?;
+            }
+            let ev = record(w.c, w.now, "conversation.created", &id, json!({"title": title, "participants": participants}))?;
+            Ok((json!({"id": id, "title": title, "createdAt": crate::api::iso(w.now)}), ev))
+        })
+        .await
+        .map_err(fstore::internal)?;
+    publish(&state, vec![ev]);
+    Ok(HttpResponse::Created().json(conv))
 }
 
 /// A conversation summary; `participant` adds its unread count.
@@ -236,61 +241,51 @@ fn summary(
     Ok(Some(out))
 }
 
-async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let participant = form_urlencoded::parse(req.query_string().as_bytes())
-            .find(|(k, _)| k == "participant")
-            .map(|(_, v)| v.into_owned());
-        let list = state
-            .store
-            .read(move |c, _, _| {
-                let ids: Vec<String> = match &participant {
-                    Some(p) => c
-                        .prepare_cached(
-                            "SELECT c.id FROM fd_conversations c JOIN fd_participants p ON p.conversation_id = c.id
-                             WHERE p.participant = ?1 ORDER BY c.updated_at DESC, c.seq DESC",
-                        )?
-                        .query_map(params![p], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?,
-                    None => c
-                        .prepare_cached("SELECT id FROM fd_conversations ORDER BY updated_at DESC, seq DESC LIMIT 500")?
-                        .query_map([], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?,
-                };
-                let mut out = Vec::new();
-                for id in ids {
-                    if let Some(s) = summary(c, &id, participant.as_deref())? {
-                        out.push(s);
-                    }
+async fn list(req: HttpRequest, state: web::Data<AppState>) -> Reply {
+    check_key(&req, &state, false)?;
+    let participant = form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "participant")
+        .map(|(_, v)| v.into_owned());
+    let list = state
+        .store
+        .read(move |c, _, _| {
+            let ids: Vec<String> = match &participant {
+                Some(p) => c
+                    .prepare_cached(
+                        "SELECT c.id FROM fd_conversations c JOIN fd_participants p ON p.conversation_id = c.id
+                         WHERE p.participant = ?1 ORDER BY c.updated_at DESC, c.seq DESC",
+                    )?
+                    .query_map(params![p], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?,
+                None => c
+                    .prepare_cached("SELECT id FROM fd_conversations ORDER BY updated_at DESC, seq DESC LIMIT 500")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?,
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(s) = summary(c, &id, participant.as_deref())? {
+                    out.push(s);
                 }
-                Ok(out)
-            })
-            .await
-            .map_err(fstore::internal)?;
-        Ok::<_, FdError>(HttpResponse::Ok().json(list))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(fstore::internal)?;
+    Ok(HttpResponse::Ok().json(list))
 }
 
-async fn get_one(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let id = path.into_inner();
-        let id2 = id.clone();
-        let s = state
-            .store
-            .read(move |c, _, _| summary(c, &id2, None))
-            .await
-            .map_err(fstore::internal)?;
-        s.map(|s| HttpResponse::Ok().json(s))
-            .ok_or_else(|| not_found(&id))
-    };
-    run.await.unwrap_or_else(|e: FdError| e.respond(F))
+async fn get_one(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Reply {
+    check_key(&req, &state, false)?;
+    let id = path.into_inner();
+    let id2 = id.clone();
+    let s = state
+        .store
+        .read(move |c, _, _| summary(c, &id2, None))
+        .await
+        .map_err(fstore::internal)?;
+    let s = s.ok_or_else(|| not_found(&id))?;
+    Ok(HttpResponse::Ok().json(s))
 }
 
 async fn exists(state: &AppState, id: &str) -> Result<(), FdError> {
@@ -319,80 +314,67 @@ async fn set_bot(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let conv = path.into_inner();
-        exists(&state, &conv).await?;
-        let obj = object(&body, INVALID)?;
-        let bot = required_text(&obj, "bot", INVALID, 200)?;
-        let enabled = match obj.get("enabled") {
-            Some(Value::Bool(b)) => *b,
-            _ => {
-                return Err(FdError::invalid(
-                    INVALID,
-                    "enabled",
-                    "Field 'enabled' must be true or false",
-                ))
-            }
-        };
-        core::graph(&state, &bot)?;
-        let conv2 = conv.clone();
-        let (bots, ev) = state
-            .store
-            .write(move |w| {
-                w.c.prepare_cached(
-                    "INSERT INTO fd_bots (conversation_id, bot, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (conversation_id, bot) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
-                )?
-                .execute(params![conv2, bot, enabled as i64, w.now])?;
-                let bots: Vec<String> = w
-                    .c
-                    .prepare_cached("SELECT bot FROM fd_bots WHERE conversation_id = ?1 AND enabled = 1 ORDER BY bot")?
-                    .query_map(params![conv2], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                let ev = record(w.c, w.now, "bot.updated", &conv2, json!({"bot": bot, "enabled": enabled}))?;
-                Ok((bots, ev))
-            })
-            .await
-            .map_err(fstore::internal)?;
-        let bot = ev.payload["bot"].clone();
-        publish(&state, vec![ev]);
-        Ok::<_, FdError>(
-            HttpResponse::Ok().json(
-                json!({"conversationId": conv, "bot": bot, "enabled": enabled, "bots": bots}),
-            ),
-        )
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let conv = path.into_inner();
+    exists(&state, &conv).await?;
+    let obj = object(&body, INVALID)?;
+    let bot = required_text(&obj, "bot", INVALID, 200)?;
+    let enabled = match obj.get("enabled") {
+        Some(Value::Bool(b)) => *b,
+        _ => {
+            return Err(Error::from(FdError::invalid(
+                INVALID,
+                "enabled",
+                "Field 'enabled' must be true or false",
+            )))
+        }
     };
-    run.await.unwrap_or_else(|e| e.respond(F))
+    core::graph(&state, &bot)?;
+    let conv2 = conv.clone();
+    let (bots, ev) = state
+        .store
+        .write(move |w| {
+            w.c.prepare_cached(
+                "INSERT INTO fd_bots (conversation_id, bot, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (conversation_id, bot) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
+            )?
+            .execute(params![conv2, bot, enabled as i64, w.now])?;
+            let bots: Vec<String> = w
+                .c
+                .prepare_cached("SELECT bot FROM fd_bots WHERE conversation_id = ?1 AND enabled = 1 ORDER BY bot")?
+                .query_map(params![conv2], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let ev = record(w.c, w.now, "bot.updated", &conv2, json!({"bot": bot, "enabled": enabled}))?;
+            Ok((bots, ev))
+        })
+        .await
+        .map_err(fstore::internal)?;
+    let bot = ev.payload["bot"].clone();
+    publish(&state, vec![ev]);
+    Ok(HttpResponse::Ok()
+        .json(json!({"conversationId": conv, "bot": bot, "enabled": enabled, "bots": bots})))
 }
 
-async fn get_bots(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let conv = path.into_inner();
-        exists(&state, &conv).await?;
-        let conv2 = conv.clone();
-        let bots = state
-            .store
-            .read(move |c, _, _| {
-                let rows: Vec<Value> = c
-                    .prepare_cached("SELECT bot, enabled, updated_at FROM fd_bots WHERE conversation_id = ?1 ORDER BY bot")?
-                    .query_map(params![conv2], |r| {
-                        Ok(json!({"bot": r.get::<_, String>(0)?, "enabled": r.get::<_, i64>(1)? == 1, "updatedAt": crate::api::iso(r.get(2)?)}))
-                    })?
-                    .collect::<Result<_, _>>()?;
-                Ok(rows)
-            })
-            .await
-            .map_err(fstore::internal)?;
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({"conversationId": conv, "bots": bots})))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+async fn get_bots(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Reply {
+    check_key(&req, &state, false)?;
+    let conv = path.into_inner();
+    exists(&state, &conv).await?;
+    let conv2 = conv.clone();
+    let bots = state
+        .store
+        .read(move |c, _, _| {
+            let rows: Vec<Value> = c
+                .prepare_cached("SELECT bot, enabled, updated_at FROM fd_bots WHERE conversation_id = ?1 ORDER BY bot")?
+                .query_map(params![conv2], |r| {
+                    Ok(json!({"bot": r.get::<_, String>(0)?, "enabled": r.get::<_, i64>(1)? == 1, "updatedAt": crate::api::iso(r.get(2)?)}))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .map_err(fstore::internal)?;
+    Ok(HttpResponse::Ok().json(json!({"conversationId": conv, "bots": bots})))
 }
 
 /// One conversation message as stored.
@@ -458,119 +440,128 @@ async fn post_message(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let conv = path.into_inner();
-        exists(&state, &conv).await?;
-        let obj = object(&body, INVALID)?;
-        let from = required_text(&obj, "from", INVALID, 200)?;
-        let to = optional_text(&obj, "to", INVALID)?;
-        let kind = optional_text(&obj, "type", INVALID)?.unwrap_or_else(|| "text".into());
-        if !TYPES.contains(&kind.as_str()) {
-            return Err(FdError::invalid(
-                INVALID,
-                "type",
-                format!("type must be one of {}", TYPES.join(", ")),
-            ));
-        }
-        let attachments = match obj.get("attachments") {
-            None | Some(Value::Null) => json!([]),
-            Some(Value::Array(a)) => {
-                for (i, att) in a.iter().enumerate() {
-                    let url_ok = att
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .is_some_and(|u| !u.trim().is_empty());
-                    if !url_ok {
-                        return Err(FdError::invalid(INVALID, &format!("attachments[{i}].url"), "each attachment needs a non-empty url (attachments are kept as references)"));
-                    }
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let conv = path.into_inner();
+    exists(&state, &conv).await?;
+    let obj = object(&body, INVALID)?;
+    let from = required_text(&obj, "from", INVALID, 200)?;
+    let to = optional_text(&obj, "to", INVALID)?;
+    let kind = optional_text(&obj, "type", INVALID)?.unwrap_or_else(|| "text".into());
+    if !TYPES.contains(&kind.as_str()) {
+        return Err(Error::from(FdError::invalid(
+            INVALID,
+            "type",
+            format!("type must be one of {}", TYPES.join(", ")),
+        )));
+    }
+    let attachments = match obj.get("attachments") {
+        None | Some(Value::Null) => json!([]),
+        Some(Value::Array(a)) => {
+            for (i, att) in a.iter().enumerate() {
+                let url_ok = att
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| !u.trim().is_empty());
+                if !url_ok {
+                    return Err(Error::from(FdError::invalid(INVALID, &format!("attachments[{i}].url"), "each attachment needs a non-empty url (attachments are kept as references)")));
                 }
-                Value::Array(a.clone())
             }
-            Some(_) => return Err(FdError::invalid(INVALID, "attachments", "must be an array")),
-        };
-        let content = match obj.get("content") {
-            Some(Value::String(s)) if s.len() <= MAX_TEXT => s.clone(),
-            Some(Value::String(_)) => {
-                return Err(FdError::invalid(
-                    INVALID,
-                    "content",
-                    format!("must be at most {MAX_TEXT} bytes"),
-                ))
-            }
-            None | Some(Value::Null) => String::new(),
-            Some(_) => return Err(FdError::invalid(INVALID, "content", "must be a string")),
-        };
-        if kind == "text" && content.trim().is_empty() {
-            return Err(FdError::invalid(
-                INVALID,
-                "content",
-                "a text message needs content",
-            ));
+            Value::Array(a.clone())
         }
-        if (kind == "image" || kind == "file")
-            && content.trim().is_empty()
-            && attachments.as_array().is_some_and(Vec::is_empty)
-        {
-            return Err(FdError::invalid(
+        Some(_) => {
+            return Err(Error::from(FdError::invalid(
                 INVALID,
                 "attachments",
-                "an image or file message needs an attachment or content",
-            ));
+                "must be an array",
+            )))
         }
-        let conv2 = conv.clone();
-        let from2 = from.clone();
-        let kind2 = kind.clone();
-        let content2 = content.clone();
-        let (msg, mut events, bots) = state
-            .store
-            .write(move |w| {
-                let (msg, ev) = ConvMessage {
-                    conversation: &conv2,
-                    from: &from2,
-                    to: to.as_deref(),
-                    kind: &kind2,
-                    content: &content2,
-                    attachments: &attachments,
-                    automated: false,
-                }
-                .insert(w.c, w.now)?;
-                let mut events = vec![ev];
-                let mut bots: Vec<(String, String)> = Vec::new();
-                // Bots answer participants' text (and media with a caption), never each other.
-                if kind2 != "ping" && !content2.trim().is_empty() {
-                    let enabled: Vec<String> = w
-                        .c
-                        .prepare_cached("SELECT bot FROM fd_bots WHERE conversation_id = ?1 AND enabled = 1 ORDER BY bot")?
-                        .query_map(params![conv2], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?;
-                    for bot in enabled.into_iter().filter(|b| *b != from2) {
-                        let log_id = nanoid::nanoid!();
-                        w.c.prepare_cached(
-                            "INSERT INTO fd_delivery (id, conversation_id, message_id, bot, status, detail, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, 'queued', NULL, ?5, ?5)",
-                        )?
-                        .execute(params![log_id, conv2, msg["id"].as_str(), bot, w.now])?;
-                        events.push(record(w.c, w.now, "delivery.updated", &conv2, json!({"id": log_id, "bot": bot, "messageId": msg["id"], "status": "queued"}))?);
-                        bots.push((bot, log_id));
-                    }
-                }
-                Ok((msg, events, bots))
-            })
-            .await
-            .map_err(fstore::internal)?;
-        publish(&state, std::mem::take(&mut events));
-        for (bot, log_id) in bots {
-            let st = state.get_ref().clone();
-            let conv = conv.clone();
-            let text = content.clone();
-            let from = from.clone();
-            tokio::spawn(async move { invoke_bot(st, conv, bot, log_id, from, text).await });
-        }
-        Ok::<_, FdError>(HttpResponse::Created().json(msg))
     };
-    run.await.unwrap_or_else(|e| e.respond(F))
+    let content = match obj.get("content") {
+        Some(Value::String(s)) if s.len() <= MAX_TEXT => s.clone(),
+        Some(Value::String(_)) => {
+            return Err(Error::from(FdError::invalid(
+                INVALID,
+                "content",
+                format!("must be at most {MAX_TEXT} bytes"),
+            )))
+        }
+        None | Some(Value::Null) => String::new(),
+        Some(_) => {
+            return Err(Error::from(FdError::invalid(
+                INVALID,
+                "content",
+                "must be a string",
+            )))
+        }
+    };
+    if kind == "text" && content.trim().is_empty() {
+        return Err(Error::from(FdError::invalid(
+            INVALID,
+            "content",
+            "a text message needs content",
+        )));
+    }
+    if (kind == "image" || kind == "file")
+        && content.trim().is_empty()
+        && attachments.as_array().is_some_and(Vec::is_empty)
+    {
+        return Err(Error::from(FdError::invalid(
+            INVALID,
+            "attachments",
+            "an image or file message needs an attachment or content",
+        )));
+    }
+    let conv2 = conv.clone();
+    let from2 = from.clone();
+    let kind2 = kind.clone();
+    let content2 = content.clone();
+    let (msg, mut events, bots) = state
+        .store
+        .write(move |w| {
+            let (msg, ev) = ConvMessage {
+                conversation: &conv2,
+                from: &from2,
+                to: to.as_deref(),
+                kind: &kind2,
+                content: &content2,
+                attachments: &attachments,
+                automated: false,
+            }
+            .insert(w.c, w.now)?;
+            let mut events = vec![ev];
+            let mut bots: Vec<(String, String)> = Vec::new();
+            // Bots answer participants' text (and media with a caption), never each other.
+            if kind2 != "ping" && !content2.trim().is_empty() {
+                let enabled: Vec<String> = w
+                    .c
+                    .prepare_cached("SELECT bot FROM fd_bots WHERE conversation_id = ?1 AND enabled = 1 ORDER BY bot")?
+                    .query_map(params![conv2], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for bot in enabled.into_iter().filter(|b| *b != from2) {
+                    let log_id = nanoid::nanoid!();
+                    w.c.prepare_cached(
+                        "INSERT INTO fd_delivery (id, conversation_id, message_id, bot, status, detail, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, 'queued', NULL, ?5, ?5)",
+                    )?
+                    .execute(params![log_id, conv2, msg["id"].as_str(), bot, w.now])?;
+                    events.push(record(w.c, w.now, "delivery.updated", &conv2, json!({"id": log_id, "bot": bot, "messageId": msg["id"], "status": "queued"}))?);
+                    bots.push((bot, log_id));
+                }
+            }
+            Ok((msg, events, bots))
+        })
+        .await
+        .map_err(fstore::internal)?;
+    publish(&state, std::mem::take(&mut events));
+    for (bot, log_id) in bots {
+        let st = state.get_ref().clone();
+        let conv = conv.clone();
+        let text = content.clone();
+        let from = from.clone();
+        tokio::spawn(async move { invoke_bot(st, conv, bot, log_id, from, text).await });
+    }
+    Ok(HttpResponse::Created().json(msg))
 }
 
 /// Sends a participant's message to one bot: into the bot's hidden chat of this conversation, with
@@ -739,97 +730,94 @@ async fn get_messages(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let conv = path.into_inner();
-        exists(&state, &conv).await?;
-        let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
-            .into_owned()
-            .collect();
-        let limit = match q.get("limit") {
-            None => 50,
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if (1..=200).contains(&n) => n,
-                _ => {
-                    return Err(FdError::invalid(
-                        INVALID,
-                        "limit",
-                        "limit must be a whole number from 1 to 200",
-                    ))
-                }
-            },
-        };
-        let before = q.get("before").cloned();
-        let conv2 = conv.clone();
-        let res = state
-            .store
-            .read(move |c, _, _| {
-                let before_seq: i64 = match &before {
-                    Some(id) => match c
-                        .prepare_cached("SELECT seq FROM fd_messages WHERE id = ?1 AND conversation_id = ?2")?
-                        .query_row(params![id, conv2], |r| r.get(0))
-                        .optional()?
-                    {
-                        Some(s) => s,
-                        None => return Ok(Err(())),
-                    },
-                    None => i64::MAX,
-                };
-                let mut rows: Vec<(i64, Value)> = c
-                    .prepare_cached(
-                        "SELECT seq, id, sender, recipient, type, content, attachments, is_automated, created_at FROM fd_messages
-                         WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-                    )?
-                    .query_map(params![conv2, before_seq, limit + 1], |r| {
-                        let id: String = r.get(1)?;
-                        let (from, to, kind, content): (String, Option<String>, String, String) =
-                            (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
-                        let attachments: Value = serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(json!([]));
-                        let m = ConvMessage {
-                            conversation: &conv2,
-                            from: &from,
-                            to: to.as_deref(),
-                            kind: &kind,
-                            content: &content,
-                            attachments: &attachments,
-                            automated: r.get::<_, i64>(7)? == 1,
-                        };
-                        Ok((r.get::<_, i64>(0)?, m.json(&id, r.get(8)?, json!([]))))
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let conv = path.into_inner();
+    exists(&state, &conv).await?;
+    let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=200).contains(&n) => n,
+            _ => {
+                return Err(Error::from(FdError::invalid(
+                    INVALID,
+                    "limit",
+                    "limit must be a whole number from 1 to 200",
+                )))
+            }
+        },
+    };
+    let before = q.get("before").cloned();
+    let conv2 = conv.clone();
+    let res = state
+        .store
+        .read(move |c, _, _| {
+            let before_seq: i64 = match &before {
+                Some(id) => match c
+                    .prepare_cached("SELECT seq FROM fd_messages WHERE id = ?1 AND conversation_id = ?2")?
+                    .query_row(params![id, conv2], |r| r.get(0))
+                    .optional()?
+                {
+                    Some(s) => s,
+                    None => return Ok(Err(())),
+                },
+                None => i64::MAX,
+            };
+            let mut rows: Vec<(i64, Value)> = c
+                .prepare_cached(
+                    "SELECT seq, id, sender, recipient, type, content, attachments, is_automated, created_at FROM fd_messages
+                     WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                )?
+                .query_map(params![conv2, before_seq, limit + 1], |r| {
+                    let id: String = r.get(1)?;
+                    let (from, to, kind, content): (String, Option<String>, String, String) =
+                        (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+                    let attachments: Value = serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(json!([]));
+                    let m = ConvMessage {
+                        conversation: &conv2,
+                        from: &from,
+                        to: to.as_deref(),
+                        kind: &kind,
+                        content: &content,
+                        attachments: &attachments,
+                        automated: r.get::<_, i64>(7)? == 1,
+                    };
+                    Ok((r.get::<_, i64>(0)?, m.json(&id, r.get(8)?, json!([]))))
+                })?
+                .collect::<Result<_, _>>()?;
+            let has_more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            rows.reverse();
+            let mut reads = c.prepare_cached("SELECT participant, read_at FROM fd_reads WHERE message_id = ?1 ORDER BY read_at")?;
+            let mut out = Vec::new();
+            for (_, mut m) in rows {
+                let read_by: Vec<Value> = reads
+                    .query_map(params![m["id"].as_str()], |r| {
+                        Ok(json!({"participant": r.get::<_, String>(0)?, "readAt": crate::api::iso(r.get(1)?)}))
                     })?
                     .collect::<Result<_, _>>()?;
-                let has_more = rows.len() as i64 > limit;
-                rows.truncate(limit as usize);
-                rows.reverse();
-                let mut reads = c.prepare_cached("SELECT participant, read_at FROM fd_reads WHERE message_id = ?1 ORDER BY read_at")?;
-                let mut out = Vec::new();
-                for (_, mut m) in rows {
-                    let read_by: Vec<Value> = reads
-                        .query_map(params![m["id"].as_str()], |r| {
-                            Ok(json!({"participant": r.get::<_, String>(0)?, "readAt": crate::api::iso(r.get(1)?)}))
-                        })?
-                        .collect::<Result<_, _>>()?;
-                    m["readBy"] = Value::Array(read_by);
-                    out.push(m);
-                }
-                Ok(Ok((out, has_more)))
-            })
-            .await
-            .map_err(fstore::internal)?;
-        let (messages, has_more) = res.map_err(|()| {
-            FdError::invalid(INVALID, "before", "no such message in this conversation")
-        })?;
-        let mut resp = HttpResponse::Ok();
-        resp.insert_header(("x-has-more", has_more.to_string()));
-        if let (true, Some(first)) = (has_more, messages.first()) {
-            resp.insert_header((
-                "x-next-before",
-                first["id"].as_str().unwrap_or_default().to_string(),
-            ));
-        }
-        Ok::<_, FdError>(resp.json(messages))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+                m["readBy"] = Value::Array(read_by);
+                out.push(m);
+            }
+            Ok(Ok((out, has_more)))
+        })
+        .await
+        .map_err(fstore::internal)?;
+    let (messages, has_more) = res.map_err(|()| {
+        FdError::invalid(INVALID, "before", "no such message in this conversation")
+    })?;
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header(("x-has-more", has_more.to_string()));
+    if let (true, Some(first)) = (has_more, messages.first()) {
+        resp.insert_header((
+            "x-next-before",
+            first["id"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    Ok(resp.json(messages))
 }
 
 async fn mark_read(
@@ -837,79 +825,73 @@ async fn mark_read(
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let conv = path.into_inner();
-        exists(&state, &conv).await?;
-        let obj = object(&body, INVALID)?;
-        let participant = required_text(&obj, "participant", INVALID, 200)?;
-        let ids = str_list(obj.get("messageIds"), "messageIds")?;
-        let conv2 = conv.clone();
-        let (marked, ev) = state
-            .store
-            .write(move |w| {
-                let mut marked = 0;
-                let all: Vec<String> = w
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let conv = path.into_inner();
+    exists(&state, &conv).await?;
+    let obj = object(&body, INVALID)?;
+    let participant = required_text(&obj, "participant", INVALID, 200)?;
+    let ids = str_list(obj.get("messageIds"), "messageIds")?;
+    let conv2 = conv.clone();
+    let (marked, ev) = state
+        .store
+        .write(move |w| {
+            let mut marked = 0;
+            let all: Vec<String> = w
+                .c
+                .prepare_cached("SELECT id FROM fd_messages WHERE conversation_id = ?1 AND sender <> ?2")?
+                .query_map(params![conv2, participant], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in all.iter().filter(|id| ids.is_empty() || ids.contains(id)) {
+                marked += w
                     .c
-                    .prepare_cached("SELECT id FROM fd_messages WHERE conversation_id = ?1 AND sender <> ?2")?
-                    .query_map(params![conv2, participant], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                for id in all.iter().filter(|id| ids.is_empty() || ids.contains(id)) {
-                    marked += w
-                        .c
-                        .prepare_cached("INSERT OR IGNORE INTO fd_reads (message_id, participant, read_at) VALUES (?1, ?2, ?3)")?
-                        .execute(params![id, participant, w.now])?;
-                }
-                let ev = record(w.c, w.now, "read.updated", &conv2, json!({"participant": participant, "marked": marked}))?;
-                Ok((marked, ev))
-            })
-            .await
-            .map_err(fstore::internal)?;
-        publish(&state, vec![ev]);
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({"conversationId": conv, "marked": marked})))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+                    .prepare_cached("INSERT OR IGNORE INTO fd_reads (message_id, participant, read_at) VALUES (?1, ?2, ?3)")?
+                    .execute(params![id, participant, w.now])?;
+            }
+            let ev = record(w.c, w.now, "read.updated", &conv2, json!({"participant": participant, "marked": marked}))?;
+            Ok((marked, ev))
+        })
+        .await
+        .map_err(fstore::internal)?;
+    publish(&state, vec![ev]);
+    Ok(HttpResponse::Ok().json(json!({"conversationId": conv, "marked": marked})))
 }
 
 async fn delivery_logs(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, false)?;
-        let conv = path.into_inner();
-        exists(&state, &conv).await?;
-        let conv2 = conv.clone();
-        let logs = state
-            .store
-            .read(move |c, _, _| {
-                let rows: Vec<Value> = c
-                    .prepare_cached(
-                        "SELECT id, message_id, bot, status, detail, reply_id, created_at, updated_at FROM fd_delivery
-                         WHERE conversation_id = ?1 ORDER BY seq",
-                    )?
-                    .query_map(params![conv2], |r| {
-                        Ok(json!({
-                            "id": r.get::<_, String>(0)?,
-                            "messageId": r.get::<_, String>(1)?,
-                            "bot": r.get::<_, String>(2)?,
-                            "status": r.get::<_, String>(3)?,
-                            "detail": r.get::<_, Option<String>>(4)?,
-                            "replyId": r.get::<_, Option<String>>(5)?,
-                            "createdAt": crate::api::iso(r.get(6)?),
-                            "updatedAt": crate::api::iso(r.get(7)?),
-                        }))
-                    })?
-                    .collect::<Result<_, _>>()?;
-                Ok(rows)
-            })
-            .await
-            .map_err(fstore::internal)?;
-        Ok::<_, FdError>(HttpResponse::Ok().json(json!({"conversationId": conv, "logs": logs})))
-    };
-    run.await.unwrap_or_else(|e| e.respond(F))
+) -> Reply {
+    check_key(&req, &state, false)?;
+    let conv = path.into_inner();
+    exists(&state, &conv).await?;
+    let conv2 = conv.clone();
+    let logs = state
+        .store
+        .read(move |c, _, _| {
+            let rows: Vec<Value> = c
+                .prepare_cached(
+                    "SELECT id, message_id, bot, status, detail, reply_id, created_at, updated_at FROM fd_delivery
+                     WHERE conversation_id = ?1 ORDER BY seq",
+                )?
+                .query_map(params![conv2], |r| {
+                    Ok(json!({
+                        "id": r.get::<_, String>(0)?,
+                        "messageId": r.get::<_, String>(1)?,
+                        "bot": r.get::<_, String>(2)?,
+                        "status": r.get::<_, String>(3)?,
+                        "detail": r.get::<_, Option<String>>(4)?,
+                        "replyId": r.get::<_, Option<String>>(5)?,
+                        "createdAt": crate::api::iso(r.get(6)?),
+                        "updatedAt": crate::api::iso(r.get(7)?),
+                    }))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .map_err(fstore::internal)?;
+    Ok(HttpResponse::Ok().json(json!({"conversationId": conv, "logs": logs})))
 }
 
 /// Persisted feed events after `after` (by seq), oldest first, for one conversation or all.
@@ -1070,68 +1052,60 @@ fn last_event_id(req: &HttpRequest) -> Option<String> {
         })
 }
 
-async fn stream(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, true)?;
-        let conv = path.into_inner();
-        exists(&state, &conv).await?;
-        let after =
-            match last_event_id(&req) {
-                Some(id) => Some(seq_of(&state, &id).await?.ok_or_else(|| {
-                    FdError::invalid(INVALID, "Last-Event-ID", "unknown event id")
-                })?),
-                None => None,
-            };
-        Ok::<_, FdError>(feed(state.get_ref().clone(), Some(conv), after))
+async fn stream(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Reply {
+    check_key(&req, &state, true)?;
+    let conv = path.into_inner();
+    exists(&state, &conv).await?;
+    let after = match last_event_id(&req) {
+        Some(id) => Some(
+            seq_of(&state, &id)
+                .await?
+                .ok_or_else(|| FdError::invalid(INVALID, "Last-Event-ID", "unknown event id"))?,
+        ),
+        None => None,
     };
-    run.await.unwrap_or_else(|e| e.respond(F))
+    Ok(feed(state.get_ref().clone(), Some(conv), after))
 }
 
-async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let run = async {
-        check_key(&req, &state, true)?;
-        let wants_sse = req
-            .headers()
-            .get("accept")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/event-stream"));
-        let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
-            .into_owned()
-            .collect();
-        let after =
-            match (q.get("after"), last_event_id(&req)) {
-                (Some(a), _) => Some(a.parse::<i64>().map_err(|_| {
-                    FdError::invalid(INVALID, "after", "after must be an event seq number")
-                })?),
-                (None, Some(id)) => Some(seq_of(&state, &id).await?.ok_or_else(|| {
-                    FdError::invalid(INVALID, "Last-Event-ID", "unknown event id")
-                })?),
-                (None, None) => None,
-            };
-        if wants_sse {
-            return Ok(feed(state.get_ref().clone(), None, after));
-        }
-        let limit = match q.get("limit") {
-            None => 100,
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if (1..=500).contains(&n) => n,
-                _ => {
-                    return Err(FdError::invalid(
-                        INVALID,
-                        "limit",
-                        "limit must be a whole number from 1 to 500",
-                    ))
-                }
-            },
-        };
-        let list = events_after(&state, None, after.unwrap_or(0), limit).await?;
-        let next = list.last().map(|e| e.seq);
-        let list: Vec<Value> = list.iter().map(ConvEvent::json).collect();
-        Ok(HttpResponse::Ok().json(json!({"events": list, "next": next})))
+async fn events(req: HttpRequest, state: web::Data<AppState>) -> Reply {
+    check_key(&req, &state, true)?;
+    let wants_sse = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let q: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let after = match (q.get("after"), last_event_id(&req)) {
+        (Some(a), _) => Some(a.parse::<i64>().map_err(|_| {
+            FdError::invalid(INVALID, "after", "after must be an event seq number")
+        })?),
+        (None, Some(id)) => Some(
+            seq_of(&state, &id)
+                .await?
+                .ok_or_else(|| FdError::invalid(INVALID, "Last-Event-ID", "unknown event id"))?,
+        ),
+        (None, None) => None,
     };
-    run.await.unwrap_or_else(|e: FdError| e.respond(F))
+    if wants_sse {
+        return Ok(feed(state.get_ref().clone(), None, after));
+    }
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=500).contains(&n) => n,
+            _ => {
+                return Err(Error::from(FdError::invalid(
+                    INVALID,
+                    "limit",
+                    "limit must be a whole number from 1 to 500",
+                )))
+            }
+        },
+    };
+    let list = events_after(&state, None, after.unwrap_or(0), limit).await?;
+    let next = list.last().map(|e| e.seq);
+    let list: Vec<Value> = list.iter().map(ConvEvent::json).collect();
+    Ok(HttpResponse::Ok().json(json!({"events": list, "next": next})))
 }

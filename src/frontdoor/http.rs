@@ -1,8 +1,10 @@
 //! HTTP plumbing shared by the front doors: each family's error envelope, the key check, JSON
 //! bodies, and SSE responses.
 
+use std::marker::PhantomData;
+
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::Stream;
 use serde_json::{json, Map, Value};
 
@@ -99,6 +101,59 @@ impl From<AskError> for FdError {
                 FdError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", msg)
             }
         }
+    }
+}
+
+/// Which envelope an [`Error`] is answered in.
+pub trait Envelope {
+    const FAMILY: Family;
+}
+
+/// The chat API's envelope.
+#[derive(Debug)]
+pub struct ChatEnvelope;
+impl Envelope for ChatEnvelope {
+    const FAMILY: Family = Family::Chat;
+}
+
+/// The conversations API's envelope.
+#[derive(Debug)]
+pub struct ConversationsEnvelope;
+impl Envelope for ConversationsEnvelope {
+    const FAMILY: Family = Family::Conversations;
+}
+
+/// A front-door error as an actix error: the one place it becomes an HTTP answer, in the
+/// envelope of family `E`. Handlers return `Result<HttpResponse, Error<E>>` and use `?` on
+/// [`FdError`] and [`AskError`].
+#[derive(Debug)]
+pub struct Error<E>(pub FdError, PhantomData<E>);
+
+impl<E> From<FdError> for Error<E> {
+    fn from(e: FdError) -> Self {
+        Error(e, PhantomData)
+    }
+}
+
+impl<E> From<AskError> for Error<E> {
+    fn from(e: AskError) -> Self {
+        Error(e.into(), PhantomData)
+    }
+}
+
+impl<E> std::fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code, self.0.message)
+    }
+}
+
+impl<E: Envelope + std::fmt::Debug> ResponseError for Error<E> {
+    fn status_code(&self) -> StatusCode {
+        self.0.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0.respond(E::FAMILY)
     }
 }
 
