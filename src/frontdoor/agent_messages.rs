@@ -4,14 +4,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::core::{self, Answer};
 use super::http::{
-    check_key, data_frame, object, optional_text, required_text, Family, FdError, MAX_TEXT,
+    check_key, object, optional_text, required_text, sse_from, Family, FdError, MAX_TEXT,
 };
 use super::limits::{Quota, Refused};
 use super::store as fstore;
@@ -245,44 +242,26 @@ async fn stream_answer(state: AppState, m: Msg, permit: super::limits::Permit) -
         let _ = fstore::post_user_message(&state, &m.chat_id, &m.text, Some(trace_of(&m))).await;
         return error(e.into(), q);
     }
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<bytes::Bytes>();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let forward = {
-            let out_tx = out_tx.clone();
-            tokio::spawn(async move {
-                let mut rx = UnboundedReceiverStream::new(rx);
-                while let Some(delta) = rx.next().await {
-                    if !delta.is_empty() {
-                        let _ =
-                            out_tx.send(data_frame(&json!({"type": "token", "content": delta})));
-                    }
+    let trace = Some(trace_of(&m));
+    let (agent, chat, text) = (m.agent.clone(), m.chat_id.clone(), m.text.clone());
+    let body = core::ask_sse(
+        state,
+        agent,
+        chat,
+        text,
+        trace,
+        |piece| json!({"type": "token", "content": piece}),
+        move |outcome| {
+            // The agent's slot is held until its answer is complete.
+            drop(permit);
+            vec![match outcome {
+                Ok(a) => json!({"type": "done", "data": data_of(&m, &a)}),
+                Err(e) => {
+                    let fe: FdError = e.into();
+                    json!({"type": "error", "error": fe.body(F)["error"]})
                 }
-            })
-        };
-        let result = core::ask(
-            &state,
-            &m.agent,
-            &m.chat_id,
-            &m.text,
-            Some(trace_of(&m)),
-            Some(tx),
-        )
-        .await;
-        let _ = forward.await;
-        let last = match result {
-            Ok(a) => json!({"type": "done", "data": data_of(&m, &a)}),
-            Err(e) => {
-                let fe: FdError = e.into();
-                json!({"type": "error", "error": fe.body(F)["error"]})
-            }
-        };
-        let _ = out_tx.send(data_frame(&last));
-    });
-    with_quota(HttpResponse::Ok(), q)
-        .insert_header(("content-type", "text/event-stream"))
-        .insert_header(("cache-control", "no-cache, no-transform"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(UnboundedReceiverStream::new(out_rx).map(Ok::<_, actix_web::Error>))
+            }]
+        },
+    );
+    sse_from(with_quota(HttpResponse::Ok(), q), body)
 }

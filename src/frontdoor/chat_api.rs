@@ -3,15 +3,12 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::core::{self, AskError};
 use super::http::{
-    check_key, data_frame, object, optional_text, required_text, sse, ChatEnvelope, Error, Family,
-    FdError, MAX_TEXT,
+    check_key, object, optional_text, required_text, sse, ChatEnvelope, Error, Family, FdError,
+    MAX_TEXT,
 };
 use super::store::{self as fstore, Conversation};
 use crate::state::AppState;
@@ -151,36 +148,23 @@ async fn chat_stream(
         let _ = fstore::post_user_message(&state, &r.chat_id, &r.message, None).await;
         return FdError::from(e).respond(F);
     }
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<bytes::Bytes>();
-    let st = state.get_ref().clone();
-    tokio::spawn(async move {
-        let forward = {
-            let out_tx = out_tx.clone();
-            tokio::spawn(async move {
-                let mut rx = UnboundedReceiverStream::new(rx);
-                while let Some(delta) = rx.next().await {
-                    if !delta.is_empty() {
-                        let _ = out_tx.send(data_frame(&json!({"type": "text", "content": delta})));
-                    }
-                }
-            })
-        };
-        let result = core::ask(&st, &r.agent, &r.chat_id, &r.message, None, Some(tx)).await;
-        let _ = forward.await;
-        match result {
-            Ok(_) => {
-                let _ = out_tx.send(data_frame(&json!({"type": "done", "content": ""})));
-            }
-            Err(e) => {
-                let _ = out_tx.send(data_frame(
-                    &json!({"type": "error", "content": e.to_string()}),
-                ));
-            }
-        }
-        let _ = out_tx.send(bytes::Bytes::from_static(b"data: [DONE]\n\n"));
-    });
-    sse(UnboundedReceiverStream::new(out_rx).map(Ok::<_, actix_web::Error>))
+    let body = core::ask_sse(
+        state.get_ref().clone(),
+        r.agent,
+        r.chat_id,
+        r.message,
+        None,
+        |piece| json!({"type": "text", "content": piece}),
+        |outcome| {
+            let last = match outcome {
+                Ok(_) => json!({"type": "done", "content": ""}),
+                Err(e) => json!({"type": "error", "content": e.to_string()}),
+            };
+            // The chat API's clients stop at a literal `[DONE]`.
+            vec![last, Value::String("[DONE]".into())]
+        },
+    );
+    sse(body)
 }
 
 fn query_limit(req: &HttpRequest, default: usize, max: usize) -> Result<usize, FdError> {

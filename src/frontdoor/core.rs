@@ -46,6 +46,40 @@ pub struct Answer {
     pub request: Option<Value>,
 }
 
+/// Called with each piece of a streamed answer, as it arrives.
+pub type OnDelta = dyn Fn(&str) + Send + Sync;
+
+/// Asks like [`ask`] and answers as an SSE body: `delta_frame(piece)` for every piece of the
+/// answer, then `end_frames(outcome)`. The body ends after those; a client that leaves early does
+/// not stop the agent (its answer is stored either way).
+pub fn ask_sse<F>(
+    state: AppState,
+    agent: String,
+    chat_id: String,
+    text: String,
+    trace: Option<Value>,
+    delta_frame: fn(&str) -> Value,
+    end_frames: F,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, actix_web::Error>>
+where
+    F: FnOnce(Result<Answer, AskError>) -> Vec<Value> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel::<bytes::Bytes>();
+    tokio::spawn(async move {
+        let frames = tx.clone();
+        let on_delta = move |piece: &str| {
+            if !piece.is_empty() {
+                let _ = frames.send(super::http::data_frame(&delta_frame(piece)));
+            }
+        };
+        let outcome = ask(&state, &agent, &chat_id, &text, trace, Some(&on_delta)).await;
+        for v in end_frames(outcome) {
+            let _ = tx.send(super::http::data_frame(&v));
+        }
+    });
+    futures_util::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), Ok)
+}
+
 /// Front-door state shared by every HTTP worker thread.
 pub struct FrontDoor {
     pub limits: super::limits::AgentLimits,
@@ -152,7 +186,7 @@ pub async fn ensure_running(state: &AppState, agent: &str) -> Result<(), AskErro
 }
 
 /// Posts `text` as the user's message in `chat_id`, makes sure the agent runs, and waits for its
-/// answer. Deltas of a streamed answer are sent to `deltas` as they arrive. The message is stored
+/// answer. Deltas of a streamed answer go to `on_delta` as they arrive. The message is stored
 /// before anything else, so a failure to start the agent loses nothing.
 pub async fn ask(
     state: &AppState,
@@ -160,7 +194,7 @@ pub async fn ask(
     chat_id: &str,
     text: &str,
     trace: Option<Value>,
-    deltas: Option<mpsc::UnboundedSender<String>>,
+    on_delta: Option<&OnDelta>,
 ) -> Result<Answer, AskError> {
     let g = graph(state, agent)?;
     let started = Instant::now();
@@ -169,7 +203,7 @@ pub async fn ask(
     super::store::post_user_message(state, chat_id, text, trace).await?;
     ensure_running(state, agent).await?;
     let limit = state.settings.chat_reply_timeout;
-    match tokio::time::timeout(limit, wait_answer(state, &mut events, chat_id, deltas)).await {
+    match tokio::time::timeout(limit, wait_answer(state, &mut events, chat_id, on_delta)).await {
         Ok(Ok(mut a)) => {
             a.elapsed = started.elapsed();
             if a.model.is_empty() {
@@ -192,7 +226,7 @@ async fn wait_answer(
     state: &AppState,
     events: &mut broadcast::Receiver<Arc<crate::api::Event>>,
     chat_id: &str,
-    deltas: Option<mpsc::UnboundedSender<String>>,
+    on_delta: Option<&OnDelta>,
 ) -> Result<Answer, String> {
     let mut reply: Option<String> = None;
     let mut streamed = String::new();
@@ -228,8 +262,8 @@ async fn wait_answer(
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_string();
-                    if let Some(d) = &deltas {
-                        let _ = d.send(text.clone());
+                    if let Some(f) = on_delta {
+                        f(&text);
                     }
                     return Ok(finish(state, message_id, text, None).await);
                 } else if role == "system"
@@ -248,8 +282,8 @@ async fn wait_answer(
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 streamed.push_str(delta);
-                if let Some(d) = &deltas {
-                    let _ = d.send(delta.to_string());
+                if let Some(f) = on_delta {
+                    f(delta);
                 }
             }
             "message.streaming.complete" if reply.as_deref() == Some(message_id) => {

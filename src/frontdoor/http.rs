@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use futures_util::Stream;
 use serde_json::{json, Map, Value};
 
@@ -250,14 +250,25 @@ pub fn sse<S>(body: S) -> HttpResponse
 where
     S: Stream<Item = Result<bytes::Bytes, actix_web::Error>> + 'static,
 {
-    HttpResponse::Ok()
+    sse_from(HttpResponse::Ok(), body)
+}
+
+/// [`sse`] on a response that already has headers of its own.
+pub fn sse_from<S>(mut builder: HttpResponseBuilder, body: S) -> HttpResponse
+where
+    S: Stream<Item = Result<bytes::Bytes, actix_web::Error>> + 'static,
+{
+    builder
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache, no-transform"))
         .insert_header(("x-accel-buffering", "no"))
         .streaming(body)
 }
 
-/// One `data:` frame.
+/// One `data:` frame: JSON, or a string as it is (such as `[DONE]`).
 pub fn data_frame(v: &Value) -> bytes::Bytes {
-    bytes::Bytes::from(format!("data: {v}\n\n"))
+    match v {
+        Value::String(s) => bytes::Bytes::from(format!("data: {s}\n\n")),
+        v => bytes::Bytes::from(format!("data: {v}\n\n")),
+    }
 }
