@@ -242,7 +242,10 @@ fn deltas(calls: &[Exchange]) -> Vec<String> {
 }
 
 fn words(n: usize) -> String {
-    (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::test]
@@ -577,11 +580,7 @@ async fn provider_errors_fail_the_batch_honestly() {
         ("cut", true, None),
     ] {
         let chat = new_chat(&s).await;
-        let w = Worker::spawn(
-            &api(&p),
-            llm(&standin, model),
-            &[("AGENTD_CHAT_ID", &chat)],
-        );
+        let w = Worker::spawn(&api(&p), llm(&standin, model), &[("AGENTD_CHAT_ID", &chat)]);
         w.ready();
         post_user(&s, &chat, "a b c d e f").await;
         assert!(
@@ -633,8 +632,10 @@ fn broken_worker(nodes: Value) -> Worker {
 
 #[test]
 fn a_missing_variable_stops_the_worker_naming_it() {
-    let mut w = broken_worker(json!([{"type": "extension", "name": "llm", "addon": "openai_chat",
-        "property": {"model": "m", "api_key": "${env:AGENTD_TEST_NOT_SET}"}}]));
+    let mut w = broken_worker(
+        json!([{"type": "extension", "name": "llm", "addon": "openai_chat",
+        "property": {"model": "m", "api_key": "${env:AGENTD_TEST_NOT_SET}"}}]),
+    );
     let st = w.wait_exit(SOON).expect("the worker must exit");
     assert!(!st.success());
     let t = Instant::now();
