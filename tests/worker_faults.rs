@@ -168,10 +168,15 @@ fn echo(property: Value) -> Value {
 
 /// A new chat of the echo agent; its id.
 async fn new_chat(s: &TestServer) -> String {
+    new_chat_of(s, "echo").await
+}
+
+/// A new chat of `agent`; its id.
+async fn new_chat_of(s: &TestServer, agent: &str) -> String {
     let r = s
         .post(
             "/api/v1/chats",
-            json!({"agentIds": ["echo"], "modelId": "default"}),
+            json!({"agentIds": [agent], "modelId": "default"}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -561,6 +566,80 @@ async fn a_chunk_whose_answer_is_lost_is_not_sent_twice() {
     assert_eq!(chunks[0].fault, Some(Fault::LoseAnswer));
     assert_eq!(chunks[0].status, Some(200), "the lost chunk was applied");
     assert_eq!(agent_answers(&s, &chat).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_request_whose_answer_is_lost_is_asked_once() {
+    let (s, p) = server(&[]);
+    let chat = new_chat_of(&s, "faq").await;
+    p.fault("POST", "/api/v1/chats/*/requests", 1, Fault::LoseAnswer);
+    let faq: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("graphs/faq.json")).unwrap(),
+    )
+    .unwrap();
+    let w = Worker::spawn(
+        &api(&p),
+        faq["nodes"].clone(),
+        &[("AGENTD_CHAT_ID", &chat), ("AGENTD_AGENT_ID", "faq")],
+    );
+    w.ready();
+    post_user(&s, &chat, "help").await;
+    assert!(
+        wait_until(SOON, || async { completed(&p).len() == 1 }).await,
+        "{:?}\n{}",
+        p.log(),
+        w.output()
+    );
+    // Sent again after the lost answer, with the same batch-derived key: the server asked once.
+    let posts = p.calls("POST", "/api/v1/chats/*/requests");
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!(posts[0].fault, Some(Fault::LoseAnswer));
+    assert_eq!(posts[0].status, Some(201));
+    let key = posts[0]
+        .idempotency_key
+        .clone()
+        .expect("an Idempotency-Key");
+    assert!(key.contains(&completed(&p)[0]), "{key}");
+    assert_eq!(posts[1].idempotency_key.as_deref(), Some(key.as_str()));
+    assert!(posts[1].status.is_some_and(|s| s < 300), "{posts:?}");
+    let r = s
+        .get(&format!("/api/v1/chats/{chat}/requests?status=all"))
+        .await;
+    let all = r.body["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["type"], "choice");
+    let a = agent_answers(&s, &chat).await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["sender_id"], "faq");
+}
+
+#[tokio::test]
+async fn an_unscoped_pool_worker_answers_as_each_chats_agent() {
+    let (s, p) = server(&[]);
+    let w = Worker::spawn(&api(&p), echo(json!({"stream": false})), &[]);
+    w.ready();
+    let (ca, cb) = (new_chat_of(&s, "echo").await, new_chat_of(&s, "faq").await);
+    post_user(&s, &ca, "one").await;
+    post_user(&s, &cb, "two").await;
+    let a = wait_answer(&s, &ca, "one").await;
+    let b = wait_answer(&s, &cb, "two").await;
+    let (a, b) = (
+        a.unwrap_or_else(|| panic!("{}", w.output())),
+        b.unwrap_or_else(|| panic!("{}", w.output())),
+    );
+    // The server's agent hint (the chat's first agent) names the sender.
+    assert_eq!(a["sender_id"], "echo");
+    assert_eq!(
+        b["sender_id"], "faq",
+        "the echo worker answers as the faq chat's agent"
+    );
+    for c in p.calls("POST", "/api/v1/dispatch/claim") {
+        assert!(
+            c.body.get("chatId").is_none() && c.body.get("agentId").is_none(),
+            "{:?}",
+            c.body
+        );
+    }
 }
 
 fn llm(standin: &Standin, model: &str) -> Value {
