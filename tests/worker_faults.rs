@@ -653,11 +653,14 @@ async fn provider_errors_fail_the_batch_honestly() {
     // One attempt: each failure is final, and the server says so in the chat.
     let (s, p) = server(&[("DISPATCH_MAX_ATTEMPTS", "1")]);
     // (401 and a 500 that clears on retry are in worker_e2e.)
-    for (model, retryable, delay) in [
+    for (i, (model, retryable, delay)) in [
         ("rate_limited", true, Some(7000)),
         ("server_error", true, None),
         ("cut", true, None),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let chat = new_chat(&s).await;
         let w = Worker::spawn(&api(&p), llm(&standin, model), &[("AGENTD_CHAT_ID", &chat)]);
         w.ready();
@@ -676,12 +679,19 @@ async fn provider_errors_fail_the_batch_honestly() {
             messages(&s, &chat).await,
             w.output()
         );
-        let fails: Vec<_> = p
-            .calls("POST", "/api/v1/dispatch/*/fail")
-            .into_iter()
-            .filter(|e| e.status == Some(204))
-            .collect();
-        let fail = fails.last().unwrap();
+        // The server's answer to the worker's `fail` (the system message may show first).
+        let taken = || {
+            p.calls("POST", "/api/v1/dispatch/*/fail")
+                .into_iter()
+                .filter(|e| e.status == Some(204))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            wait_until(SOON, || async { taken().len() == i + 1 }).await,
+            "{model}: {:?}",
+            p.log()
+        );
+        let fail = taken().pop().unwrap();
         assert_eq!(fail.body["workerId"], "w-1");
         assert_eq!(fail.body["retryable"], retryable, "{model}");
         assert_eq!(
