@@ -637,7 +637,10 @@ async fn post_user(server: &Server, chat: &str, text: &str) -> Res<()> {
 /// the first streamed chunk of the echo worker seen on the event stream.
 async fn dispatch_latency(quick: bool) -> Res<Vec<Row>> {
     let n = if quick { 20 } else { 100 };
-    let server = Arc::new(Server::start(&[("DISPATCH_MODE", "immediate")])?);
+    let server = Arc::new(Server::start(&[
+        ("DISPATCH_MODE", "immediate"),
+        ("WRITE_RATE_LIMIT_MAX", "100000000"),
+    ])?);
     let chat = create_chat(&server, "echo").await?;
     let mut claim_lat = Samples::default();
     let mut rtt = Samples::default();
