@@ -5,9 +5,9 @@
 //! `dispatch/` is the work queue and its deadline scheduler; `events` is the persisted +
 //! ephemeral event bus behind `GET /events/stream`.
 //!
-//! All SQLite work runs on blocking threads (`spawn_blocking`) over two connections: one writer
-//! (every write is one short `BEGIN IMMEDIATE` transaction) and one reader. An API answer of 2xx is
-//! only sent after the commit.
+//! SQLite work stays off the async runtime, over two connections: the writer connection is owned
+//! by one thread that commits queued writes in groups (`writer`), the reader connection is used
+//! on blocking threads. An API answer of 2xx is only sent after the commit.
 
 mod access;
 mod chats;
@@ -19,13 +19,14 @@ mod messages;
 mod requests;
 mod routes;
 mod validate;
+mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::web;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use tokio::sync::{broadcast, Notify};
 
 use crate::catalog::watch::CatalogHandle;
@@ -48,7 +49,8 @@ pub struct Store {
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
+    /// Queue of the writer thread.
+    writer: std::sync::mpsc::Sender<writer::Msg>,
     reader: Mutex<Connection>,
     settings: Arc<Settings>,
     catalog: CatalogHandle,
@@ -124,13 +126,22 @@ impl Store {
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
         let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        let writer = writer::spawn(
+            writer,
+            writer::Context {
+                settings: settings.clone(),
+                catalog: catalog.clone(),
+                events: events.clone(),
+            },
+        )
+        .map_err(|e| ApiError::Internal(format!("cannot start the writer thread: {e}")))?;
         let rate = access::RateLimiter::new(
             settings.write_rate_limit_max,
             settings.write_rate_limit_window_ms,
         );
         let store = Store {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                writer,
                 reader: Mutex::new(reader),
                 settings,
                 catalog,
@@ -156,12 +167,10 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.scheduler.notify_one();
         self.inner.claims.notify_waiters();
-        let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
-        })
-        .await;
+        let (done, checkpointed) = tokio::sync::oneshot::channel();
+        if self.send(writer::Msg::Checkpoint(done)).is_ok() {
+            let _ = checkpointed.await;
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -209,40 +218,41 @@ impl Store {
         self.inner.events.subscribe()
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection, off the async
-    /// runtime. Events recorded by `f` are published after the commit, still under the writer
-    /// lock, so live subscribers see them in commit order.
+    /// Runs `f` in a transaction of the writer thread (its own savepoint within a group commit)
+    /// and answers once that transaction is committed. Events recorded by `f` are published after
+    /// the commit, in commit order; a failing `f` is rolled back alone.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut W) -> Result<T, ApiError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let (value, kick_s, kick_c) = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (res, events, ks, kc) = {
-                let mut w = W {
-                    c: &tx,
-                    now: db::now_ms(),
-                    settings: &inner.settings,
-                    catalog: inner.catalog.current(),
-                    events: Vec::new(),
-                    wake_at: None,
-                    kick_claims: false,
-                };
-                let res = f(&mut w);
-                (res, w.events, w.wake_at, w.kick_claims)
+        type Outcome<T> = Result<(T, Option<i64>, bool), ApiError>;
+        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T>>();
+        let job: writer::Job = Box::new(move |w| {
+            let w = match w {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return None;
+                }
             };
-            let value = res?;
-            tx.commit()?;
-            for e in events {
-                let _ = inner.events.send(Arc::new(e));
+            match f(w) {
+                Ok(v) => {
+                    let kicks = (w.wake_at, w.kick_claims);
+                    Some(Box::new(move |committed: Result<(), ApiError>| {
+                        let _ = tx.send(committed.map(|()| (v, kicks.0, kicks.1)));
+                    }))
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    None
+                }
             }
-            Ok::<_, ApiError>((value, ks, kc))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        });
+        self.send(writer::Msg::Job(job))?;
+        let (value, kick_s, kick_c) = rx
+            .await
+            .map_err(|_| ApiError::Internal("the writer thread is gone".into()))??;
         if let Some(at) = kick_s {
             if at
                 < self
@@ -257,6 +267,13 @@ impl Store {
             self.inner.claims.notify_waiters();
         }
         Ok(value)
+    }
+
+    fn send(&self, msg: writer::Msg) -> Result<(), ApiError> {
+        self.inner
+            .writer
+            .send(msg)
+            .map_err(|_| ApiError::Internal("the writer thread is gone".into()))
     }
 
     /// Runs `f` on the reader connection, off the async runtime.
