@@ -164,7 +164,13 @@ async fn readiness_by_notify_and_by_settle() {
         "{:?}",
         t.elapsed()
     );
-    assert!(sup::log(&s, "n1").contains("sent READY=1"));
+    // The worker's own output reaches its log asynchronously, after the notification.
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            sup::log(&s, "n1").contains("sent READY=1")
+        })
+        .await
+    );
     assert!(pid_alive(pid));
     assert_eq!(sup::list(&s).await[0]["state"], "running");
 
