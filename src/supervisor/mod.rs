@@ -19,7 +19,7 @@ mod worker;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -140,13 +140,37 @@ pub fn timeout_secs(t: Timeout) -> i64 {
 /// A message to a worker's owning task.
 #[derive(Debug)]
 enum Command {
-    Ping,
     Stop(oneshot::Sender<StopOutcome>),
+}
+
+/// When a channel was last pinged, shared by the registry (which writes it on `/ping`) and the
+/// worker's task (which reads it when its inactivity timer fires). A ping is one atomic store: it
+/// never wakes the task; the task re-arms its timer from the latest ping when it fires.
+#[derive(Debug, Default)]
+pub(crate) struct PingClock(std::sync::atomic::AtomicU64);
+
+/// The monotonic origin of [`PingClock`] readings.
+fn clock_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+impl PingClock {
+    pub(crate) fn touch(&self) {
+        let ms = clock_base().elapsed().as_millis() as u64;
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The instant of the last ping (or [`touch`](Self::touch)).
+    pub(crate) fn last(&self) -> Instant {
+        clock_base() + Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 struct Slot {
     generation: u64,
     tx: Option<mpsc::UnboundedSender<Command>>,
+    pings: Arc<PingClock>,
     info: WorkerInfo,
 }
 
@@ -213,6 +237,7 @@ pub struct Supervisor {
 pub struct Reservation {
     inner: Arc<Inner>,
     generation: u64,
+    pings: Arc<PingClock>,
     spec: StartSpec,
     graph: Arc<Graph>,
     doc: Value,
@@ -424,11 +449,13 @@ impl Supervisor {
         reg.next_generation += 1;
         let generation = reg.next_generation;
         let now = SystemTime::now();
+        let pings = Arc::new(PingClock::default());
         reg.slots.insert(
             spec.channel.clone(),
             Slot {
                 generation,
                 tx: None,
+                pings: pings.clone(),
                 info: WorkerInfo {
                     channel: spec.channel.clone(),
                     graph: graph.name.clone(),
@@ -448,6 +475,7 @@ impl Supervisor {
         Ok(Reservation {
             inner: self.inner.clone(),
             generation,
+            pings,
             spec,
             graph,
             doc,
@@ -531,9 +559,7 @@ impl Supervisor {
             return Err(ChannelError::NotFound(channel.to_string()));
         }
         slot.info.last_ping = SystemTime::now();
-        if let Some(tx) = &slot.tx {
-            let _ = tx.send(Command::Ping);
-        }
+        slot.pings.touch();
         Ok(slot.info.clone())
     }
 
@@ -666,6 +692,7 @@ fn plan(settings: &Settings, res: &mut Reservation, property_path: PathBuf) -> w
         watchdog: graph.runtime.watchdog_ms.map(Duration::from_millis),
         property_path,
         log,
+        pings: res.pings.clone(),
     }
 }
 

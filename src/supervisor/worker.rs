@@ -64,13 +64,35 @@ pub(super) struct Plan {
     pub watchdog: Option<Duration>,
     pub property_path: PathBuf,
     pub log: Arc<LogSink>,
+    /// The channel's last ping, written by `/ping`.
+    pub(crate) pings: Arc<super::PingClock>,
 }
 
 impl Plan {
+    /// Starts the inactivity clock now (at readiness): the first deadline is one timeout away.
     fn next_deadline(&self) -> Option<Instant> {
+        self.pings.touch();
+        self.deadline_from_last_ping()
+    }
+
+    fn deadline_from_last_ping(&self) -> Option<Instant> {
         match self.timeout {
             Timeout::Never => None,
-            Timeout::Seconds(s) => after(Duration::from_secs(s)),
+            Timeout::Seconds(s) => {
+                Instant::from_std(self.pings.last()).checked_add(Duration::from_secs(s))
+            }
+        }
+    }
+
+    /// Called when the inactivity timer fires: true when the worker really is idle; otherwise
+    /// `deadline` is moved to one timeout after the latest ping.
+    fn idle(&self, deadline: &mut Option<Instant>) -> bool {
+        match self.deadline_from_last_ping() {
+            Some(d) if d > Instant::now() => {
+                *deadline = Some(d);
+                false
+            }
+            _ => true,
         }
     }
 }
@@ -377,12 +399,14 @@ impl Task {
             tokio::select! {
                 _ = sleep_until(wake) => return true,
                 _ = maybe_sleep(self.deadline) => {
+                    if !self.plan.idle(&mut self.deadline) {
+                        continue;
+                    }
                     tracing::info!(channel = %self.plan.channel, "inactivity timeout while waiting to restart");
                     self.gone();
                     return false;
                 }
                 cmd = self.rx.recv() => match cmd {
-                    Some(Command::Ping) => self.deadline = self.deadline.and(self.plan.next_deadline()),
                     Some(Command::Stop(reply)) => {
                         finish(&self.inner, &self.plan);
                         let _ = reply.send(self.last.clone());
@@ -466,11 +490,10 @@ async fn wait_ready(
                 Err(e) => notify_broken(plan, &e, &mut notify_ok),
             },
             cmd = rx.recv() => match cmd {
-                Some(Command::Ping) => *deadline = deadline.and(plan.next_deadline()),
                 Some(Command::Stop(reply)) => return Started::Stop(Some(reply)),
                 None => return Started::Stop(None),
             },
-            _ = maybe_sleep(*deadline) => return Started::Idle,
+            _ = maybe_sleep(*deadline) => if plan.idle(deadline) { return Started::Idle },
             _ = maybe_sleep(timeout_at) => return Started::NotReady,
         }
     }
@@ -511,7 +534,6 @@ async fn running(
                 };
             }
             cmd = rx.recv() => match cmd {
-                Some(Command::Ping) => *deadline = plan.next_deadline(),
                 Some(Command::Stop(reply)) => return Ended::Stop(Some(reply)),
                 None => return Ended::Stop(None),
             },
@@ -530,7 +552,7 @@ async fn running(
                 }
                 Err(e) => notify_broken(plan, &e, &mut notify_ok),
             },
-            _ = maybe_sleep(*deadline) => return Ended::Idle,
+            _ = maybe_sleep(*deadline) => if plan.idle(deadline) { return Ended::Idle },
             _ = maybe_sleep(watchdog_at) => return Ended::Watchdog,
         }
     }
@@ -726,10 +748,8 @@ fn finish(inner: &Inner, plan: &Plan) {
 /// Answers stops that raced with the end of the worker.
 fn drain(rx: &mut mpsc::UnboundedReceiver<Command>, out: &StopOutcome) {
     rx.close();
-    while let Ok(cmd) = rx.try_recv() {
-        if let Command::Stop(reply) = cmd {
-            let _ = reply.send(out.clone());
-        }
+    while let Ok(Command::Stop(reply)) = rx.try_recv() {
+        let _ = reply.send(out.clone());
     }
 }
 
