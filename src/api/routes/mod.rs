@@ -18,62 +18,81 @@ use crate::state::AppState;
 pub type Result<T> = std::result::Result<T, ApiError>;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(config::health))
-        .route("/config", web::get().to(config::config))
-        .route("/events/stream", web::get().to(events::stream))
-        .route("/chats", web::post().to(chats::create))
-        .route("/chats", web::get().to(chats::list))
-        .route(
-            "/chats/pending-summary",
-            web::get().to(chats::pending_summary),
+    // Nested scopes: a request is matched against a few patterns, not against every route of the
+    // API in turn. Every resource answers an unknown method with the JSON 404, as unknown paths.
+    cfg.service(res("/health").route(web::get().to(config::health)))
+        .service(res("/config").route(web::get().to(config::config)))
+        .service(res("/events/stream").route(web::get().to(events::stream)))
+        .service(
+            scope("/chats")
+                .service(
+                    res("")
+                        .route(web::post().to(chats::create))
+                        .route(web::get().to(chats::list)),
+                )
+                .service(res("/pending-summary").route(web::get().to(chats::pending_summary)))
+                .service(res("/unread-summary").route(web::get().to(chats::unread_summary)))
+                .service(
+                    scope("/{id}")
+                        .service(
+                            res("")
+                                .route(web::get().to(chats::get))
+                                .route(web::patch().to(chats::patch)),
+                        )
+                        .service(res("/archive").route(web::post().to(chats::archive)))
+                        .service(res("/unarchive").route(web::post().to(chats::unarchive)))
+                        .service(res("/mark-read").route(web::post().to(chats::mark_read)))
+                        .service(res("/mark-unread").route(web::post().to(chats::mark_unread)))
+                        .service(
+                            res("/messages")
+                                .route(web::post().to(messages::create))
+                                .route(web::get().to(messages::list)),
+                        )
+                        .service(
+                            res("/messages/cancel-streaming")
+                                .route(web::post().to(messages::cancel_streaming)),
+                        )
+                        .service(res("/typing").route(web::post().to(messages::typing)))
+                        .service(res("/user-typing").route(web::post().to(messages::user_typing)))
+                        .service(
+                            res("/requests")
+                                .route(web::post().to(requests::create))
+                                .route(web::get().to(requests::list)),
+                        ),
+                ),
         )
-        .route(
-            "/chats/unread-summary",
-            web::get().to(chats::unread_summary),
+        .service(
+            scope("/messages/{id}")
+                .service(res("/chunks").route(web::post().to(messages::chunk)))
+                .service(res("/complete").route(web::post().to(messages::complete)))
+                .service(res("/cancel").route(web::post().to(messages::cancel))),
         )
-        .route("/chats/{id}", web::get().to(chats::get))
-        .route("/chats/{id}", web::patch().to(chats::patch))
-        .route("/chats/{id}/archive", web::post().to(chats::archive))
-        .route("/chats/{id}/unarchive", web::post().to(chats::unarchive))
-        .route("/chats/{id}/mark-read", web::post().to(chats::mark_read))
-        .route(
-            "/chats/{id}/mark-unread",
-            web::post().to(chats::mark_unread),
+        .service(
+            scope("/requests/{id}")
+                .service(res("").route(web::patch().to(requests::patch)))
+                .service(res("/resolve").route(web::post().to(requests::resolve)))
+                .service(res("/cancel").route(web::post().to(requests::cancel))),
         )
-        .route("/chats/{id}/messages", web::post().to(messages::create))
-        .route("/chats/{id}/messages", web::get().to(messages::list))
-        .route(
-            "/chats/{id}/messages/cancel-streaming",
-            web::post().to(messages::cancel_streaming),
+        .service(
+            scope("/dispatch")
+                .service(res("/claim").route(web::post().to(dispatch::claim)))
+                .service(res("/claim-many").route(web::post().to(dispatch::claim_many)))
+                .service(
+                    scope("/{id}")
+                        .service(res("/heartbeat").route(web::post().to(dispatch::heartbeat)))
+                        .service(res("/complete").route(web::post().to(dispatch::complete)))
+                        .service(res("/fail").route(web::post().to(dispatch::fail))),
+                ),
         )
-        .route("/chats/{id}/typing", web::post().to(messages::typing))
-        .route(
-            "/chats/{id}/user-typing",
-            web::post().to(messages::user_typing),
-        )
-        .route("/chats/{id}/requests", web::post().to(requests::create))
-        .route("/chats/{id}/requests", web::get().to(requests::list))
-        .route("/messages/{id}/chunks", web::post().to(messages::chunk))
-        .route(
-            "/messages/{id}/complete",
-            web::post().to(messages::complete),
-        )
-        .route("/messages/{id}/cancel", web::post().to(messages::cancel))
-        .route("/requests/{id}", web::patch().to(requests::patch))
-        .route("/requests/{id}/resolve", web::post().to(requests::resolve))
-        .route("/requests/{id}/cancel", web::post().to(requests::cancel))
-        .route("/dispatch/claim", web::post().to(dispatch::claim))
-        .route("/dispatch/claim-many", web::post().to(dispatch::claim_many))
-        .route(
-            "/dispatch/{id}/heartbeat",
-            web::post().to(dispatch::heartbeat),
-        )
-        .route(
-            "/dispatch/{id}/complete",
-            web::post().to(dispatch::complete),
-        )
-        .route("/dispatch/{id}/fail", web::post().to(dispatch::fail))
         .default_service(web::to(not_found));
+}
+
+fn scope(path: &str) -> actix_web::Scope {
+    web::scope(path).default_service(web::to(not_found))
+}
+
+fn res(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(not_found))
 }
 
 /// Unknown `/api/v1` paths: the JSON envelope (Opengram answers plain text here).
