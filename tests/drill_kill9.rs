@@ -79,7 +79,10 @@ async fn kill_9_with_100_workers_leaves_none_and_the_next_start_is_clean() {
     // The next start sweeps what was left (the grandchildren) before it listens.
     let s = sleepers(Some(dir));
     let survivors: Vec<i32> = pgids.iter().flat_map(|g| live_members(*g)).collect();
-    assert!(survivors.is_empty(), "survived the next start: {survivors:?}");
+    assert!(
+        survivors.is_empty(),
+        "survived the next start: {survivors:?}"
+    );
     assert!(grandchildren.iter().all(|p| !pid_alive(*p)));
     assert!(s.output().contains("left behind"), "{}", s.output());
     assert!(sup::list(&s).await.is_empty());
@@ -225,7 +228,9 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         let n = all
             .iter()
             .filter(|m| {
-                m["role"] == "agent" && m["stream_state"] == "complete" && m["content_final"] == t.as_str()
+                m["role"] == "agent"
+                    && m["stream_state"] == "complete"
+                    && m["content_final"] == t.as_str()
             })
             .count();
         assert_eq!(n, 1, "{t:?} answered {n} times");

@@ -95,7 +95,11 @@ async fn clients_that_never_read_hold_no_unbounded_memory_nor_stall_others() {
     let t = Instant::now();
     let mut peak = base;
     let mut half = 0;
-    for (i, chunk) in (50..MESSAGES + 50).collect::<Vec<_>>().chunks(8).enumerate() {
+    for (i, chunk) in (50..MESSAGES + 50)
+        .collect::<Vec<_>>()
+        .chunks(8)
+        .enumerate()
+    {
         if i == PLATEAU_FROM / 8 {
             half = peak;
         }
@@ -135,7 +139,10 @@ async fn clients_that_never_read_hold_no_unbounded_memory_nor_stall_others() {
     );
     // Still healthy, and the stuck clients' tasks do not block new ones.
     assert_eq!(s.get("/health").await.status, 200);
-    let mut fresh = sse(&format!("/stream/{conv}")).await.unwrap().bytes_stream();
+    let mut fresh = sse(&format!("/stream/{conv}"))
+        .await
+        .unwrap()
+        .bytes_stream();
     let first = tokio::time::timeout(Duration::from_secs(2), fresh.next()).await;
     assert!(matches!(first, Ok(Some(Ok(_)))));
     drop(stuck);

@@ -45,14 +45,29 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
         )
         .graph_file(
             "steady",
-            shell("exec sleep 600", json!({"ready": "settle", "settle_ms": 20})),
+            shell(
+                "exec sleep 600",
+                json!({"ready": "settle", "settle_ms": 20}),
+            ),
         )
         .start();
 
     // Crashing before it is ready: /start says so, with the exit status and the output.
     let r = sup::start(&s, "doa", "dead_on_arrival", json!({})).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (502, Some("10101")), "{}", r.text);
-    assert!(r.body["data"]["exit_status"].as_str().unwrap().contains('7'), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (502, Some("10101")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.body["data"]["exit_status"]
+            .as_str()
+            .unwrap()
+            .contains('7'),
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("boom from"), "{}", r.text);
     assert!(sup::get_gone(&s, "doa").await);
 
@@ -69,7 +84,11 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
     let mut slowest = Duration::ZERO;
     let t = Instant::now();
     let mut rounds = 0;
-    while !sup::list(&s).await.iter().all(|e| e["channel_name"] == "steady") {
+    while !sup::list(&s)
+        .await
+        .iter()
+        .all(|e| e["channel_name"] == "steady")
+    {
         assert!(t.elapsed() < Duration::from_secs(20), "storm never ended");
         for path in ["/health", "/api/v1/health"] {
             let t0 = Instant::now();
@@ -82,7 +101,10 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
         rounds += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("drill: storm over in {:?}; {rounds} rounds, slowest answer {slowest:?}", t.elapsed());
+    println!(
+        "drill: storm over in {:?}; {rounds} rounds, slowest answer {slowest:?}",
+        t.elapsed()
+    );
     assert!(rounds >= 10, "{rounds}");
     assert!(slowest < Duration::from_millis(500), "{slowest:?}");
     // Bounded: the first run and max_restarts restarts, then given up; the cause is in the logs.
@@ -90,7 +112,10 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
         let log = sup::log(&s, &format!("storm{i}"));
         assert_eq!(log.matches("storm ").count(), 4, "{log}");
         assert!(log.contains("giving up after 3 restarts"), "{log}");
-        assert!(log.contains("exited on its own") && log.contains('7'), "{log}");
+        assert!(
+            log.contains("exited on its own") && log.contains('7'),
+            "{log}"
+        );
     }
     assert!(s.output().contains("giving up"), "{}", s.output());
     assert_eq!(sup::list(&s).await.len(), 1);
@@ -128,7 +153,10 @@ async fn a_frozen_worker_is_killed_by_the_watchdog_and_its_batch_redelivered() {
     // Freeze it mid-answer: the batch is in its hands.
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            agent(&s, &chat).await.iter().any(|m| m["stream_state"] == "streaming")
+            agent(&s, &chat)
+                .await
+                .iter()
+                .any(|m| m["stream_state"] == "streaming")
         })
         .await
     );
@@ -138,13 +166,22 @@ async fn a_frozen_worker_is_killed_by_the_watchdog_and_its_batch_redelivered() {
     let frozen_at = Instant::now();
     assert!(wait_until(Duration::from_secs(5), || async { !pid_alive(first) }).await);
     let killed_after = frozen_at.elapsed();
-    assert!(sup::wait_log(&s, "frozen", "killed by the watchdog", Duration::from_secs(2)).await);
+    assert!(
+        sup::wait_log(
+            &s,
+            "frozen",
+            "killed by the watchdog",
+            Duration::from_secs(2)
+        )
+        .await
+    );
     // Restarted under a new pid, and the batch is answered by the new worker.
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            sup::list(&s).await.first().is_some_and(|e| {
-                e["state"] == "running" && e["pid"].as_i64() != Some(first as i64)
-            })
+            sup::list(&s)
+                .await
+                .first()
+                .is_some_and(|e| e["state"] == "running" && e["pid"].as_i64() != Some(first as i64))
         })
         .await
     );
@@ -195,7 +232,10 @@ fn unwritable_data_dir_or_log_path_stops_the_start_with_a_clear_error() {
             .try_start()
             .err()
             .unwrap_or_else(|| panic!("agentd started with {var} under a file"));
-        assert!(!out.contains("exit: Some(ExitStatus(unix_wait_status(0)))"), "{out}");
+        assert!(
+            !out.contains("exit: Some(ExitStatus(unix_wait_status(0)))"),
+            "{out}"
+        );
         assert!(out.contains("exit: Some("), "{out}");
         assert!(
             out.contains(var) && out.contains(bad.to_str().unwrap()),
@@ -238,7 +278,11 @@ async fn a_worker_whose_log_cannot_be_written_does_not_take_agentd_down() {
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.body["data"]["how"], "exited", "{}", r.text);
     }
-    assert!(s.output().contains("cannot open worker log"), "{}", s.output());
+    assert!(
+        s.output().contains("cannot open worker log"),
+        "{}",
+        s.output()
+    );
     // Once the directory is back, logging resumes.
     std::fs::remove_file(&logs).unwrap();
     std::fs::rename(&moved, &logs).unwrap();
