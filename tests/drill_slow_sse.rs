@@ -145,7 +145,27 @@ async fn clients_that_never_read_hold_no_unbounded_memory_nor_stall_others() {
         .bytes_stream();
     let first = tokio::time::timeout(Duration::from_secs(2), fresh.next()).await;
     assert!(matches!(first, Ok(Some(Ok(_)))));
-    drop(stuck);
+    // The front door's stuck clients fell behind the live bus: once they read again they get what
+    // was buffered for them (a bounded amount), a notice, and the end of the stream.
+    let [conv_stream, feed, api] = stuck;
+    for r in [conv_stream, feed] {
+        let mut b = r.bytes_stream();
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut tail = Vec::new();
+            let mut n = 0usize;
+            while let Some(Ok(c)) = b.next().await {
+                n += c.len();
+                tail.extend_from_slice(&c);
+                tail.drain(..tail.len().saturating_sub(200));
+            }
+            (n, String::from_utf8_lossy(&tail).into_owned())
+        })
+        .await;
+        let (n, tail) = got.expect("a client that fell behind is disconnected");
+        assert!(tail.contains("fell behind"), "{tail}");
+        assert!(n < 16 * 1024 * 1024, "{n} bytes were held for it");
+    }
+    drop(api);
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
