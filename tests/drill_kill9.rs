@@ -112,7 +112,15 @@ fn chat_server(dir: Option<tempfile::TempDir>) -> TestServer {
 }
 
 async fn start_echo(s: &TestServer, channel: &str) -> (String, i32) {
-    let r = sup::start(s, channel, "echo", json!({"timeout": -1})).await;
+    // A slow answer (word by word), so batches are pending and one is half streamed at the kill.
+    let props = json!({"echo": {"chunk_delay_ms": 30}});
+    let r = sup::start(
+        s,
+        channel,
+        "echo",
+        json!({"timeout": -1, "properties": props}),
+    )
+    .await;
     let pid = sup::pid(&r);
     (r.body["data"]["chat_id"].as_str().unwrap().to_string(), pid)
 }
@@ -150,7 +158,7 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         let chat = chat.clone();
         tokio::spawn(async move {
             for n in 0.. {
-                let text = format!("message {n}");
+                let text = format!("message {n} alpha beta gamma");
                 let res = client
                     .post(format!("{url}/api/v1/chats/{chat}/messages"))
                     .json(&json!({"role": "user", "senderId": "user:primary", "content": text}))
@@ -194,6 +202,21 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         assert!(user_ids.contains(&id.as_str()), "acknowledged {id} lost");
     }
     assert!(users.len() <= sent as usize + 1);
+    let answered = |all: &[Value], t: &str| {
+        all.iter()
+            .filter(|m| {
+                m["role"] == "agent" && m["stream_state"] == "complete" && m["content_final"] == t
+            })
+            .count()
+    };
+    let open_at_kill = users
+        .iter()
+        .filter(|u| answered(&stored, u["content_final"].as_str().unwrap()) == 0)
+        .count();
+    let half = stored
+        .iter()
+        .filter(|m| m["stream_state"] == "streaming")
+        .count();
 
     // The channel's worker comes back on the same chat and every batch is answered once.
     let (again, _) = start_echo(&s, "stream").await;
@@ -204,16 +227,7 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         .collect();
     let settled = wait_until(Duration::from_secs(40), || async {
         let all = all_messages(&s, &chat).await;
-        texts.iter().all(|t| {
-            all.iter()
-                .filter(|m| {
-                    m["role"] == "agent"
-                        && m["stream_state"] == "complete"
-                        && m["content_final"] == t.as_str()
-                })
-                .count()
-                >= 1
-        })
+        texts.iter().all(|t| answered(&all, t) >= 1)
     })
     .await;
     let all = all_messages(&s, &chat).await;
@@ -225,14 +239,7 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
     );
     // Exactly once: no message has two complete answers.
     for t in &texts {
-        let n = all
-            .iter()
-            .filter(|m| {
-                m["role"] == "agent"
-                    && m["stream_state"] == "complete"
-                    && m["content_final"] == t.as_str()
-            })
-            .count();
+        let n = answered(&all, t);
         assert_eq!(n, 1, "{t:?} answered {n} times");
     }
     // An answer that was half streamed when agentd died does not stay "streaming".
@@ -243,9 +250,14 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         .collect();
     assert!(streaming.is_empty(), "left streaming: {streaming:?}");
     println!(
-        "drill: {} acknowledged, {} stored, {} messages in all",
+        "drill: {} acknowledged, {} stored, {open_at_kill} unanswered and {half} half streamed \
+         at the kill, {} messages in all after the restart",
         acked.len(),
         users.len(),
         all.len()
+    );
+    assert!(
+        open_at_kill > 0,
+        "the kill came after every answer: no drill"
     );
 }
