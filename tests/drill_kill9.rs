@@ -177,10 +177,15 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
             unreachable!()
         })
     };
-    // Let answers flow, then kill agentd while messages are still coming.
+    // Let answers flow, then kill agentd while messages are still coming and an answer is
+    // being streamed.
+    let path = format!("/api/v1/chats/{chat}/messages?limit=5");
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            acked.lock().unwrap().len() >= 40
+            acked.lock().unwrap().len() >= 25
+                && s.get(&path).await.body["data"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|m| m["stream_state"] == "streaming"))
         })
         .await
     );
@@ -190,9 +195,10 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         .expect("poster stops")
         .unwrap();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 40 && sent as usize >= acked.len());
+    assert!(acked.len() >= 25 && sent as usize >= acked.len());
     assert!(wait_until(Duration::from_secs(3), || async { !pid_alive(first_pid) }).await);
 
+    let restarted = std::time::Instant::now();
     let s = chat_server(Some(dir));
     // Every acknowledged message is stored, in order.
     let stored = all_messages(&s, &chat).await;
@@ -225,7 +231,8 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         .iter()
         .map(|m| m["content_final"].as_str().unwrap().to_string())
         .collect();
-    let settled = wait_until(Duration::from_secs(40), || async {
+    // Well within the 30 s lease the dead worker took: its leases are handed back at the start.
+    let settled = wait_until(Duration::from_secs(25), || async {
         let all = all_messages(&s, &chat).await;
         texts.iter().all(|t| answered(&all, t) >= 1)
     })
@@ -251,10 +258,11 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
     assert!(streaming.is_empty(), "left streaming: {streaming:?}");
     println!(
         "drill: {} acknowledged, {} stored, {open_at_kill} unanswered and {half} half streamed \
-         at the kill, {} messages in all after the restart",
+         at the kill, {} messages in all {:?} after the restart",
         acked.len(),
         users.len(),
-        all.len()
+        all.len(),
+        restarted.elapsed()
     );
     assert!(
         open_at_kill > 0,
