@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     };
     // The document is either {config, body} or a config alone.
     let config = v.get("config").cloned().unwrap_or_else(|| v.clone());
-    let body = v.get("body").and_then(Value::as_object).cloned().unwrap_or_default();
+    let body = v
+        .get("body")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     if let Ok(cfg) = normalize_config(kind, &config) {
         // A normalized config is stable under normalization.
         assert_eq!(normalize_config(kind, &cfg).ok(), Some(cfg.clone()));
