@@ -78,6 +78,10 @@ pub async fn serve() -> Result<(), ServeError> {
         let (store, id) = (gone_store.clone(), worker_id.to_string());
         tokio::spawn(async move { store.worker_gone(&id).await });
     });
+    // So do the workers of a previous agentd (after a crash or `kill -9`): they are all gone.
+    for id in supervisor.take_leftover_workers() {
+        store.worker_gone(&id).await;
+    }
 
     let state = AppState::new(
         settings.clone(),

@@ -16,7 +16,7 @@ pub mod dispatch;
 mod error;
 pub mod events;
 mod messages;
-mod requests;
+pub mod requests;
 mod routes;
 mod validate;
 mod writer;

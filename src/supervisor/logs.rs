@@ -57,6 +57,8 @@ struct FileLog {
     size: u64,
     max_bytes: u64,
     max_files: u32,
+    /// The last open failed: said once, not once per line the worker writes.
+    failing: bool,
 }
 
 impl FileLog {
@@ -68,11 +70,16 @@ impl FileLog {
             .open(&self.path);
         match f {
             Ok(f) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(path = %self.path.display(), "worker log writable again");
+                }
                 self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = Some(f);
             }
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), "cannot open worker log: {e}");
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(path = %self.path.display(), "cannot open worker log (its lines are dropped until it can be): {e}");
+                }
                 self.file = None;
             }
         }
@@ -134,6 +141,7 @@ impl LogSink {
             size: 0,
             max_bytes,
             max_files,
+            failing: false,
         }))
     }
 

@@ -193,6 +193,8 @@ pub(crate) struct Inner {
     rt: tokio::runtime::Handle,
     /// Told the `AGENTD_WORKER_ID` of every worker process once it and its group are gone.
     gone_hook: std::sync::OnceLock<GoneHook>,
+    /// Worker ids of the previous agentd's workers, all gone by the start-up sweep.
+    leftovers: Mutex<Vec<String>>,
 }
 
 /// See [`Supervisor::on_worker_gone`].
@@ -317,7 +319,7 @@ impl Supervisor {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         }
         let records = records::Records::new(&settings.data_dir);
-        records.sweep().await?;
+        let leftovers = records.sweep().await?;
         let rt = tokio::runtime::Handle::current();
         spawner::init(rt.clone());
         Ok(Supervisor {
@@ -330,6 +332,7 @@ impl Supervisor {
                 run_dir,
                 rt,
                 gone_hook: std::sync::OnceLock::new(),
+                leftovers: Mutex::new(leftovers),
             }),
         })
     }
@@ -339,6 +342,18 @@ impl Supervisor {
     /// at once. Only the first registration counts.
     pub fn on_worker_gone(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
         let _ = self.inner.gone_hook.set(Box::new(hook));
+    }
+
+    /// The worker ids of a previous agentd's workers (killed with it or by the start-up sweep),
+    /// once: what they held, such as dispatch leases, can be handed back at once.
+    pub fn take_leftover_workers(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .inner
+                .leftovers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     /// True once shutdown has begun.

@@ -81,7 +81,9 @@ impl Records {
     }
 
     /// Kills every leftover group recorded by a previous agentd, then starts a fresh record.
-    pub async fn sweep(&self) -> std::io::Result<()> {
+    /// Returns the worker ids of that agentd's workers: all gone now (they die with it, and the
+    /// sweep killed what was left), so whatever they held can be handed back.
+    pub async fn sweep(&self) -> std::io::Result<Vec<String>> {
         let old: FileDoc = match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %self.path.display(), "ignoring unreadable worker record: {e}");
@@ -101,7 +103,7 @@ impl Records {
                 path = %self.path.display(), pid = owner,
                 "another agentd is alive with this DATA_DIR; not sweeping its workers"
             );
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut killed = Vec::new();
         for r in &old.workers {
@@ -126,7 +128,7 @@ impl Records {
         if let Ok(live) = self.live.lock() {
             self.write(&live);
         }
-        Ok(())
+        Ok(old.workers.into_iter().map(|r| r.worker_id).collect())
     }
 }
 

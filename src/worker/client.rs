@@ -390,6 +390,34 @@ impl Client {
         Self::decode(Some(data), "message list")
     }
 
+    /// One page of `GET /chats/{id}/messages` (newest first) from `cursor`, and the cursor of the
+    /// older page when there is one.
+    pub async fn messages_page(
+        &self,
+        chat_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Message>, Option<String>), ApiError> {
+        let mut path = format!("/chats/{chat_id}/messages?limit={}", limit.clamp(1, 200));
+        if let Some(c) = cursor {
+            path.push_str("&cursor=");
+            path.extend(form_urlencoded::byte_serialize(c.as_bytes()));
+        }
+        let mut v = self
+            .call(Method::GET, &path, None, CALL_TIMEOUT, None)
+            .await?
+            .unwrap_or(Value::Null);
+        let next = match (&v["cursor"]["hasMore"], v["cursor"]["next"].as_str()) {
+            (Value::Bool(true), Some(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let data = v
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Array(vec![]));
+        Ok((Self::decode(Some(data), "message list")?, next))
+    }
+
     /// `POST /chats/{id}/requests` with an `Idempotency-Key`, so a resend never asks twice.
     pub async fn create_request(
         &self,

@@ -25,31 +25,13 @@ pub struct Placeholder {
     pub default: Option<String>,
 }
 
-/// Parses `s` if it is a placeholder as a whole.
+/// Parses `s` if it is a placeholder as a whole. One grammar for both sides: the supervisor's
+/// check at `/start` must accept exactly what the worker resolves.
 pub fn parse(s: &str) -> Option<Placeholder> {
-    let inner = s.strip_prefix("${env:")?.strip_suffix('}')?;
-    let mut var = String::new();
-    let mut default: Option<String> = None;
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        let c = match c {
-            '\\' => chars.next().unwrap_or('\\'),
-            '|' if default.is_none() => {
-                default = Some(String::new());
-                continue;
-            }
-            c => c,
-        };
-        match default.as_mut() {
-            Some(d) => d.push(c),
-            None => var.push(c),
-        }
-    }
-    // "${env:a\}" is not a placeholder: its closing brace was escaped.
-    if inner.ends_with('\\') && !inner.ends_with("\\\\") {
-        return None;
-    }
-    Some(Placeholder { var, default })
+    crate::supervisor::placeholder::parse(s).map(|p| Placeholder {
+        var: p.var,
+        default: p.default,
+    })
 }
 
 /// Resolves every placeholder in `value`, walking objects and arrays. `path` names the place of

@@ -182,15 +182,32 @@ enum Earlier {
     Streaming(Vec<String>),
 }
 
-/// What earlier attempts at this batch left in the chat (found by `trace.batchId`).
+/// Most pages of 200 messages a retry reads back, looking for what earlier attempts wrote.
+const EARLIER_PAGES: usize = 10;
+
+/// What earlier attempts at this batch left in the chat (found by `trace.batchId`). Reads back
+/// from the newest message until the batch's own inputs (its answers come after them): in a busy
+/// chat they may be far more than one page old.
 async fn earlier_attempt(client: &Client, batch: &Batch) -> Earlier {
-    let Ok(list) = retry("read messages", || client.list_messages(&batch.chat_id, 50)).await else {
-        return Earlier::None;
-    };
-    let mine: Vec<_> = list
-        .iter()
-        .filter(|m| m.trace_str("batchId") == Some(batch.batch_id.as_str()))
-        .collect();
+    let inputs: Vec<&str> = batch.items.iter().map(|i| i.source_id.as_str()).collect();
+    let mut mine = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..EARLIER_PAGES {
+        let page = retry("read messages", || {
+            client.messages_page(&batch.chat_id, 200, cursor.as_deref())
+        })
+        .await;
+        let Ok((page, next)) = page else { break };
+        let reached = page.iter().any(|m| inputs.contains(&m.id.as_str()));
+        mine.extend(
+            page.into_iter()
+                .filter(|m| m.trace_str("batchId") == Some(batch.batch_id.as_str())),
+        );
+        match next {
+            Some(n) if !reached => cursor = Some(n),
+            _ => break,
+        }
+    }
     if mine
         .iter()
         .any(|m| m.stream_state == "complete" || m.stream_state == "none")

@@ -65,7 +65,7 @@ struct Input {
 
 /// `compiledContent` from the items (see reference 4.7). Attachment names are always empty here
 /// (media uploads are not implemented), so no `[attachments: ...]` line appears.
-fn compile(items: &[Value]) -> String {
+pub fn compile(items: &[Value]) -> String {
     let text = |it: &Value| -> String {
         let c = it["content"].as_str().unwrap_or("");
         if c.trim().is_empty() {
