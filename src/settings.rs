@@ -97,6 +97,30 @@ pub struct Settings {
     pub chat_reply_timeout: Duration,
     /// Interval of `event: ping` heartbeats on the conversations front door's streams.
     pub sse_ping_interval: Duration,
+
+    /// A secret made at every start and given to agentd's own workers (`AGENTD_WORKER_TOKEN`):
+    /// their writes are not counted against the client write rate limit.
+    pub worker_token: WorkerToken,
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone)]
+pub struct WorkerToken(String);
+
+impl WorkerToken {
+    fn generate() -> WorkerToken {
+        WorkerToken(nanoid::nanoid!(32))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerToken(..)")
+    }
 }
 
 /// Where settings come from; the process environment in production, a map in unit tests.
@@ -340,6 +364,7 @@ impl Settings {
             )?,
             chat_reply_timeout: Duration::from_millis(r.u64("CHAT_REPLY_TIMEOUT_MS", 60_000, 1)?),
             sse_ping_interval: Duration::from_millis(r.u64("SSE_PING_INTERVAL_MS", 15_000, 10)?),
+            worker_token: WorkerToken::generate(),
         };
 
         if settings.cors_origins.iter().any(|o| o == "*") && settings.cors_origins.len() > 1 {

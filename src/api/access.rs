@@ -76,6 +76,14 @@ fn client_key(req: &HttpRequest, trust_proxy: bool) -> String {
 }
 
 impl Store {
+    fn from_own_worker(&self, req: &HttpRequest) -> bool {
+        use subtle::ConstantTimeEq;
+        let token = self.settings().worker_token.as_str().as_bytes();
+        req.headers()
+            .get("x-agentd-worker-token")
+            .is_some_and(|v| bool::from(v.as_bytes().ct_eq(token)))
+    }
+
     fn key_ok(&self, req: &HttpRequest) -> bool {
         is_authorized(req, self.settings().api_key.as_deref(), ACCEPT)
     }
@@ -96,10 +104,14 @@ impl Store {
         Ok(())
     }
 
-    /// Write routes: the key first (rejected calls use no budget), then the rate limit.
+    /// Write routes: the key first (rejected calls use no budget), then the rate limit, which
+    /// agentd's own workers (carrying their `x-agentd-worker-token`) are not held to.
     pub fn check_write(&self, req: &HttpRequest) -> Result<(), ApiError> {
         if !self.key_ok(req) {
             return Err(ApiError::Unauthorized);
+        }
+        if self.from_own_worker(req) {
+            return Ok(());
         }
         let key = client_key(req, self.settings().trust_proxy_headers);
         self.inner

@@ -186,7 +186,7 @@ pub(crate) struct Inner {
     catalog: CatalogHandle,
     base_url: String,
     registry: Mutex<Registry>,
-    records: records::Records,
+    records: Arc<records::Records>,
     /// Per-worker property files.
     run_dir: PathBuf,
     /// agentd's main runtime: worker tasks run there, not on the HTTP workers' runtimes.
@@ -318,8 +318,9 @@ impl Supervisor {
         unsafe {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         }
-        let records = records::Records::new(&settings.data_dir);
+        let records = Arc::new(records::Records::new(&settings.data_dir));
         let leftovers = records.sweep().await?;
+        tokio::spawn(records.clone().run_writer());
         let rt = tokio::runtime::Handle::current();
         spawner::init(rt.clone());
         Ok(Supervisor {

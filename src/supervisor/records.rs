@@ -7,8 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,9 +38,19 @@ struct FileDoc {
 }
 
 /// The live records and their file.
+///
+/// Changes only update the map and wake the writer task, which writes the whole file once for
+/// however many changes came meanwhile: a burst of starts or exits is not a burst of rewrites.
+/// [`Records::written`] waits until a given change is on disk.
 pub struct Records {
     path: PathBuf,
     live: Mutex<BTreeMap<String, Record>>,
+    /// Counts changes; the writer publishes the last count it wrote in `written`.
+    version: AtomicU64,
+    dirty: Notify,
+    written: watch::Sender<u64>,
+    /// This agentd's start time, recorded to tell it from a later process with the same pid.
+    own_start_time: u64,
 }
 
 impl Records {
@@ -45,37 +58,75 @@ impl Records {
         Records {
             path: data_dir.join("workers.json"),
             live: Mutex::new(BTreeMap::new()),
+            version: AtomicU64::new(0),
+            dirty: Notify::new(),
+            written: watch::Sender::new(0),
+            own_start_time: start_time(std::process::id() as i32).unwrap_or(0),
         }
     }
 
-    pub fn add(&self, r: Record) {
-        if let Ok(mut live) = self.live.lock() {
-            live.insert(r.worker_id.clone(), r);
-            self.write(&live);
-        }
+    /// Records a live group; returns the change number to give [`Records::written`].
+    pub fn add(&self, r: Record) -> u64 {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.insert(r.worker_id.clone(), r);
+        self.changed()
     }
 
     pub fn remove(&self, worker_id: &str) {
-        if let Ok(mut live) = self.live.lock() {
-            if live.remove(worker_id).is_some() {
-                self.write(&live);
-            }
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.remove(worker_id).is_some() {
+            self.changed();
         }
     }
 
-    fn write(&self, live: &BTreeMap<String, Record>) {
-        let me = std::process::id();
+    /// Call with the map locked, so change numbers follow the order of the changes.
+    fn changed(&self) -> u64 {
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.dirty.notify_one();
+        v
+    }
+
+    /// Waits until change `v` (and every one before it) is on disk.
+    pub async fn written(&self, v: u64) {
+        let mut rx = self.written.subscribe();
+        let _ = rx.wait_for(|w| *w >= v).await;
+    }
+
+    /// Writes the file whenever something changed; runs for the life of the supervisor.
+    pub async fn run_writer(self: Arc<Self>) {
+        loop {
+            self.dirty.notified().await;
+            let (bytes, v) = {
+                let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                (self.document(&live), self.version.load(Ordering::SeqCst))
+            };
+            let me = self.clone();
+            let res = tokio::task::spawn_blocking(move || me.replace_file(&bytes)).await;
+            if let Ok(Err(e)) | Err(e) = res.map_err(std::io::Error::other) {
+                tracing::warn!(path = %self.path.display(), "cannot record workers: {e}");
+            }
+            self.written.send_replace(v);
+        }
+    }
+
+    fn document(&self, live: &BTreeMap<String, Record>) -> Vec<u8> {
         let doc = FileDoc {
-            agentd_pid: me,
-            agentd_start_time: start_time(me as i32).unwrap_or(0),
+            agentd_pid: std::process::id(),
+            agentd_start_time: self.own_start_time,
             workers: live.values().cloned().collect(),
         };
+        serde_json::to_vec(&doc).unwrap_or_default()
+    }
+
+    /// Write-then-rename, so a reader never sees half a file.
+    fn replace_file(&self, bytes: &[u8]) -> std::io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
-        let res = serde_json::to_vec_pretty(&doc)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = res {
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    fn write(&self, live: &BTreeMap<String, Record>) {
+        if let Err(e) = self.replace_file(&self.document(live)) {
             tracing::warn!(path = %self.path.display(), "cannot record workers: {e}");
         }
     }

@@ -32,6 +32,7 @@ pub(super) const OWN_ENV: &[&str] = &[
     "AGENTD_SERVER_URL",
     "AGENTD_API_URL",
     "AGENTD_API_KEY",
+    "AGENTD_WORKER_TOKEN",
     "AGENTD_CHAT_ID",
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
@@ -105,6 +106,8 @@ struct Proc {
     notify: UnixDatagram,
     pumps: Vec<JoinHandle<()>>,
     started: Instant,
+    /// The records change that recorded this process's group.
+    recorded: u64,
 }
 
 /// What the `/start` caller is told: pid and worker id, or why not.
@@ -238,6 +241,9 @@ impl Task {
                 self.plan.log.note(&format!("worker {pid} ready"));
                 self.set(|i| i.state = WorkerState::Running);
                 if let Some(tx) = self.ready_tx.take() {
+                    // "Started" also means "recorded": a kill -9 of agentd from now on leaves no
+                    // part of this group unswept. Usually written long before readiness.
+                    self.inner.records.written(proc.recorded).await;
                     self.deadline = self.plan.next_deadline();
                     let _ = tx.send(Ok((pid, proc.worker_id.clone())));
                 }
@@ -677,6 +683,7 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
         Some(key) => cmd.env("AGENTD_API_KEY", key),
         None => cmd.env_remove("AGENTD_API_KEY"),
     };
+    cmd.env("AGENTD_WORKER_TOKEN", settings.worker_token.as_str());
     match &plan.chat_id {
         Some(chat) => cmd.env("AGENTD_CHAT_ID", chat),
         None => cmd.env_remove("AGENTD_CHAT_ID"),
@@ -714,7 +721,7 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
     }
     let mut child = super::spawner::spawn(cmd).await.map_err(spawn_err)?;
     let pid = child.id().unwrap_or(0);
-    inner.records.add(Record {
+    let recorded = inner.records.add(Record {
         channel: plan.channel.clone(),
         worker_id: worker_id.clone(),
         pgid: pid as i32,
@@ -734,6 +741,7 @@ async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
         notify,
         pumps,
         started: Instant::now(),
+        recorded,
     })
 }
 

@@ -135,11 +135,13 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
+    /// `AGENTD_WORKER_TOKEN`: marks the calls as agentd's own worker's.
+    worker_token: Option<String>,
 }
 
 impl Client {
     /// `base` is the API root (`http://host:port/api/v1`), `key` the bearer secret if any.
-    pub fn new(base: &str, key: Option<String>) -> Client {
+    pub fn new(base: &str, key: Option<String>, worker_token: Option<String>) -> Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -149,6 +151,7 @@ impl Client {
             http,
             base: base.trim_end_matches('/').to_string(),
             key,
+            worker_token,
         }
     }
 
@@ -171,6 +174,9 @@ impl Client {
             .timeout(timeout);
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
+        }
+        if let Some(t) = &self.worker_token {
+            req = req.header("x-agentd-worker-token", t);
         }
         if let Some(k) = idempotency_key {
             req = req.header("Idempotency-Key", k);

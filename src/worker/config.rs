@@ -207,6 +207,8 @@ pub struct WorkerEnv {
     /// Base of the chat and dispatch API, without a trailing slash (`.../api/v1`).
     pub api_url: String,
     pub api_key: Option<String>,
+    /// `AGENTD_WORKER_TOKEN`, sent so agentd does not count this worker against its client rate limit.
+    pub worker_token: Option<String>,
     pub scope: Scope,
     pub lease: Duration,
     pub claim_wait: Duration,
@@ -285,6 +287,7 @@ impl WorkerEnv {
             }),
             api_url,
             api_key: get("AGENTD_API_KEY"),
+            worker_token: get("AGENTD_WORKER_TOKEN"),
             scope,
             lease: ms("AGENTD_LEASE_MS", DEFAULT_LEASE_MS, 1000)?,
             claim_wait: ms("AGENTD_CLAIM_WAIT_MS", DEFAULT_CLAIM_WAIT_MS, 0)?,

@@ -98,7 +98,7 @@ impl Worker {
             path: property.display().to_string(),
             message: "the graph has no node".into(),
         })?;
-        let client = Client::new(&env.api_url, env.api_key.clone());
+        let client = Client::new(&env.api_url, env.api_key.clone(), env.worker_token.clone());
         let notifier = Notifier::new(env.notify_socket.clone());
         Ok(Worker {
             graph,

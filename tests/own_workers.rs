@@ -1,5 +1,6 @@
-//! A worker that is gone hands its work back at once: the next worker of the channel answers
-//! without waiting out the dead one's lease (30 s by default).
+//! agentd's own workers: a worker that is gone hands its work back at once (the next worker of the
+//! channel answers without waiting out the dead one's lease, 30 s by default), and workers are
+//! never slowed by the write rate limit meant for clients.
 
 mod common;
 
@@ -122,4 +123,67 @@ async fn a_worker_killed_mid_answer_hands_its_batch_back_at_once() {
         1,
         "answered exactly once"
     );
+}
+
+#[tokio::test]
+async fn own_workers_are_not_held_to_the_client_write_rate_limit() {
+    let s = TestServer::builder()
+        .bundled()
+        .env("DISPATCH_MODE", "immediate")
+        .env("WRITE_RATE_LIMIT_MAX", "3")
+        .env("WRITE_RATE_LIMIT_WINDOW_MS", "1000")
+        .start();
+    let chat = start(&s, "ow-3").await["chat_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let texts: Vec<String> = (0..10).map(|i| format!("message number {i}")).collect();
+    let began = std::time::Instant::now();
+    for t in &texts {
+        // The client stays within its own budget: 3 writes a second.
+        let r = loop {
+            let r = s
+                .post(
+                    &format!("/api/v1/chats/{chat}/messages"),
+                    json!({"role": "user", "senderId": "user:primary", "content": t}),
+                )
+                .await;
+            if r.status != 429 {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // The client needs about 3.3 s for its 10 posts. Held to the same 3 writes a second, the
+    // worker (several writes per answer: claim, typing, create, chunks, completes) would eat the
+    // client's budget and need over 20 s itself; exempt, it answers as the messages come, and the
+    // whole exchange takes about as long as the client's own posts.
+    let left = Duration::from_secs(9).saturating_sub(began.elapsed());
+    assert!(
+        wait_until(left, || async {
+            agent_answers(&s, &chat).await.len() == texts.len()
+        })
+        .await,
+        "{:?}\n{}",
+        agent_answers(&s, &chat).await,
+        s.output()
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        began.elapsed()
+    );
+    // A client over its budget still gets 429.
+    let mut limited = false;
+    for _ in 0..10 {
+        let r = s
+            .post(
+                &format!("/api/v1/chats/{chat}/messages"),
+                json!({"role": "user", "senderId": "user:primary", "content": "flood"}),
+            )
+            .await;
+        limited |= r.status == 429;
+    }
+    assert!(limited);
 }
