@@ -76,7 +76,7 @@ fn client_key(req: &HttpRequest, trust_proxy: bool) -> String {
 }
 
 impl Store {
-    fn from_own_worker(&self, req: &HttpRequest) -> bool {
+    fn is_own_worker(&self, req: &HttpRequest) -> bool {
         use subtle::ConstantTimeEq;
         let token = self.settings().worker_token.as_str().as_bytes();
         req.headers()
@@ -110,7 +110,7 @@ impl Store {
         if !self.key_ok(req) {
             return Err(ApiError::Unauthorized);
         }
-        if self.from_own_worker(req) {
+        if self.is_own_worker(req) {
             return Ok(());
         }
         let key = client_key(req, self.settings().trust_proxy_headers);
