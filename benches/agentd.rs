@@ -824,6 +824,7 @@ async fn seal_lateness(quick: bool) -> Res<Vec<Row>> {
     let server = Arc::new(Server::start(&[
         ("DISPATCH_MODE", "batched_sequential"),
         ("DISPATCH_BATCH_DEBOUNCE_MS", "100"),
+        ("WRITE_RATE_LIMIT_MAX", "100000000"),
     ])?);
     let mut chats = Vec::new();
     for _ in 0..10 {
