@@ -564,8 +564,9 @@ impl Supervisor {
     }
 
     /// Pushes the inactivity deadline of `channel` back.
-    pub fn ping(&self, channel: &str) -> Result<WorkerInfo, ChannelError> {
+    pub fn ping(&self, channel: &str) -> Result<Timeout, ChannelError> {
         check_channel(channel)?;
+        // Kept short: a lookup, a timestamp and an atomic store (the worker's timer reads it).
         let mut reg = self.inner.registry();
         let slot = reg
             .slots
@@ -576,7 +577,7 @@ impl Supervisor {
         }
         slot.info.last_ping = SystemTime::now();
         slot.pings.touch();
-        Ok(slot.info.clone())
+        Ok(slot.info.timeout)
     }
 
     /// Stops the worker of `channel` and answers once it is gone, with how it ended.

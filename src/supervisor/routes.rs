@@ -154,8 +154,10 @@ async fn ping(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let channel = channel_of(&state, payload).await?;
-    let info = state.supervisor.ping(&channel)?;
-    Ok(ok(info.to_json()))
+    let timeout = state.supervisor.ping(&channel)?;
+    Ok(ok(
+        json!({"channel_name": channel, "timeout": crate::supervisor::timeout_secs(timeout)}),
+    ))
 }
 
 async fn stop(
