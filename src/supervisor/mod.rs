@@ -713,20 +713,24 @@ fn plan(settings: &Settings, res: &mut Reservation, property_path: PathBuf) -> w
     }
 }
 
-/// Writes `doc` to a new file readable only by agentd's user.
+/// Writes `doc` to a new file readable only by agentd's user, in one blocking call. Not synced:
+/// the child reads it at once, and it never has to outlive the machine (nor does the child).
 async fn write_private(path: &std::path::Path, doc: &Value) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
     let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
-    let mut f = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .await?;
-    f.write_all(&bytes).await?;
-    f.sync_all().await?;
-    Ok(())
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?
+            .write_all(&bytes)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn remove_property_file(settings: &Settings, path: &std::path::Path) {
