@@ -18,21 +18,9 @@ pub struct Missing {
     pub path: String,
 }
 
-/// A parsed placeholder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placeholder {
-    pub var: String,
-    pub default: Option<String>,
-}
-
-/// Parses `s` if it is a placeholder as a whole. One grammar for both sides: the supervisor's
-/// check at `/start` must accept exactly what the worker resolves.
-pub fn parse(s: &str) -> Option<Placeholder> {
-    crate::supervisor::placeholder::parse(s).map(|p| Placeholder {
-        var: p.var,
-        default: p.default,
-    })
-}
+/// One grammar for both sides: the supervisor's check at `/start` accepts exactly what the worker
+/// resolves.
+pub use crate::supervisor::placeholder::{parse, Placeholder};
 
 /// Resolves every placeholder in `value`, walking objects and arrays. `path` names the place of
 /// `value` in error messages; `lookup` reads a variable.
