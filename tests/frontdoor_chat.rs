@@ -417,3 +417,25 @@ async fn the_key_guards_the_chat_api() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_streamed_chat_to_an_agent_that_cannot_start_is_unavailable_and_kept() {
+    let server = TestServer::builder()
+        .bundled()
+        .graph_file("flaky", broken_graph())
+        .start();
+    let r = server
+        .post(
+            "/agents/flaky/chat/stream",
+            json!({"message": "stream to nobody"}),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "AGENT_UNAVAILABLE");
+    let h = server.get("/agents/flaky/history").await;
+    assert_eq!(
+        h.body["messages"][0]["content"], "stream to nobody",
+        "{}",
+        h.text
+    );
+}

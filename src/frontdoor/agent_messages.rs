@@ -238,18 +238,15 @@ async fn send_stream(
 /// answer (or `{"type":"error",...}`).
 async fn stream_answer(state: AppState, m: Msg, permit: super::limits::Permit) -> HttpResponse {
     let q = permit.quota;
-    if let Err(e) = core::ensure_running(&state, &m.agent).await {
-        let _ = fstore::post_user_message(&state, &m.chat_id, &m.text, Some(trace_of(&m))).await;
-        return error(e.into(), q);
-    }
-    let trace = Some(trace_of(&m));
-    let (agent, chat, text) = (m.agent.clone(), m.chat_id.clone(), m.text.clone());
-    let body = core::ask_sse(
+    // The message is stored and the agent started before answering 200 (kept if it cannot start).
+    let delivered =
+        match core::deliver(&state, &m.agent, &m.chat_id, &m.text, Some(trace_of(&m))).await {
+            Ok(d) => d,
+            Err(e) => return error(e.into(), q),
+        };
+    let body = core::answer_sse(
         state,
-        agent,
-        chat,
-        text,
-        trace,
+        delivered,
         |piece| json!({"type": "token", "content": piece}),
         move |outcome| {
             // The agent's slot is held until its answer is complete.

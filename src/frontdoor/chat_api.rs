@@ -142,18 +142,15 @@ async fn chat_stream(
         Ok(r) => r,
         Err(e) => return e.respond(F),
     };
-    // Start (or reach) the agent before answering 200, so "unavailable" is an honest status.
-    if let Err(e) = core::ensure_running(&state, &r.agent).await {
-        // Keep the message: it is answered once an agent runs.
-        let _ = fstore::post_user_message(&state, &r.chat_id, &r.message, None).await;
-        return FdError::from(e).respond(F);
-    }
-    let body = core::ask_sse(
+    // Store the message and start (or reach) the agent before answering 200, so "unavailable"
+    // is an honest status; the message is kept either way.
+    let delivered = match core::deliver(&state, &r.agent, &r.chat_id, &r.message, None).await {
+        Ok(d) => d,
+        Err(e) => return FdError::from(e).respond(F),
+    };
+    let body = core::answer_sse(
         state.get_ref().clone(),
-        r.agent,
-        r.chat_id,
-        r.message,
-        None,
+        delivered,
         |piece| json!({"type": "text", "content": piece}),
         |outcome| {
             let last = match outcome {

@@ -49,15 +49,12 @@ pub struct Answer {
 /// Called with each piece of a streamed answer, as it arrives.
 pub type OnDelta = dyn Fn(&str) + Send + Sync;
 
-/// Asks like [`ask`] and answers as an SSE body: `delta_frame(piece)` for every piece of the
-/// answer, then `end_frames(outcome)`. The body ends after those; a client that leaves early does
-/// not stop the agent (its answer is stored either way).
-pub fn ask_sse<F>(
+/// Waits for the answer to a [`Delivered`] message as an SSE body: `delta_frame(piece)` for every
+/// piece of the answer, then `end_frames(outcome)`. The body ends after those; a client that
+/// leaves early does not stop the agent (its answer is stored either way).
+pub fn answer_sse<F>(
     state: AppState,
-    agent: String,
-    chat_id: String,
-    text: String,
-    trace: Option<Value>,
+    delivered: Delivered,
     delta_frame: fn(&str) -> Value,
     end_frames: F,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, actix_web::Error>>
@@ -72,7 +69,7 @@ where
                 let _ = frames.send(super::http::data_frame(&delta_frame(piece)));
             }
         };
-        let outcome = ask(&state, &agent, &chat_id, &text, trace, Some(&on_delta)).await;
+        let outcome = delivered.answer(&state, Some(&on_delta)).await;
         for v in end_frames(outcome) {
             let _ = tx.send(super::http::data_frame(&v));
         }
@@ -185,9 +182,75 @@ pub async fn ensure_running(state: &AppState, agent: &str) -> Result<(), AskErro
     }
 }
 
-/// Posts `text` as the user's message in `chat_id`, makes sure the agent runs, and waits for its
-/// answer. Deltas of a streamed answer go to `on_delta` as they arrive. The message is stored
-/// before anything else, so a failure to start the agent loses nothing.
+/// A user message handed to its agent: stored, with the agent running. [`Delivered::answer`]
+/// waits for the agent's answer.
+pub struct Delivered {
+    agent: String,
+    chat_id: String,
+    /// Subscribed before the message was stored, so no event of the answer can be missed.
+    events: broadcast::Receiver<Arc<crate::api::Event>>,
+    started: Instant,
+}
+
+/// Stores `text` as the user's message in `chat_id`, then makes sure the agent runs. The message
+/// is stored before anything else, so a failure to start the agent loses nothing: it is answered
+/// once an agent runs.
+pub async fn deliver(
+    state: &AppState,
+    agent: &str,
+    chat_id: &str,
+    text: &str,
+    trace: Option<Value>,
+) -> Result<Delivered, AskError> {
+    graph(state, agent)?;
+    let started = Instant::now();
+    let events = state.store.subscribe();
+    super::store::post_user_message(state, chat_id, text, trace).await?;
+    ensure_running(state, agent).await?;
+    Ok(Delivered {
+        agent: agent.to_string(),
+        chat_id: chat_id.to_string(),
+        events,
+        started,
+    })
+}
+
+impl Delivered {
+    /// Waits (up to `CHAT_REPLY_TIMEOUT_MS`) for the agent's answer. Pieces of a streamed answer
+    /// go to `on_delta` as they arrive.
+    pub async fn answer(
+        mut self,
+        state: &AppState,
+        on_delta: Option<&OnDelta>,
+    ) -> Result<Answer, AskError> {
+        let limit = state.settings.chat_reply_timeout;
+        let waited = tokio::time::timeout(
+            limit,
+            wait_answer(state, &mut self.events, &self.chat_id, on_delta),
+        )
+        .await;
+        match waited {
+            Ok(Ok(mut a)) => {
+                a.elapsed = self.started.elapsed();
+                if a.model.is_empty() {
+                    a.model = graph(state, &self.agent)
+                        .map_or_else(|_| self.agent.clone(), |g| model_of(&g));
+                }
+                Ok(a)
+            }
+            Ok(Err(reason)) => Err(AskError::Failed {
+                agent: self.agent,
+                reason,
+            }),
+            Err(_) => Err(AskError::Timeout {
+                agent: self.agent,
+                secs: limit.as_secs(),
+            }),
+        }
+    }
+}
+
+/// [`deliver`], then [`Delivered::answer`].
 pub async fn ask(
     state: &AppState,
     agent: &str,
@@ -196,30 +259,10 @@ pub async fn ask(
     trace: Option<Value>,
     on_delta: Option<&OnDelta>,
 ) -> Result<Answer, AskError> {
-    let g = graph(state, agent)?;
-    let started = Instant::now();
-    // Subscribe before posting so no event of the answer can be missed.
-    let mut events = state.store.subscribe();
-    super::store::post_user_message(state, chat_id, text, trace).await?;
-    ensure_running(state, agent).await?;
-    let limit = state.settings.chat_reply_timeout;
-    match tokio::time::timeout(limit, wait_answer(state, &mut events, chat_id, on_delta)).await {
-        Ok(Ok(mut a)) => {
-            a.elapsed = started.elapsed();
-            if a.model.is_empty() {
-                a.model = model_of(&g);
-            }
-            Ok(a)
-        }
-        Ok(Err(reason)) => Err(AskError::Failed {
-            agent: agent.to_string(),
-            reason,
-        }),
-        Err(_) => Err(AskError::Timeout {
-            agent: agent.to_string(),
-            secs: limit.as_secs(),
-        }),
-    }
+    deliver(state, agent, chat_id, text, trace)
+        .await?
+        .answer(state, on_delta)
+        .await
 }
 
 async fn wait_answer(
@@ -265,7 +308,7 @@ async fn wait_answer(
                     if let Some(f) = on_delta {
                         f(&text);
                     }
-                    return Ok(finish(state, message_id, text, None).await);
+                    return Ok(finish(state, message_id, text).await);
                 } else if role == "system"
                     && p.pointer("/trace/dispatchFailure") == Some(&Value::Bool(true))
                 {
@@ -295,7 +338,7 @@ async fn wait_answer(
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or(streamed);
-                return Ok(finish(state, message_id, text, None).await);
+                return Ok(finish(state, message_id, text).await);
             }
             "request.created" if reply.is_none() => {
                 let title = p
@@ -323,12 +366,7 @@ async fn wait_answer(
 }
 
 /// Completes an answer with what the stored message says (model, usage reported in its trace).
-async fn finish(
-    state: &AppState,
-    message_id: &str,
-    text: String,
-    request: Option<Value>,
-) -> Answer {
+async fn finish(state: &AppState, message_id: &str, text: String) -> Answer {
     let trace = super::store::message_trace(state, message_id)
         .await
         .unwrap_or(Value::Null);
@@ -347,6 +385,6 @@ async fn finish(
         model,
         tokens_used,
         elapsed: Duration::ZERO,
-        request,
+        request: None,
     }
 }
