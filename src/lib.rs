@@ -1,6 +1,7 @@
 //! agentd: an agent process supervisor with a TEN-compatible start/stop API, an
 //! Opengram-compatible chat and dispatch API, a built-in agent worker, and chat front doors.
 
+pub mod agora;
 pub mod api;
 pub mod auth;
 pub mod catalog;
