@@ -37,8 +37,7 @@ pub use registry::{timeout_secs, WorkerInfo, WorkerState};
 pub use reserve::{check_channel, Reservation, StartSpec, MAX_CHANNEL_BYTES};
 pub use stop::StopOutcome;
 
-use registry::Registry;
-use task::Command;
+use registry::{Command, Registry};
 
 /// Why the supervisor could not start.
 #[derive(Debug, thiserror::Error)]

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::errors::{ChannelError, StartError};
-use super::task::Command;
+use super::stop::StopOutcome;
 use crate::catalog::Timeout;
 
 /// Where a worker is in its life.
@@ -75,6 +75,13 @@ pub fn timeout_secs(t: Timeout) -> i64 {
         Timeout::Never => -1,
         Timeout::Seconds(s) => i64::try_from(s).unwrap_or(i64::MAX),
     }
+}
+
+/// A message to the task that owns a worker ([`super::task`]).
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Stop the worker for good and answer with how it ended.
+    Stop(oneshot::Sender<StopOutcome>),
 }
 
 /// When a channel was last pinged, shared by the registry (which writes it on `/ping`) and the

@@ -1,7 +1,7 @@
 //! The task that owns one channel's worker: it spawns each process, waits for it to be ready,
 //! runs it (stop, exit, inactivity deadline and watchdog are branches of one `select!`), restarts
 //! it with backoff per its [`Plan`], and cleans up once the worker is gone for good. Everyone
-//! else reaches it through its [`Command`] channel.
+//! else reaches it through the [`Command`] sender the registry keeps.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::errors::StartError;
 use super::plan::{self, Plan, RESET_AFTER};
-use super::registry::{WorkerInfo, WorkerState};
+use super::registry::{Command, WorkerInfo, WorkerState};
 use super::spawn::{self, Proc};
 use super::stop::{self, describe, StopOutcome};
 use super::Inner;
@@ -22,13 +22,6 @@ use crate::catalog::Ready;
 
 /// Longest wait for a dead worker's output pipes to drain.
 const PUMP_WAIT: Duration = Duration::from_secs(1);
-
-/// A message to a worker's owning task.
-#[derive(Debug)]
-pub(super) enum Command {
-    /// Stop the worker for good and answer with how it ended.
-    Stop(oneshot::Sender<StopOutcome>),
-}
 
 /// What the `/start` caller is told: pid and worker id, or why not.
 pub(super) type ReadyReply = oneshot::Sender<Result<(u32, String), StartError>>;
