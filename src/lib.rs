@@ -5,6 +5,7 @@ pub mod agora;
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod contract;
 pub mod frontdoor;
 pub mod server;
 pub mod settings;

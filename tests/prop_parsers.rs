@@ -1,11 +1,12 @@
-//! Hostile input, property-based: the merge patch of `/start`, both placeholder parsers, the
-//! channel-to-file-name mapping, `compiledContent`, and the interactive-request validators.
+//! Hostile input, property-based: the merge patch of `/start`, the placeholder grammar (the
+//! server's check and the worker's resolution agree), the channel-to-file-name mapping,
+//! `compiledContent`, and the interactive-request validators.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use agentd::supervisor::{logs, placeholder as sup_ph};
-use agentd::worker::placeholder as wrk_ph;
+use agentd::contract::placeholder as ph;
+use agentd::supervisor::logs;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -65,6 +66,68 @@ fn esc(s: &str) -> String {
         .collect()
 }
 
+/// Strings made of the grammar's own pieces, so that near-misses are common: `${`, `env:`,
+/// escaped `|`, `}` and backslashes, lone and trailing backslashes, empty variables, nested `${`.
+fn placeholder_like() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("${env:"),
+        Just("${"),
+        Just("env:"),
+        Just("}"),
+        Just("|"),
+        Just("\\"),
+        Just("\\|"),
+        Just("\\}"),
+        Just("\\\\"),
+        Just("a"),
+        Just("b"),
+        Just(" "),
+        Just(""),
+    ];
+    let body = prop::collection::vec(piece, 0..8).prop_map(|p| p.concat());
+    prop_oneof![
+        body.clone().prop_map(|b| format!("${{env:{b}}}")),
+        body.clone().prop_map(|b| format!("${{env:{b}")),
+        body,
+        "\\PC{0,12}",
+    ]
+}
+
+/// An environment over the names the strings above can spell; set values may be empty.
+fn environment() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map("[ab|}\\\\ ]{0,3}|\\$\\{env:a", "[a-z]{0,3}", 0..6)
+}
+
+/// A document whose strings are [`placeholder_like`].
+fn placeholder_document() -> impl Strategy<Value = Value> {
+    placeholder_like()
+        .prop_map(Value::from)
+        .prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+}
+
+/// `doc` with every string replaced by what `parse` says it stands for.
+fn by_parse(doc: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> Value {
+    match doc {
+        Value::String(s) => match ph::parse(s) {
+            Some(p) => Value::from(lookup(&p.var).or(p.default).unwrap_or_default()),
+            None => doc.clone(),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(|x| by_parse(x, lookup)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), by_parse(x, lookup)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -102,11 +165,48 @@ proptest! {
     }
 
     #[test]
-    fn placeholder_parsers_never_panic_and_agree(s in "\\PC{0,24}", tail in "[\\\\|}a-z]{0,6}") {
-        for s in [s.clone(), format!("${{env:{s}"), format!("${{env:{s}{tail}}}"), format!("${{{s}}}")] {
-            let a = sup_ph::parse(&s).map(|p| (p.var, p.default));
-            let b = wrk_ph::parse(&s).map(|p| (p.var, p.default));
-            prop_assert_eq!(a, b, "the supervisor's check and the worker's resolver read {:?} differently", s);
+    fn check_and_resolution_agree_on_any_string(s in placeholder_like(), env in environment()) {
+        let lookup = |v: &str| env.get(v).cloned();
+        let parsed = ph::parse(&s);
+        if parsed.is_some() {
+            prop_assert!(s.starts_with("${env:") && s.ends_with('}'), "{:?}", s);
+        }
+        let missing = ph::missing(&Value::from(s.as_str()), lookup);
+        let mut resolved = Value::from(s.as_str());
+        let result = ph::resolve(&mut resolved, "p", lookup);
+        match (&parsed, &result) {
+            // An ordinary string: nothing is missing and it is left as it is.
+            (None, _) => {
+                prop_assert!(missing.is_empty());
+                prop_assert!(result.is_ok());
+                prop_assert_eq!(&resolved, &Value::from(s.as_str()));
+            }
+            // The server's check names the variable exactly when the worker cannot resolve it.
+            (Some(p), Err(e)) => {
+                prop_assert_eq!(&missing, &vec![p.var.clone()]);
+                prop_assert_eq!(&e.var, &p.var);
+                prop_assert!(!env.contains_key(&p.var) && p.default.is_none());
+            }
+            // Otherwise the worker gets the variable's value, else the default.
+            (Some(p), Ok(())) => {
+                prop_assert!(missing.is_empty(), "checked missing {:?} but resolved {:?}", missing, s);
+                let want = env.get(&p.var).cloned().or(p.default.clone());
+                prop_assert_eq!(resolved.as_str(), want.as_deref());
+            }
+        }
+    }
+
+    #[test]
+    fn check_and_resolution_agree_on_any_document(doc in placeholder_document(), env in environment()) {
+        let lookup = |v: &str| env.get(v).cloned();
+        let missing = ph::missing(&doc, lookup);
+        let mut resolved = doc.clone();
+        match ph::resolve(&mut resolved, "doc", lookup) {
+            Ok(()) => {
+                prop_assert!(missing.is_empty(), "{:?}", missing);
+                prop_assert_eq!(&resolved, &by_parse(&doc, &lookup));
+            }
+            Err(e) => prop_assert!(missing.contains(&e.var), "{:?} not in {:?}", e.var, missing),
         }
     }
 
@@ -119,12 +219,10 @@ proptest! {
         }
         s.push('}');
         let want = Some((var.clone(), default.clone()));
-        prop_assert_eq!(sup_ph::parse(&s).map(|p| (p.var, p.default)), want.clone());
-        prop_assert_eq!(wrk_ph::parse(&s).map(|p| (p.var, p.default)), want);
+        prop_assert_eq!(ph::parse(&s).map(|p| (p.var, p.default)), want);
         // Whole string only: anything around it makes it an ordinary string.
         for around in [format!("x{s}"), format!("{s} ")] {
-            prop_assert!(sup_ph::parse(&around).is_none());
-            prop_assert!(wrk_ph::parse(&around).is_none());
+            prop_assert!(ph::parse(&around).is_none());
         }
         // Resolution: a set variable wins, else the default, else the check and the resolver
         // both name the variable.
@@ -132,11 +230,10 @@ proptest! {
         let set = |v: &str| (v == var).then(|| "VALUE".to_string());
         let unset = |_: &str| None;
         let mut got = doc.clone();
-        wrk_ph::resolve(&mut got, "node", &set).unwrap();
+        ph::resolve(&mut got, "node", set).unwrap();
         prop_assert_eq!(&got, &json!({"k": "VALUE", "n": [1, {"m": "plain ${env:X}"}]}));
-        prop_assert_eq!(sup_ph::resolve(&doc, set).unwrap(), got);
         let mut got = doc.clone();
-        let r = wrk_ph::resolve(&mut got, "node", &unset);
+        let r = ph::resolve(&mut got, "node", unset);
         match &default {
             Some(d) => {
                 prop_assert_eq!(&got["k"], &Value::from(d.as_str()));
@@ -144,7 +241,7 @@ proptest! {
             }
             None => {
                 prop_assert_eq!(r.unwrap_err().var, var.clone());
-                prop_assert_eq!(sup_ph::missing(&doc, unset), vec![var.clone()]);
+                prop_assert_eq!(ph::missing(&doc, unset), vec![var.clone()]);
             }
         }
     }
@@ -152,10 +249,9 @@ proptest! {
     #[test]
     fn resolvers_never_panic_on_any_document(doc in json_value(), env in prop::collection::vec("[a-e]{1,2}", 0..4)) {
         let lookup = |v: &str| env.iter().any(|e| e == v).then(|| format!("<{v}>"));
-        let _ = sup_ph::resolve(&doc, lookup);
-        let _ = sup_ph::missing(&doc, lookup);
+        let _ = ph::missing(&doc, lookup);
         let mut d = doc.clone();
-        let _ = wrk_ph::resolve(&mut d, "doc", &lookup);
+        let _ = ph::resolve(&mut d, "doc", lookup);
     }
 
     #[test]

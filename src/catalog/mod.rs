@@ -1,9 +1,11 @@
 //! The graph catalog: `property.json` (both TEN layouts) plus one graph per file in `graphs/`.
 //!
-//! A [`Catalog`] is an immutable snapshot. [`watch`] keeps the current one behind a
-//! `tokio::sync::watch` channel and replaces it when the files change; a broken edit keeps the
-//! last good snapshot.
+//! A [`Catalog`] is an immutable snapshot of [`Graph`]s and [`Team`]s ([`graph`]), read by
+//! [`parse`]. [`watch`] keeps the current one behind a `tokio::sync::watch` channel and replaces
+//! it when the files change; a broken edit keeps the last good snapshot.
 
+mod graph;
+mod parse;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -12,6 +14,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+use crate::contract::document::PREDEFINED_GRAPHS;
+pub use graph::{Graph, Layout, Ready, Restart, Runtime, Team, Timeout};
+use parse::{parse_graph, parse_teams, read_json};
 
 /// Why a catalog could not be loaded. Each message names the file and, where it applies, the graph.
 #[derive(Debug, Error)]
@@ -34,137 +40,6 @@ pub enum CatalogError {
         first: String,
         second: String,
     },
-}
-
-/// Which TEN layout a graph was written in; the per-worker copy keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// Old layout: `_ten.predefined_graphs[]` with `nodes`/`connections` on the graph.
-    Legacy,
-    /// New layout: `ten.predefined_graphs[]` with `graph.{nodes,connections}`.
-    Current,
-}
-
-impl Layout {
-    /// The top-level section name of this layout.
-    pub fn section(self) -> &'static str {
-        match self {
-            Layout::Legacy => "_ten",
-            Layout::Current => "ten",
-        }
-    }
-}
-
-/// How the supervisor decides that a started worker is up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ready {
-    /// Wait for `READY=1` on `NOTIFY_SOCKET` (systemd's notify protocol).
-    Notify,
-    /// Count the worker as up once it has stayed alive for the settle time.
-    Settle,
-}
-
-/// What to do when a worker exits on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restart {
-    Never,
-    OnFailure,
-}
-
-/// Inactivity timeout of a graph's workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
-    Never,
-    Seconds(u64),
-}
-
-/// The optional `runtime` object of a graph: how its workers run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Runtime {
-    /// Program and arguments; `None` means `WORKER_COMMAND`, or agentd's own `worker`.
-    pub command: Option<Vec<String>>,
-    /// `None` means: notify for the built-in worker, settle for any other command.
-    pub ready: Option<Ready>,
-    pub settle_ms: Option<u64>,
-    pub restart: Restart,
-    pub max_restarts: u32,
-    pub timeout: Option<Timeout>,
-    pub max_workers: Option<usize>,
-    pub watchdog_ms: Option<u64>,
-    /// Whether the chat front doors may start this graph's worker on demand.
-    pub on_demand: bool,
-}
-
-impl Default for Runtime {
-    fn default() -> Self {
-        Runtime {
-            command: None,
-            ready: None,
-            settle_ms: None,
-            restart: Restart::OnFailure,
-            max_restarts: 3,
-            timeout: None,
-            max_workers: None,
-            watchdog_ms: None,
-            on_demand: true,
-        }
-    }
-}
-
-/// One graph, as loaded.
-#[derive(Debug, Clone)]
-pub struct Graph {
-    pub name: String,
-    /// The file the graph was read from.
-    pub source: PathBuf,
-    pub layout: Layout,
-    /// True for graphs of `property.json`, false for files in `graphs/`.
-    pub from_property_json: bool,
-    /// The graph object exactly as written (TEN fields and `runtime`).
-    pub value: Value,
-    pub auto_start: bool,
-    pub display_name: Option<String>,
-    pub description: Option<String>,
-    pub runtime: Runtime,
-}
-
-impl Graph {
-    /// The graph's nodes (under `graph.nodes` or `nodes`, by layout).
-    pub fn nodes(&self) -> &[Value] {
-        nodes_of(&self.value, self.layout)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-    }
-
-    /// Names of the graph's nodes, in order.
-    pub fn node_names(&self) -> Vec<String> {
-        self.nodes()
-            .iter()
-            .filter_map(|n| n.get("name").and_then(Value::as_str))
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// `(node name, addon)` for every node.
-    pub fn addons(&self) -> Vec<(String, String)> {
-        self.nodes()
-            .iter()
-            .map(|n| {
-                let s = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                (s("name"), s("addon"))
-            })
-            .collect()
-    }
-}
-
-/// A named list of agents that answer together (the chat API's teams).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Team {
-    pub name: String,
-    pub agents: Vec<String>,
-    /// The agent that writes the summary; `None` means agentd summarises on its own.
-    pub summary_agent: Option<String>,
-    pub description: Option<String>,
 }
 
 /// An immutable snapshot of every graph and team.
@@ -194,11 +69,11 @@ impl Catalog {
             if !doc.is_object() {
                 return Err(invalid("the top level must be an object".into()));
             }
-            for layout in [Layout::Legacy, Layout::Current] {
+            for layout in Layout::ALL {
                 let Some(section) = doc.get(layout.section()) else {
                     continue;
                 };
-                let Some(list) = section.get("predefined_graphs") else {
+                let Some(list) = section.get(PREDEFINED_GRAPHS) else {
                     continue;
                 };
                 let list = list.as_array().ok_or_else(|| {
@@ -326,9 +201,9 @@ impl Catalog {
             Value::Object(obj) if graph.from_property_json => {
                 let mut doc = obj.clone();
                 // Drop the other layout's graphs too: the copy holds exactly one graph.
-                for other in ["_ten", "ten"] {
-                    if let Some(Value::Object(sec)) = doc.get_mut(other) {
-                        sec.remove("predefined_graphs");
+                for other in Layout::ALL {
+                    if let Some(Value::Object(sec)) = doc.get_mut(other.section()) {
+                        sec.remove(PREDEFINED_GRAPHS);
                     }
                 }
                 doc
@@ -342,228 +217,10 @@ impl Catalog {
             *sec = Value::Object(Map::new());
         }
         if let Some(sec) = sec.as_object_mut() {
-            sec.insert("predefined_graphs".into(), Value::Array(vec![g]));
+            sec.insert(PREDEFINED_GRAPHS.into(), Value::Array(vec![g]));
         }
         Value::Object(doc)
     }
-}
-
-fn read_json(path: &Path) -> Result<Value, CatalogError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| CatalogError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn nodes_of(g: &Value, layout: Layout) -> Option<&Vec<Value>> {
-    match layout {
-        Layout::Legacy => g.get("nodes"),
-        Layout::Current => g.get("graph").and_then(|x| x.get("nodes")),
-    }
-    .and_then(Value::as_array)
-}
-
-/// Parses one graph object. `default_name` is used when the object has no `name` (graph files).
-fn parse_graph(
-    g: &Value,
-    layout: Layout,
-    source: &Path,
-    default_name: Option<String>,
-) -> Result<Graph, String> {
-    let obj = g.as_object().ok_or("a graph must be an object")?;
-    let from_property_json = default_name.is_none();
-    let name = match obj.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(_) => return Err("\"name\" must be a non-empty string".into()),
-        None => default_name.ok_or("a graph needs a \"name\"")?,
-    };
-    let ctx = |m: String| format!("graph {name:?}: {m}");
-    let nodes = nodes_of(g, layout).ok_or_else(|| {
-        ctx(match layout {
-            Layout::Legacy => "needs a \"nodes\" array".into(),
-            Layout::Current => "needs a \"graph\" object with a \"nodes\" array".into(),
-        })
-    })?;
-    let mut seen = std::collections::HashSet::new();
-    for (i, n) in nodes.iter().enumerate() {
-        let nname = n
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ctx(format!("nodes[{i}] needs a non-empty \"name\"")))?;
-        if !seen.insert(nname.to_string()) {
-            return Err(ctx(format!("node name {nname:?} is used twice")));
-        }
-        if let Some(p) = n.get("property") {
-            if !p.is_object() {
-                return Err(ctx(format!(
-                    "node {nname:?}: \"property\" must be an object"
-                )));
-            }
-        }
-    }
-    let opt_str = |k: &str| -> Result<Option<String>, String> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ctx(format!("{k:?} must be a string"))),
-        }
-    };
-    let auto_start = match obj.get("auto_start") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ctx("\"auto_start\" must be true or false".into())),
-    };
-    let base_dir = source.parent().unwrap_or(Path::new("/"));
-    let runtime = match obj.get("runtime") {
-        None | Some(Value::Null) => Runtime::default(),
-        Some(rt) => parse_runtime(rt, base_dir).map_err(|m| ctx(format!("runtime: {m}")))?,
-    };
-    Ok(Graph {
-        display_name: opt_str("display_name")?,
-        description: opt_str("description")?,
-        name,
-        source: source.to_path_buf(),
-        layout,
-        from_property_json,
-        value: g.clone(),
-        auto_start,
-        runtime,
-    })
-}
-
-fn parse_runtime(rt: &Value, base_dir: &Path) -> Result<Runtime, String> {
-    let obj = rt.as_object().ok_or("must be an object")?;
-    let mut out = Runtime::default();
-    for (k, v) in obj {
-        let uint = || {
-            v.as_u64()
-                .ok_or(format!("{k:?} must be a whole number >= 0"))
-        };
-        match k.as_str() {
-            "command" => {
-                let words: Vec<String> = match v {
-                    Value::String(s) => crate::settings::split_command(s)
-                        .ok_or("\"command\" must name a program")?,
-                    Value::Array(a) => a
-                        .iter()
-                        .map(|w| w.as_str().map(str::to_string))
-                        .collect::<Option<Vec<_>>>()
-                        .filter(|w| !w.is_empty() && !w[0].is_empty())
-                        .ok_or("\"command\" must be a non-empty array of strings")?,
-                    _ => return Err("\"command\" must be a string or an array of strings".into()),
-                };
-                out.command = Some(
-                    words
-                        .into_iter()
-                        .map(|w| resolve_word(&w, base_dir))
-                        .collect(),
-                );
-            }
-            "ready" => {
-                out.ready = Some(match v.as_str() {
-                    Some("notify") => Ready::Notify,
-                    Some("settle") => Ready::Settle,
-                    _ => return Err("\"ready\" must be \"notify\" or \"settle\"".into()),
-                })
-            }
-            "settle_ms" => out.settle_ms = Some(uint()?),
-            "restart" => {
-                out.restart = match v.as_str() {
-                    Some("never") => Restart::Never,
-                    Some("on-failure") => Restart::OnFailure,
-                    _ => return Err("\"restart\" must be \"never\" or \"on-failure\"".into()),
-                }
-            }
-            "max_restarts" => {
-                out.max_restarts =
-                    u32::try_from(uint()?).map_err(|_| "\"max_restarts\" is too large")?
-            }
-            "timeout" => {
-                out.timeout = Some(match v.as_i64() {
-                    Some(-1) => Timeout::Never,
-                    Some(n) if n > 0 => Timeout::Seconds(n as u64),
-                    _ => {
-                        return Err(
-                            "\"timeout\" must be a positive number of seconds or -1 (never)".into(),
-                        )
-                    }
-                })
-            }
-            "max_workers" => {
-                let n = uint()?;
-                if n == 0 {
-                    return Err("\"max_workers\" must be >= 1".into());
-                }
-                out.max_workers = Some(n as usize);
-            }
-            "watchdog_ms" => {
-                let n = uint()?;
-                if n == 0 {
-                    return Err("\"watchdog_ms\" must be >= 1".into());
-                }
-                out.watchdog_ms = Some(n);
-            }
-            "on_demand" => {
-                out.on_demand = v.as_bool().ok_or("\"on_demand\" must be true or false")?
-            }
-            other => return Err(format!("unknown key {other:?}")),
-        }
-    }
-    Ok(out)
-}
-
-/// Words that start with `./` or `../` are paths relative to the graph's file.
-fn resolve_word(word: &str, base_dir: &Path) -> String {
-    if word.starts_with("./") || word.starts_with("../") {
-        base_dir.join(word).to_string_lossy().into_owned()
-    } else {
-        word.to_string()
-    }
-}
-
-fn parse_teams(v: &Value) -> Result<Vec<Team>, String> {
-    let list = v.as_array().ok_or("\"teams\" must be an array")?;
-    let mut out: Vec<Team> = Vec::new();
-    for (i, t) in list.iter().enumerate() {
-        let name = t
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .ok_or(format!("teams[{i}] needs a non-empty \"name\""))?
-            .to_string();
-        if out.iter().any(|o| o.name == name) {
-            return Err(format!("team {name:?} is defined twice"));
-        }
-        let agents: Vec<String> = t
-            .get("agents")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
-            .filter(|a: &Vec<String>| !a.is_empty())
-            .ok_or(format!(
-                "team {name:?} needs a non-empty \"agents\" array of graph names"
-            ))?;
-        let summary_agent = match t.get("summary_agent") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(format!("team {name:?}: \"summary_agent\" must be a string")),
-        };
-        let description = t
-            .get("description")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        out.push(Team {
-            name,
-            agents,
-            summary_agent,
-            description,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

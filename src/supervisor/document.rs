@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::errors::StartError;
 use super::StartSpec;
 use crate::catalog::{Catalog, Graph, Layout};
+use crate::contract::document::PREDEFINED_GRAPHS;
 
 /// Builds the document for one worker of `graph`.
 pub fn build(catalog: &Catalog, graph: &Graph, spec: &StartSpec) -> Result<Value, StartError> {
@@ -76,13 +77,10 @@ pub fn build(catalog: &Catalog, graph: &Graph, spec: &StartSpec) -> Result<Value
 
 /// The node properties of the (single) graph in a worker document.
 pub fn node_properties(doc: &Value, layout: Layout) -> Vec<&Value> {
-    let g = &doc[layout.section()]["predefined_graphs"][0];
-    let nodes = match layout {
-        Layout::Legacy => &g["nodes"],
-        Layout::Current => &g["graph"]["nodes"],
-    };
-    nodes
-        .as_array()
+    layout
+        .graphs(doc)
+        .and_then(|g| g.first())
+        .and_then(|g| layout.nodes(g))
         .map(|a| a.iter().filter_map(|n| n.get("property")).collect())
         .unwrap_or_default()
 }
@@ -90,13 +88,9 @@ pub fn node_properties(doc: &Value, layout: Layout) -> Vec<&Value> {
 fn nodes_mut(doc: &mut Value, layout: Layout) -> Option<&mut Vec<Value>> {
     let g = doc
         .get_mut(layout.section())?
-        .get_mut("predefined_graphs")?
+        .get_mut(PREDEFINED_GRAPHS)?
         .get_mut(0)?;
-    match layout {
-        Layout::Legacy => g.get_mut("nodes"),
-        Layout::Current => g.get_mut("graph")?.get_mut("nodes"),
-    }?
-    .as_array_mut()
+    layout.nodes_mut(g)
 }
 
 /// The `property` object of the node called `name`, created when the node has none.

@@ -1,21 +1,25 @@
 //! Where a worker's output goes: its own size-capped, rotated log file under `LOG_PATH`, or
-//! agentd's stdout with every line prefixed `[<channel>] ` (`LOG_STDOUT=true`). The last lines
-//! are kept in memory for the `/start` error of a worker that dies early.
+//! agentd's stdout with every line prefixed `[<channel>] ` (`LOG_STDOUT=true`). Writes and
+//! rotation happen on a writer thread of their own. The last lines are kept in memory for the
+//! `/start` error of a worker that dies early.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::oneshot;
 
 /// Lines kept for error messages.
 const TAIL_LINES: usize = 20;
 /// A line longer than this is cut into pieces (a child without newlines cannot grow our memory).
 const MAX_LINE: usize = 16 * 1024;
+/// What starts agentd's own lines in a worker's log.
+const NOTE: &str = "--- agentd: ";
 
 /// A file-name stem for `channel` that is safe for any input and unique per channel: the
 /// channel's safe characters (at most 40) plus a short hash of the raw name.
@@ -117,14 +121,74 @@ impl FileLog {
     }
 }
 
-struct State {
-    target: Target,
-    tail: VecDeque<String>,
+impl Target {
+    fn write(&mut self, lines: &[String]) {
+        match self {
+            Target::Stdout { prefix } => {
+                let mut out = std::io::stdout().lock();
+                for line in lines {
+                    let _ = writeln!(out, "{prefix}{line}");
+                }
+            }
+            Target::File(f) => {
+                for line in lines {
+                    let mut buf = Vec::with_capacity(line.len() + 1);
+                    buf.extend_from_slice(line.as_bytes());
+                    buf.push(b'\n');
+                    f.write(&buf);
+                }
+            }
+        }
+    }
 }
 
-/// One channel's log; shared by the stdout and stderr pumps of each of its worker processes.
+/// Lines on their way to one sink's output.
+struct Job {
+    target: Arc<Mutex<Target>>,
+    lines: Vec<String>,
+    written: oneshot::Sender<()>,
+}
+
+impl Job {
+    fn run(self) {
+        self.target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&self.lines);
+        let _ = self.written.send(());
+    }
+}
+
+/// The thread that writes (and rotates) every worker log, so that file and stdout writes never
+/// block the runtime's threads. One thread for all sinks keeps each sink's lines in the order
+/// they were queued.
+fn writer() -> Option<&'static mpsc::Sender<Job>> {
+    static WRITER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    WRITER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            match std::thread::Builder::new()
+                .name("agentd-logs".into())
+                .spawn(move || rx.into_iter().for_each(Job::run))
+            {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot start the log writer thread (worker logs are written inline): {e}"
+                    );
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// One channel's log; shared by the stdout and stderr pumps of each of its worker processes and
+/// by the notes of the task that owns them.
 pub struct LogSink {
-    state: Mutex<State>,
+    target: Arc<Mutex<Target>>,
+    /// The last lines, agentd's notes among them; also the lock that orders the queueing.
+    tail: Mutex<VecDeque<String>>,
 }
 
 impl LogSink {
@@ -147,65 +211,70 @@ impl LogSink {
 
     fn with(target: Target) -> LogSink {
         LogSink {
-            state: Mutex::new(State {
-                target,
-                tail: VecDeque::with_capacity(TAIL_LINES),
-            }),
+            target: Arc::new(Mutex::new(target)),
+            tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
         }
     }
 
-    /// Writes one line of output (without its newline).
-    pub fn line(&self, line: &str) {
-        let Ok(mut st) = self.state.lock() else {
+    fn tail_lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes lines of output (without their newlines) in order; returns once they are written,
+    /// which is how a chatty worker is slowed to the pace of the disk.
+    pub async fn write(&self, lines: Vec<String>) {
+        if lines.is_empty() {
             return;
-        };
-        match &mut st.target {
-            Target::Stdout { prefix } => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{prefix}{line}");
+        }
+        let (written, done) = oneshot::channel();
+        {
+            // Queued under the tail's lock, so the tail and the output agree on the order.
+            let mut tail = self.tail_lock();
+            for line in &lines {
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
             }
-            Target::File(f) => {
-                let mut buf = Vec::with_capacity(line.len() + 1);
-                buf.extend_from_slice(line.as_bytes());
-                buf.push(b'\n');
-                f.write(&buf);
+            let job = Job {
+                target: self.target.clone(),
+                lines,
+                written,
+            };
+            match writer() {
+                Some(w) => {
+                    if let Err(mpsc::SendError(job)) = w.send(job) {
+                        job.run();
+                    }
+                }
+                None => job.run(),
             }
         }
-        if st.tail.len() == TAIL_LINES {
-            st.tail.pop_front();
-        }
-        st.tail.push_back(line.to_string());
+        let _ = done.await;
     }
 
-    /// A note from agentd itself, written into the same log.
-    pub fn note(&self, msg: &str) {
-        self.line(&format!("--- agentd: {msg}"));
+    /// A note from agentd itself, written into the same log; returns once it is written.
+    pub async fn note(&self, msg: &str) {
+        self.write(vec![format!("{NOTE}{msg}")]).await;
     }
 
     /// The last lines of output, oldest first (agentd's own notes left out).
     pub fn tail(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .map(|st| {
-                st.tail
-                    .iter()
-                    .filter(|l| !l.starts_with("--- agentd: "))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.tail_lock()
+            .iter()
+            .filter(|l| !l.starts_with(NOTE))
+            .cloned()
+            .collect()
     }
 
     /// Forgets the remembered lines (a new process starts).
     pub fn clear_tail(&self) {
-        if let Ok(mut st) = self.state.lock() {
-            st.tail.clear();
-        }
+        self.tail_lock().clear();
     }
 }
 
 /// Copies a child's stream into the sink line by line until end of file.
-pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: std::sync::Arc<LogSink>) {
+pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: Arc<LogSink>) {
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -214,25 +283,27 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: std::sync::Arc<LogSi
             Ok(n) => n,
         };
         pending.extend_from_slice(&buf[..n]);
+        let mut lines = Vec::new();
         while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
             let rest = pending.split_off(pos + 1);
             let line = std::mem::replace(&mut pending, rest);
-            emit(&sink, &line[..line.len() - 1]);
+            lines.push(text(&line[..line.len() - 1]));
         }
         while pending.len() > MAX_LINE {
             let rest = pending.split_off(MAX_LINE);
             let line = std::mem::replace(&mut pending, rest);
-            emit(&sink, &line);
+            lines.push(text(&line));
         }
+        sink.write(lines).await;
     }
     if !pending.is_empty() {
-        emit(&sink, &pending);
+        sink.write(vec![text(&pending)]).await;
     }
 }
 
-fn emit(sink: &LogSink, line: &[u8]) {
+fn text(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    sink.line(&String::from_utf8_lossy(line));
+    String::from_utf8_lossy(line).into_owned()
 }
 
 #[cfg(test)]
@@ -262,18 +333,46 @@ mod tests {
         assert!(safe_stem(&"x".repeat(500)).len() < 60);
     }
 
-    #[test]
-    fn rotates_by_size() {
+    #[tokio::test]
+    async fn rotates_by_size() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("w.log");
         let sink = LogSink::to_file(p.clone(), 100, 2);
         for i in 0..40 {
-            sink.line(&format!("line {i:04} ........"));
+            sink.write(vec![format!("line {i:04} ........")]).await;
         }
         assert!(std::fs::metadata(&p).unwrap().len() <= 100);
         assert!(d.path().join("w.log.1").exists());
         assert!(d.path().join("w.log.2").exists());
         assert!(!d.path().join("w.log.3").exists());
         assert_eq!(sink.tail().len(), TAIL_LINES);
+    }
+
+    #[tokio::test]
+    async fn pumped_lines_keep_their_order_and_notes_stay_out_of_the_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("w.log");
+        let sink = Arc::new(LogSink::to_file(p.clone(), 1 << 20, 2));
+        let text: String = (0..500).map(|i| format!("line {i}\r\n")).collect();
+        sink.note("before").await;
+        pump(text.as_bytes(), sink.clone()).await;
+        pump(&b"no newline at the end"[..], sink.clone()).await;
+        sink.note("after").await;
+        let written = std::fs::read_to_string(&p).unwrap();
+        let want: String = std::iter::once("--- agentd: before".to_string())
+            .chain((0..500).map(|i| format!("line {i}")))
+            .chain([
+                "no newline at the end".to_string(),
+                "--- agentd: after".to_string(),
+            ])
+            .map(|l| l + "\n")
+            .collect();
+        assert_eq!(written, want);
+        let tail = sink.tail();
+        assert_eq!(tail.len(), TAIL_LINES - 1);
+        assert_eq!(
+            tail.last().map(String::as_str),
+            Some("no newline at the end")
+        );
     }
 }

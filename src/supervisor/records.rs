@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tokio::sync::{watch, Notify};
 
 use serde::{Deserialize, Serialize};
@@ -167,8 +169,7 @@ impl Records {
                 "killing a worker group left behind by a previous agentd"
             );
             for pid in &members {
-                // SAFETY: plain syscall on pids we just checked.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
             }
             killed.extend(members);
         }

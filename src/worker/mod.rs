@@ -1,14 +1,14 @@
-//! `agentd worker`: the built-in agent worker (issue 4).
+//! `agentd worker`: the built-in agent worker.
 //!
 //! It reads its graph from the per-worker property file, reaches the chat and dispatch API named
 //! in its environment, says `READY=1`, and then claims batches and answers them through the
-//! graph's addon until SIGTERM.
+//! graph's addon until SIGTERM. It shares only [`crate::contract`] with the server: a child
+//! process that happens to live in the same binary.
 
 pub mod addons;
 pub mod client;
 pub mod config;
 pub mod notify;
-pub mod placeholder;
 pub mod turn;
 pub mod work;
 
@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::contract::notify::{READY, STOPPING, WATCHDOG};
 use addons::Addon;
 use client::{ApiError, ClaimFilter, Client};
 use config::{ConfigError, GraphConfig, Scope, WorkerEnv};
@@ -37,9 +38,6 @@ pub enum WorkerError {
         source: addons::PropertyError,
     },
 }
-
-/// Addons the built-in worker can run; `/start` refuses graphs with others.
-pub const KNOWN_ADDONS: &[&str] = &["echo", "rules", "openai_chat"];
 
 /// Longest a batch in hand may hold up the exit after SIGTERM.
 const STOP_BOUND: Duration = Duration::from_millis(1500);
@@ -145,7 +143,7 @@ impl Worker {
         if !self.reach_api(&stop).await {
             return;
         }
-        self.notifier.send("READY=1");
+        self.notifier.send(READY);
         tracing::info!(
             graph = %self.graph.name,
             agent = %self.env.agent_id,
@@ -218,7 +216,7 @@ fn jitter(d: Duration) -> Duration {
 async fn feed_watchdog(notifier: Notifier, interval: Duration) {
     let every = (interval / 2).max(Duration::from_millis(10));
     loop {
-        notifier.send("WATCHDOG=1");
+        notifier.send(WATCHDOG);
         tokio::time::sleep(every).await;
     }
 }
@@ -250,19 +248,19 @@ pub async fn run(property: &Path) -> Result<(), WorkerError> {
             _ = term.recv(), if !signalled => {
                 signalled = true;
                 tracing::info!("SIGTERM: stopping");
-                worker.notifier.send("STOPPING=1");
+                worker.notifier.send(STOPPING);
                 let _ = tx.send(true);
             }
             _ = int.recv(), if !signalled => {
                 signalled = true;
                 tracing::info!("SIGINT: stopping");
-                worker.notifier.send("STOPPING=1");
+                worker.notifier.send(STOPPING);
                 let _ = tx.send(true);
             }
         }
     }
     if !signalled {
-        worker.notifier.send("STOPPING=1");
+        worker.notifier.send(STOPPING);
     }
     tracing::info!("worker stopped");
     Ok(())

@@ -1,6 +1,9 @@
-//! systemd's notify protocol: `READY=1`, `STOPPING=1` and `WATCHDOG=1` datagrams on `NOTIFY_SOCKET`.
+//! Sends the worker's notify messages ([`crate::contract::notify`]) to the socket the supervisor
+//! named in `NOTIFY_SOCKET`.
 
 use std::os::unix::net::UnixDatagram;
+
+use crate::contract::notify::{datagram, SocketAddr};
 
 /// Sends notifications to the socket named by `NOTIFY_SOCKET`; does nothing without one.
 #[derive(Debug, Clone, Default)]
@@ -14,7 +17,8 @@ impl Notifier {
         Notifier { socket }
     }
 
-    /// Sends one state line (`READY=1`); a failure is logged, never fatal.
+    /// Sends one state line ([`READY`](crate::contract::notify::READY)); a failure is logged,
+    /// never fatal.
     pub fn send(&self, state: &str) {
         let Some(socket) = &self.socket else { return };
         if let Err(e) = send_to(socket, state) {
@@ -24,25 +28,18 @@ impl Notifier {
 }
 
 fn send_to(socket: &str, state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
     let sock = UnixDatagram::unbound()?;
-    if let Some(name) = socket.strip_prefix('@') {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::linux::net::SocketAddrExt;
+    let bytes = datagram(&[state]);
+    match SocketAddr::parse(socket) {
+        SocketAddr::Abstract(name) => {
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            sock.send_to_addr(state.as_bytes(), &addr)?;
-            return Ok(());
+            sock.send_to_addr(&bytes, &addr)?;
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = name;
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "abstract sockets need Linux",
-            ));
+        SocketAddr::Path(path) => {
+            sock.send_to(&bytes, path)?;
         }
     }
-    sock.send_to(state.as_bytes(), socket)?;
     Ok(())
 }
 
@@ -61,7 +58,6 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1");
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn abstract_socket_receives_state() {
         use std::os::linux::net::SocketAddrExt;

@@ -4,6 +4,10 @@
 //! Message creation and chunks are not idempotent on the server, so they are resent only when the
 //! server certainly did nothing (429); after an unclear failure (no answer, 5xx) the chat is read
 //! back first. Every message carries `trace.batchId` and a per-reply `trace.reply` key for that.
+//!
+//! One piece: every method of [`Turn`] follows the same never-double rule over the same state (the
+//! batch, the replies opened so far and what the chat is known to hold), so splitting it would
+//! only spread that rule across files.
 
 use std::future::Future;
 use std::time::Duration;

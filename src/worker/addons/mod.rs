@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::config::Node;
 use super::turn::{Turn, TurnError};
+use crate::contract::addons::{ECHO, OPENAI_CHAT, RULES};
 
 /// A node property with the wrong type or value.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,9 +40,9 @@ impl Addon {
     pub fn from_node(node: &Node) -> Result<Addon, PropertyError> {
         let p = &node.property;
         match node.addon.as_str() {
-            "echo" => echo::Echo::from_property(p).map(Addon::Echo),
-            "rules" => rules::Rules::from_property(p).map(Addon::Rules),
-            "openai_chat" => openai_chat::OpenAiChat::from_property(p).map(Addon::OpenAiChat),
+            ECHO => echo::Echo::from_property(p).map(Addon::Echo),
+            RULES => rules::Rules::from_property(p).map(Addon::Rules),
+            OPENAI_CHAT => openai_chat::OpenAiChat::from_property(p).map(Addon::OpenAiChat),
             other => Err(PropertyError::new(
                 "addon",
                 format!("unknown addon {other:?}"),

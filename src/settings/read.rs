@@ -1,127 +1,12 @@
-//! Settings read from the environment (after `.env` is loaded by `main`).
-//!
-//! Every variable is documented in `.env.example`. A bad value is a start-up error that names the
-//! variable and the form it expects; nothing falls back silently.
+//! Reading [`Settings`] from a [`Source`]: each variable, its default and the form it must have.
+//! A bad value is a start-up error that names the variable and the form it expects; nothing
+//! falls back silently.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use thiserror::Error;
-
-/// A setting that could not be used.
-#[derive(Debug, Error)]
-#[error("{var}={value:?} is not valid: expected {expected}")]
-pub struct SettingsError {
-    pub var: &'static str,
-    pub value: String,
-    pub expected: &'static str,
-}
-
-/// How the dispatch queue turns user inputs into batches (Opengram's `server.dispatch.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DispatchMode {
-    Immediate,
-    Sequential,
-    BatchedSequential,
-}
-
-impl DispatchMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DispatchMode::Immediate => "immediate",
-            DispatchMode::Sequential => "sequential",
-            DispatchMode::BatchedSequential => "batched_sequential",
-        }
-    }
-}
-
-/// Dispatch queue settings; defaults are the Opengram reference's.
-#[derive(Debug, Clone)]
-pub struct DispatchSettings {
-    pub mode: DispatchMode,
-    pub batch_debounce_ms: u64,
-    pub typing_grace_ms: u64,
-    pub max_batch_wait_ms: u64,
-    pub lease_ms: u64,
-    pub claim_wait_ms: u64,
-    pub retry_base_ms: u64,
-    pub retry_max_ms: u64,
-    pub max_attempts: u32,
-    pub claim_many_limit: u32,
-    pub heartbeat_interval_ms: u64,
-}
-
-/// Everything agentd is configured with.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    // Server
-    pub host: IpAddr,
-    pub port: u16,
-    pub api_key: Option<String>,
-    pub cors_origins: Vec<String>,
-    pub max_body_bytes: usize,
-    pub http_workers: usize,
-
-    // Files
-    pub property_json: PathBuf,
-    pub graphs_dir: PathBuf,
-    pub data_dir: PathBuf,
-    pub log_path: PathBuf,
-    pub log_stdout: bool,
-    pub log_max_bytes: u64,
-    pub log_max_files: u32,
-    pub keep_property_files: bool,
-
-    // Supervisor
-    pub workers_max: usize,
-    pub worker_quit_timeout_secs: u64,
-    pub worker_stop_grace: Duration,
-    pub worker_start_timeout: Duration,
-    pub worker_settle: Duration,
-    /// Program and arguments for graphs without `runtime.command`; `None` = agentd's own `worker`.
-    pub worker_command: Option<Vec<String>>,
-
-    // Chat and dispatch API
-    pub dispatch: DispatchSettings,
-    pub stream_timeout_secs: u64,
-    pub write_rate_limit_max: u32,
-    pub write_rate_limit_window_ms: u64,
-    pub reads_require_key: bool,
-    pub trust_proxy_headers: bool,
-    pub idempotency_ttl_secs: u64,
-
-    // Front doors
-    pub agent_rate_limit_per_minute: u32,
-    pub agent_max_concurrent: u32,
-    pub chat_reply_timeout: Duration,
-    /// Interval of `event: ping` heartbeats on the conversations front door's streams.
-    pub sse_ping_interval: Duration,
-
-    /// A secret made at every start and given to agentd's own workers (`AGENTD_WORKER_TOKEN`):
-    /// their writes are not counted against the client write rate limit.
-    pub worker_token: WorkerToken,
-}
-
-/// A secret that never shows in logs or `Debug` output.
-#[derive(Clone)]
-pub struct WorkerToken(String);
-
-impl WorkerToken {
-    fn generate() -> WorkerToken {
-        WorkerToken(nanoid::nanoid!(32))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for WorkerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WorkerToken(..)")
-    }
-}
+use super::{split_command, DispatchMode, DispatchSettings, Settings, SettingsError, WorkerToken};
 
 /// Where settings come from; the process environment in production, a map in unit tests.
 pub trait Source {
@@ -376,51 +261,6 @@ impl Settings {
         }
         Ok(settings)
     }
-
-    /// Refuses configurations that are unsafe to serve: a non-loopback address without a key.
-    pub fn check_exposure(&self) -> Result<(), SettingsError> {
-        if !self.host.is_loopback() && self.api_key.is_none() {
-            return Err(SettingsError {
-                var: "SERVER_HOST",
-                value: self.host.to_string(),
-                expected: "a loopback address (127.0.0.1 or ::1) unless AGENTD_API_KEY is set",
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Splits a command line into words: spaces separate, double quotes group, no shell expansion.
-pub fn split_command(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quoted {
-        return None;
-    }
-    if in_word {
-        words.push(cur);
-    }
-    (!words.is_empty()).then_some(words)
 }
 
 #[cfg(test)]
@@ -494,14 +334,5 @@ mod tests {
         assert!(s.check_exposure().is_err());
         let s = with(&[("SERVER_HOST", "0.0.0.0"), ("AGENTD_API_KEY", "k")]).unwrap();
         assert!(s.check_exposure().is_ok());
-    }
-
-    #[test]
-    fn command_splitting() {
-        assert_eq!(
-            split_command(r#"python3 "my worker.py" -v"#).unwrap(),
-            vec!["python3", "my worker.py", "-v"]
-        );
-        assert!(split_command("   ").is_none());
     }
 }

@@ -2,127 +2,21 @@
 //!
 //! Every call is one HTTP request; retrying is the caller's decision, because only some calls
 //! are safe to repeat (chunks and message creation are not idempotent on the server).
+//!
+//! [`wire`] holds the shapes it reads, [`error`] how a call fails.
+
+mod error;
+mod wire;
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// How a call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    /// 409: for dispatch calls the lease is gone; for messages the message is not streaming.
-    #[error("conflict (409): {0}")]
-    Conflict(String),
-    #[error("not found (404): {0}")]
-    NotFound(String),
-    /// 429: nothing was done; try again after the hint.
-    #[error("rate limited (429)")]
-    RateLimited(Option<Duration>),
-    #[error("HTTP {status}: {body}")]
-    Status { status: u16, body: String },
-    /// No answer (connection refused, reset, timed out): the call may or may not have happened.
-    #[error("network: {0}")]
-    Network(String),
-    #[error("unexpected answer: {0}")]
-    Decode(String),
-}
+pub use error::{error_chain, parse_retry_after, ApiError};
+pub use wire::{Batch, BatchItem, ClaimFilter, Message};
 
-impl ApiError {
-    /// True when trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ApiError::Network(_) | ApiError::RateLimited(_) => true,
-            ApiError::Status { status, .. } => *status >= 500,
-            _ => false,
-        }
-    }
-
-    /// True when the server certainly did nothing (so even a non-idempotent call can be resent).
-    pub fn surely_not_done(&self) -> bool {
-        matches!(self, ApiError::RateLimited(_))
-    }
-
-    /// The server's own wait hint, if it gave one.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ApiError::RateLimited(d) => *d,
-            _ => None,
-        }
-    }
-}
-
-/// One dispatch batch (the reference's DispatchBatch).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Batch {
-    pub batch_id: String,
-    pub chat_id: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub agent_id_hint: Option<String>,
-    #[serde(default)]
-    pub compiled_content: String,
-    #[serde(default)]
-    pub items: Vec<BatchItem>,
-}
-
-impl Batch {
-    /// True when every input is a resolved interactive request.
-    pub fn is_request_batch(&self) -> bool {
-        self.kind == "request_batch"
-    }
-}
-
-/// One input of a batch.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItem {
-    #[serde(default)]
-    pub input_id: String,
-    #[serde(default)]
-    pub source_kind: String,
-    #[serde(default)]
-    pub source_id: String,
-    #[serde(default)]
-    pub sender_id: String,
-    #[serde(default)]
-    pub content: String,
-}
-
-/// A stored message (snake_case, as the server returns it).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Message {
-    pub id: String,
-    #[serde(default)]
-    pub role: String,
-    #[serde(default)]
-    pub sender_id: String,
-    #[serde(default)]
-    pub content_final: Option<String>,
-    #[serde(default)]
-    pub content_partial: Option<String>,
-    #[serde(default)]
-    pub stream_state: String,
-    #[serde(default)]
-    pub trace: Option<Value>,
-}
-
-impl Message {
-    /// A string field of the message's trace.
-    pub fn trace_str(&self, key: &str) -> Option<&str> {
-        self.trace.as_ref()?.get(key)?.as_str()
-    }
-}
-
-/// What to filter a claim by (agentd's extension; omitted for a plain pool worker).
-#[derive(Debug, Clone, Default)]
-pub struct ClaimFilter {
-    pub chat_id: Option<String>,
-    pub agent_id: Option<String>,
-}
+use error::error_message;
 
 /// Per-request timeout of ordinary calls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -457,95 +351,5 @@ impl Client {
             v.and_then(|v| v.get("data").and_then(Value::as_array).cloned())
                 .unwrap_or_default(),
         )
-    }
-}
-
-/// `Retry-After` as seconds (the HTTP-date form is rare for APIs and read as "soon").
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(s) = v.parse::<u64>() {
-        return Some(Duration::from_secs(s));
-    }
-    if let Ok(s) = v.parse::<f64>() {
-        if s.is_finite() && s >= 0.0 {
-            return Some(Duration::from_secs_f64(s));
-        }
-    }
-    chrono::DateTime::parse_from_rfc2822(v).ok().map(|t| {
-        let ms = (t.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0);
-        Duration::from_millis(ms as u64)
-    })
-}
-
-/// The `message` of an error envelope, or the body itself (cut short).
-fn error_message(text: &str) -> String {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| {
-            v.get("error")
-                .and_then(|e| e.get("message").or(Some(e)))
-                .map(|m| {
-                    m.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| m.to_string())
-                })
-        })
-        .unwrap_or_else(|| text.chars().take(300).collect())
-}
-
-/// An error with its causes, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after(" 1.5 "),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn error_envelope_message() {
-        assert_eq!(
-            error_message(
-                r#"{"error":{"code":"CONFLICT","message":"Dispatch lease is no longer owned by this worker."}}"#
-            ),
-            "Dispatch lease is no longer owned by this worker."
-        );
-        assert_eq!(error_message("Not Found"), "Not Found");
-    }
-
-    #[test]
-    fn batch_decodes_reference_payload() {
-        let b: Batch = serde_json::from_value(json!({
-            "batchId": "b1", "chatId": "c1", "kind": "request_batch", "agentIdHint": null,
-            "compiledContent": "[Request resolved: \"Help\"] Selected: hours",
-            "items": [{"inputId": "i", "sourceKind": "request_resolved", "sourceId": "r1",
-                        "senderId": "user:primary", "content": "x", "mediaIds": [], "attachmentNames": []}],
-            "attachments": []
-        }))
-        .unwrap();
-        assert!(b.is_request_batch());
-        assert_eq!(b.items[0].source_id, "r1");
-        assert_eq!(b.agent_id_hint, None);
     }
 }

@@ -1,0 +1,12 @@
+//! What agentd and its worker processes agree on, owned by neither side: the child's environment,
+//! the `${env:…}` placeholder grammar, the notify messages, the layout of the property document
+//! and the addons of the built-in worker.
+//!
+//! The supervisor writes these things and the worker (or any other child) reads them; keeping
+//! both readings in one place is what makes them agree. It depends on nothing else in agentd.
+
+pub mod addons;
+pub mod document;
+pub mod env;
+pub mod notify;
+pub mod placeholder;

@@ -1,0 +1,98 @@
+//! The second half of a start: write the reservation's property file, hand the reservation to a
+//! new task that owns the worker, and answer once the worker is ready (or gone).
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::errors::StartError;
+use super::logs;
+use super::plan::Plan;
+use super::registry::timeout_secs;
+use super::reserve::{Reservation, StartSpec};
+use super::{task, Supervisor};
+
+/// A worker that is up.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartedWorker {
+    pub channel_name: String,
+    pub graph_name: String,
+    pub pid: u32,
+    pub worker_id: String,
+    /// Seconds of inactivity before the worker is stopped; `-1` means never.
+    pub timeout: i64,
+    pub chat_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Supervisor {
+    /// Writes the per-worker file, spawns the worker and answers once it is ready (or gone).
+    pub async fn launch(&self, mut res: Reservation) -> Result<StartedWorker, StartError> {
+        let inner = self.inner.clone();
+        let channel = res.spec.channel.clone();
+        let stem = logs::safe_stem(&channel);
+        let property_path = inner
+            .run_dir
+            .join(format!("property-{stem}-{}.json", res.generation));
+        write_private(&property_path, &res.doc)
+            .await
+            .map_err(|source| StartError::PropertyFile {
+                path: property_path.display().to_string(),
+                source,
+            })?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        if !inner.registry.attach(&channel, res.generation, tx) {
+            if !inner.settings.keep_property_files {
+                let _ = std::fs::remove_file(&property_path);
+            }
+            return Err(StartError::ShuttingDown);
+        }
+        // From here the task owns the slot: dropping the reservation no longer releases it.
+        res.launched = true;
+
+        let plan = Plan::new(&inner.settings, &mut res, property_path);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        inner.rt.spawn(task::run(inner.clone(), plan, rx, ready_tx));
+        let (pid, worker_id) = ready_rx
+            .await
+            .unwrap_or(Err(StartError::StoppedDuringStart))?;
+        Ok(StartedWorker {
+            channel_name: channel,
+            graph_name: res.graph.name.clone(),
+            pid,
+            worker_id,
+            timeout: timeout_secs(res.timeout),
+            chat_id: res.spec.chat_id.clone(),
+            request_id: res.spec.request_id.clone(),
+        })
+    }
+
+    /// Reserves and launches in one call.
+    pub async fn start(&self, spec: StartSpec) -> Result<StartedWorker, StartError> {
+        let res = self.reserve(spec)?;
+        self.launch(res).await
+    }
+}
+
+/// Writes `doc` to a new file readable only by agentd's user, in one blocking call. Not synced:
+/// the child reads it at once, and it never has to outlive the machine (nor does the child).
+async fn write_private(path: &Path, doc: &Value) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?
+            .write_all(&bytes)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,315 @@
+//! Who runs where right now: one slot per channel with the worker's description, the sender of
+//! its task's commands, its generation and its ping clock. Every read and change takes one short
+//! lock; nothing here awaits, spawns or touches a process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::errors::{ChannelError, StartError};
+use super::stop::StopOutcome;
+use crate::catalog::Timeout;
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    Starting,
+    Running,
+    Stopping,
+    Restarting,
+}
+
+/// A description of one worker (what `/list` shows).
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub channel: String,
+    pub graph: String,
+    pub pid: Option<u32>,
+    pub worker_id: Option<String>,
+    pub state: WorkerState,
+    pub created: SystemTime,
+    pub last_ping: SystemTime,
+    pub timeout: Timeout,
+    pub restarts: u32,
+    pub request_id: Option<String>,
+    pub chat_id: Option<String>,
+}
+
+impl WorkerInfo {
+    /// The TEN-compatible JSON of a `/list` entry.
+    pub fn to_json(&self) -> Value {
+        let rfc = |t: SystemTime| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        serde_json::json!({
+            "channel_name": self.channel,
+            "channelName": self.channel,
+            "graph_name": self.graph,
+            "pid": self.pid,
+            "worker_id": self.worker_id,
+            "state": self.state,
+            "created_at": rfc(self.created),
+            "createTs": secs(self.created),
+            "last_ping_at": rfc(self.last_ping),
+            "timeout": timeout_secs(self.timeout),
+            "restarts": self.restarts,
+            "request_id": self.request_id,
+            "chat_id": self.chat_id,
+        })
+    }
+}
+
+/// The wire form of a timeout: seconds, or -1 for never.
+pub fn timeout_secs(t: Timeout) -> i64 {
+    match t {
+        Timeout::Never => -1,
+        Timeout::Seconds(s) => i64::try_from(s).unwrap_or(i64::MAX),
+    }
+}
+
+/// A message to the task that owns a worker ([`super::task`]).
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Stop the worker for good and answer with how it ended.
+    Stop(oneshot::Sender<StopOutcome>),
+}
+
+/// When a channel was last pinged, shared by the registry (which writes it on `/ping`) and the
+/// worker's task (which reads it when its inactivity timer fires). A ping is one atomic store: it
+/// never wakes the task; the task re-arms its timer from the latest ping when it fires.
+#[derive(Debug, Default)]
+pub(crate) struct PingClock(std::sync::atomic::AtomicU64);
+
+/// The monotonic origin of [`PingClock`] readings.
+fn clock_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+impl PingClock {
+    pub(crate) fn touch(&self) {
+        let ms = clock_base().elapsed().as_millis() as u64;
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The instant of the last ping (or [`touch`](Self::touch)).
+    pub(crate) fn last(&self) -> Instant {
+        clock_base() + Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+struct Slot {
+    /// Tells this worker from a later one of the same channel: whoever releases or updates a
+    /// slot names the generation it holds, so a late one never touches its successor.
+    generation: u64,
+    /// `None` while reserved and not yet launched.
+    tx: Option<mpsc::UnboundedSender<Command>>,
+    pings: Arc<PingClock>,
+    info: WorkerInfo,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_channel: HashMap<String, Slot>,
+    next_generation: u64,
+    shutting_down: bool,
+}
+
+/// The limits a reservation is checked against.
+pub(super) struct Limits {
+    pub workers_max: usize,
+    /// The graph's `runtime.max_workers`.
+    pub graph_max: Option<usize>,
+}
+
+/// A reserved slot: its generation and ping clock.
+pub(super) struct Reserved {
+    pub generation: u64,
+    pub pings: Arc<PingClock>,
+}
+
+/// Every worker slot, behind one lock.
+#[derive(Default)]
+pub(crate) struct Registry {
+    slots: Mutex<Slots>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        // A panic while holding the lock cannot leave the map half-edited (single inserts and
+        // removes), so a poisoned lock is still usable.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
+    }
+
+    /// The atomic part of a start: the channel, the global and the per-graph slots are checked
+    /// and taken under one lock.
+    pub(super) fn reserve(&self, info: WorkerInfo, limits: Limits) -> Result<Reserved, StartError> {
+        let mut slots = self.lock();
+        if slots.shutting_down {
+            return Err(StartError::ShuttingDown);
+        }
+        if slots.by_channel.contains_key(&info.channel) {
+            return Err(StartError::ChannelExists(info.channel));
+        }
+        if slots.by_channel.len() >= limits.workers_max {
+            return Err(StartError::WorkersLimit {
+                max: limits.workers_max,
+            });
+        }
+        if let Some(max) = limits.graph_max {
+            let n = slots
+                .by_channel
+                .values()
+                .filter(|s| s.info.graph == info.graph)
+                .count();
+            if n >= max {
+                return Err(StartError::GraphLimit {
+                    graph: info.graph,
+                    max,
+                });
+            }
+        }
+        slots.next_generation += 1;
+        let generation = slots.next_generation;
+        let pings = Arc::new(PingClock::default());
+        slots.by_channel.insert(
+            info.channel.clone(),
+            Slot {
+                generation,
+                tx: None,
+                pings: pings.clone(),
+                info,
+            },
+        );
+        Ok(Reserved { generation, pings })
+    }
+
+    /// Gives a reserved slot its task's sender; false when the slot is gone or agentd is
+    /// shutting down (nothing may be launched then).
+    pub(super) fn attach(
+        &self,
+        channel: &str,
+        generation: u64,
+        tx: mpsc::UnboundedSender<Command>,
+    ) -> bool {
+        let mut slots = self.lock();
+        if slots.shutting_down {
+            return false;
+        }
+        match slots
+            .by_channel
+            .get_mut(channel)
+            .filter(|s| s.generation == generation)
+        {
+            Some(slot) => {
+                slot.tx = Some(tx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Updates the description of the worker `generation` of `channel`, if it is still that one.
+    pub(super) fn update(&self, channel: &str, generation: u64, f: impl FnOnce(&mut WorkerInfo)) {
+        if let Some(slot) = self.lock().by_channel.get_mut(channel) {
+            if slot.generation == generation {
+                f(&mut slot.info);
+            }
+        }
+    }
+
+    /// Forgets the worker `generation` of `channel`; a newer worker of the channel is untouched.
+    pub(super) fn release(&self, channel: &str, generation: u64) {
+        let mut slots = self.lock();
+        if slots
+            .by_channel
+            .get(channel)
+            .is_some_and(|s| s.generation == generation)
+        {
+            slots.by_channel.remove(channel);
+        }
+    }
+
+    /// Records a ping of `channel`; its timeout on success.
+    pub(super) fn ping(&self, channel: &str) -> Result<Timeout, ChannelError> {
+        let mut slots = self.lock();
+        let slot = slots
+            .by_channel
+            .get_mut(channel)
+            .ok_or_else(|| ChannelError::NotFound(channel.to_string()))?;
+        if slot.info.state == WorkerState::Stopping {
+            return Err(ChannelError::NotFound(channel.to_string()));
+        }
+        slot.info.last_ping = SystemTime::now();
+        slot.pings.touch();
+        Ok(slot.info.timeout)
+    }
+
+    /// The command sender of the task that runs `channel`'s worker.
+    pub(super) fn sender(
+        &self,
+        channel: &str,
+    ) -> Result<mpsc::UnboundedSender<Command>, ChannelError> {
+        let slots = self.lock();
+        let slot = slots
+            .by_channel
+            .get(channel)
+            .ok_or_else(|| ChannelError::NotFound(channel.to_string()))?;
+        // A slot without a sender is reserved and not yet launched: nothing runs to command.
+        slot.tx
+            .clone()
+            .ok_or_else(|| ChannelError::NotFound(channel.to_string()))
+    }
+
+    /// Every worker, ordered by channel.
+    pub(super) fn list(&self) -> Vec<WorkerInfo> {
+        let mut v: Vec<WorkerInfo> = self
+            .lock()
+            .by_channel
+            .values()
+            .map(|s| s.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.channel.cmp(&b.channel));
+        v
+    }
+
+    pub(super) fn get(&self, channel: &str) -> Option<WorkerInfo> {
+        self.lock().by_channel.get(channel).map(|s| s.info.clone())
+    }
+
+    /// Refuses every later reservation and launch; returns the senders of the running tasks.
+    pub(super) fn close(&self) -> Vec<mpsc::UnboundedSender<Command>> {
+        let mut slots = self.lock();
+        slots.shutting_down = true;
+        slots
+            .by_channel
+            .values()
+            .filter_map(|s| s.tx.clone())
+            .collect()
+    }
+
+    /// Like [`close`](Self::close), returning the pids (process groups) of the live workers.
+    pub(super) fn close_for_kill(&self) -> Vec<u32> {
+        let mut slots = self.lock();
+        slots.shutting_down = true;
+        slots
+            .by_channel
+            .values()
+            .filter_map(|s| s.info.pid)
+            .collect()
+    }
+}

@@ -1,0 +1,214 @@
+//! The first half of a start: validate what was asked, build the worker's property document,
+//! check its placeholders against the environment the worker will have, and reserve the channel
+//! and worker slots at once. Nothing is written or spawned here.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+use super::document;
+use super::errors::{ChannelError, StartError};
+use super::registry::{Limits, PingClock, WorkerInfo, WorkerState};
+use super::{Inner, Supervisor};
+use crate::catalog::{Graph, Timeout};
+use crate::contract::{addons, env, placeholder};
+
+/// Longest accepted channel name, in bytes.
+pub const MAX_CHANNEL_BYTES: usize = 128;
+
+/// What to start: TEN's `/start` body, already typed, plus what agentd's own callers add.
+#[derive(Debug, Clone, Default)]
+pub struct StartSpec {
+    pub channel: String,
+    pub graph: String,
+    pub request_id: Option<String>,
+    /// Per node name, a JSON Merge Patch for that node's `property`.
+    pub properties: Option<Map<String, Value>>,
+    pub user_uid: Option<u32>,
+    pub bot_uid: Option<u32>,
+    pub token: Option<String>,
+    /// `None` or `Some(0)`: the default; positive: seconds; `-1`: never.
+    pub timeout: Option<i64>,
+    /// Given to the child as `AGENTD_CHAT_ID`.
+    pub chat_id: Option<String>,
+    /// More environment for the child (cannot override agentd's own, [`env::OWN`]).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// A reserved channel and worker slot, ready to be launched. Dropping it releases the slot.
+pub struct Reservation {
+    pub(super) inner: Arc<Inner>,
+    pub(super) generation: u64,
+    pub(super) pings: Arc<PingClock>,
+    pub(super) spec: StartSpec,
+    pub(super) graph: Arc<Graph>,
+    pub(super) doc: Value,
+    pub(super) timeout: Timeout,
+    pub(super) launched: bool,
+}
+
+impl Reservation {
+    /// Sets the chat id given to the child as `AGENTD_CHAT_ID`.
+    pub fn set_chat_id(&mut self, chat_id: String) {
+        self.inner
+            .registry
+            .update(&self.spec.channel, self.generation, |i| {
+                i.chat_id = Some(chat_id.clone())
+            });
+        self.spec.chat_id = Some(chat_id);
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.spec.channel
+    }
+
+    pub fn graph_name(&self) -> &str {
+        &self.graph.name
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.launched {
+            self.inner
+                .registry
+                .release(&self.spec.channel, self.generation);
+        }
+    }
+}
+
+/// Checks a channel name from a request: blank, too long, or with control characters.
+pub fn check_channel(channel: &str) -> Result<(), ChannelError> {
+    if channel.trim().is_empty() {
+        return Err(ChannelError::Blank);
+    }
+    if channel.len() > MAX_CHANNEL_BYTES {
+        return Err(ChannelError::BadParams(format!(
+            "channel_name is longer than {MAX_CHANNEL_BYTES} bytes"
+        )));
+    }
+    if channel.chars().any(char::is_control) {
+        return Err(ChannelError::BadParams(
+            "channel_name contains control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Supervisor {
+    /// Validates `spec` and reserves its channel and worker slots; nothing is spawned yet.
+    pub fn reserve(&self, spec: StartSpec) -> Result<Reservation, StartError> {
+        let inner = &self.inner;
+        let settings = &inner.settings;
+        if inner.registry.is_shutting_down() {
+            return Err(StartError::ShuttingDown);
+        }
+        check_channel(&spec.channel).map_err(|e| match e {
+            ChannelError::Blank => StartError::BlankChannel,
+            other => StartError::BadParams(other.to_string()),
+        })?;
+        if spec.graph.trim().is_empty() {
+            return Err(StartError::BadParams("graph_name is empty".into()));
+        }
+        let catalog = inner.catalog.current();
+        let graph = catalog
+            .get(&spec.graph)
+            .cloned()
+            .ok_or_else(|| StartError::UnknownGraph(spec.graph.clone()))?;
+        let timeout = match spec.timeout {
+            None | Some(0) => graph
+                .runtime
+                .timeout
+                .unwrap_or(Timeout::Seconds(settings.worker_quit_timeout_secs)),
+            Some(-1) => Timeout::Never,
+            Some(n) if n > 0 => Timeout::Seconds(n as u64),
+            Some(n) => return Err(StartError::BadTimeout(n)),
+        };
+        if graph.runtime.command.is_none() && settings.worker_command.is_none() {
+            check_addons(&graph)?;
+        }
+        let doc = document::build(&catalog, &graph, &spec)?;
+        check_placeholders(&graph, &doc, &spec.extra_env)?;
+
+        let now = SystemTime::now();
+        let info = WorkerInfo {
+            channel: spec.channel.clone(),
+            graph: graph.name.clone(),
+            pid: None,
+            worker_id: None,
+            state: WorkerState::Starting,
+            created: now,
+            last_ping: now,
+            timeout,
+            restarts: 0,
+            request_id: spec.request_id.clone(),
+            chat_id: spec.chat_id.clone(),
+        };
+        let limits = Limits {
+            workers_max: settings.workers_max,
+            graph_max: graph.runtime.max_workers,
+        };
+        let reserved = inner.registry.reserve(info, limits)?;
+        Ok(Reservation {
+            inner: self.inner.clone(),
+            generation: reserved.generation,
+            pings: reserved.pings,
+            spec,
+            graph,
+            doc,
+            timeout,
+            launched: false,
+        })
+    }
+}
+
+/// A graph that runs on the built-in worker may only name addons that worker has.
+fn check_addons(graph: &Graph) -> Result<(), StartError> {
+    match graph
+        .addons()
+        .into_iter()
+        .find(|(_, addon)| !addons::is_known(addon))
+    {
+        Some((node, addon)) => Err(StartError::UnknownAddon {
+            graph: graph.name.clone(),
+            node,
+            addon,
+            known: addons::KNOWN.iter().map(|s| s.to_string()).collect(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Every placeholder must have a value in the environment the worker will get: agentd's own
+/// variables (always set), the caller's extra ones (the last of a name wins), then agentd's.
+fn check_placeholders(
+    graph: &Graph,
+    doc: &Value,
+    extra_env: &[(String, String)],
+) -> Result<(), StartError> {
+    let lookup = |var: &str| {
+        if env::is_own(var) {
+            return Some(String::new());
+        }
+        extra_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(var).ok())
+    };
+    let mut vars: Vec<String> = document::node_properties(doc, graph.layout)
+        .into_iter()
+        .flat_map(|p| placeholder::missing(p, lookup))
+        .collect();
+    if vars.is_empty() {
+        return Ok(());
+    }
+    vars.sort();
+    vars.dedup();
+    Err(StartError::MissingEnv {
+        graph: graph.name.clone(),
+        vars,
+    })
+}

@@ -1,0 +1,457 @@
+//! The task that owns one channel's worker: it spawns each process, waits for it to be ready,
+//! runs it (stop, exit, inactivity deadline and watchdog are branches of one `select!`), restarts
+//! it with backoff per its [`Plan`], and cleans up once the worker is gone for good. Everyone
+//! else reaches it through the [`Command`] sender the registry keeps.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+
+use super::errors::StartError;
+use super::plan::{self, Plan, RESET_AFTER};
+use super::registry::{Command, WorkerInfo, WorkerState};
+use super::spawn::{self, Proc};
+use super::stop::{self, describe, StopOutcome};
+use super::Inner;
+use crate::catalog::Ready;
+
+/// Longest wait for a dead worker's output pipes to drain.
+const PUMP_WAIT: Duration = Duration::from_secs(1);
+
+/// What the `/start` caller is told: pid and worker id, or why not.
+pub(super) type ReadyReply = oneshot::Sender<Result<(u32, String), StartError>>;
+
+/// How the wait for readiness ended.
+enum Started {
+    Ready,
+    Exited(ExitStatus),
+    NotReady,
+    Stop(Option<oneshot::Sender<StopOutcome>>),
+    Idle,
+}
+
+/// How a ready process's run ended.
+enum Ended {
+    Stop(Option<oneshot::Sender<StopOutcome>>),
+    Idle,
+    Exited(ExitStatus),
+    Watchdog,
+}
+
+/// How one spawned process of the worker came to an end.
+enum Life {
+    /// The worker is gone for good (stopped, idle, or its start failed): the task ends.
+    Over,
+    /// The process exited on its own with success: not restarted.
+    Clean,
+    /// The process failed (or the watchdog killed it): restart per policy.
+    Failed(ExitStatus),
+}
+
+/// The task's state across the processes of one worker.
+struct Task {
+    inner: Arc<Inner>,
+    plan: Plan,
+    rx: mpsc::UnboundedReceiver<Command>,
+    ready_tx: Option<ReadyReply>,
+    /// The inactivity deadline; `None` before the first readiness and for `timeout: -1`.
+    deadline: Option<Instant>,
+    /// What a late `/stop` is told once no process runs.
+    last: StopOutcome,
+}
+
+/// Runs a channel's worker from spawn to gone for good.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    plan: Plan,
+    rx: mpsc::UnboundedReceiver<Command>,
+    ready_tx: ReadyReply,
+) {
+    let mut task = Task {
+        inner,
+        plan,
+        rx,
+        ready_tx: Some(ready_tx),
+        deadline: None,
+        last: StopOutcome::from_status("not_started", None, Duration::ZERO),
+    };
+    let mut consecutive = 0u32;
+    loop {
+        let (life, ran_for) = match task.spawn_and_run().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(channel = %task.plan.channel, "{e}");
+                task.plan.log.note(&e.to_string()).await;
+                task.fail_start(e);
+                return;
+            }
+        };
+        let status = match life {
+            Life::Over => return,
+            Life::Clean => {
+                task.gone();
+                return;
+            }
+            Life::Failed(st) => st,
+        };
+        if ran_for >= RESET_AFTER {
+            consecutive = 0;
+        }
+        let plan = &task.plan;
+        if !plan.restarts_after(consecutive) {
+            tracing::error!(
+                channel = %plan.channel, graph = %plan.graph, restarts = consecutive,
+                "worker failed ({}); giving up", describe(&status)
+            );
+            plan.log
+                .note(&format!("giving up after {consecutive} restarts"))
+                .await;
+            task.gone();
+            return;
+        }
+        consecutive += 1;
+        let delay = plan::backoff(consecutive);
+        tracing::warn!(channel = %plan.channel, attempt = consecutive, delay_ms = delay.as_millis() as u64, "restarting the worker");
+        plan.log
+            .note(&format!(
+                "restart {consecutive} in {} ms",
+                delay.as_millis()
+            ))
+            .await;
+        task.set(|i| {
+            i.state = WorkerState::Restarting;
+            i.pid = None;
+            i.restarts += 1;
+        });
+        if !task.backoff(delay).await {
+            return;
+        }
+        task.set(|i| i.state = WorkerState::Starting);
+    }
+}
+
+impl Task {
+    fn set(&self, f: impl FnOnce(&mut WorkerInfo)) {
+        self.inner
+            .registry
+            .update(&self.plan.channel, self.plan.generation, f);
+    }
+
+    /// Spawns one process and runs it to its end; also returns how long it ran.
+    async fn spawn_and_run(&mut self) -> Result<(Life, Duration), StartError> {
+        self.plan.log.clear_tail();
+        let mut proc = spawn::spawn(&self.inner, &self.plan).await?;
+        let (pid, wid) = (proc.pid, proc.worker_id.clone());
+        self.set(|i| {
+            i.pid = Some(pid);
+            i.worker_id = Some(wid);
+        });
+        tracing::info!(channel = %self.plan.channel, graph = %self.plan.graph, pid, "worker spawned");
+        let life = match wait_ready(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await {
+            Started::Ready => {
+                tracing::info!(channel = %self.plan.channel, pid, "worker ready");
+                self.plan.log.note(&format!("worker {pid} ready")).await;
+                self.set(|i| i.state = WorkerState::Running);
+                if let Some(tx) = self.ready_tx.take() {
+                    // "Started" also means "recorded": a kill -9 of agentd from now on leaves no
+                    // part of this group unswept. Usually written long before readiness.
+                    self.inner.records.written(proc.recorded).await;
+                    self.deadline = self.plan.next_deadline();
+                    let _ = tx.send(Ok((pid, proc.worker_id.clone())));
+                }
+                let ended = running(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await;
+                self.after_running(&mut proc, ended).await
+            }
+            Started::Stop(reply) => {
+                self.shut(&mut proc, reply, "stopped before it was ready")
+                    .await;
+                Life::Over
+            }
+            Started::Idle => {
+                self.shut(&mut proc, None, "inactivity timeout while restarting")
+                    .await;
+                Life::Over
+            }
+            Started::Exited(st) => {
+                stop::reap_group(proc.pid as i32).await;
+                let why = format!("exited before it was ready ({})", describe(&st));
+                self.end(&mut proc, &why).await;
+                self.last = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
+                self.start_failed(
+                    StartError::Exited {
+                        status: describe(&st),
+                        output: self.plan.log.tail(),
+                    },
+                    st,
+                )
+            }
+            Started::NotReady => {
+                let how = self.plan.readiness();
+                self.last =
+                    stop::stop_group(&mut proc.child, proc.pid as i32, Duration::ZERO).await;
+                self.end(&mut proc, &format!("not ready in time ({how})"))
+                    .await;
+                self.start_failed(
+                    StartError::NotReady {
+                        timeout_ms: self.plan.start_timeout.as_millis() as u64,
+                        how,
+                        output: self.plan.log.tail(),
+                    },
+                    ExitStatus::from_raw(libc::SIGKILL),
+                )
+            }
+        };
+        Ok((life, proc.started.elapsed()))
+    }
+
+    /// A first start fails the `/start` call; a restart that fails counts as a failure.
+    fn start_failed(&mut self, err: StartError, st: ExitStatus) -> Life {
+        if self.ready_tx.is_some() {
+            self.fail_start(err);
+            return Life::Over;
+        }
+        tracing::warn!(channel = %self.plan.channel, "restarted worker did not come up: {err}");
+        Life::Failed(st)
+    }
+
+    async fn after_running(&mut self, proc: &mut Proc, ended: Ended) -> Life {
+        let pid = proc.pid;
+        match ended {
+            Ended::Stop(reply) => {
+                self.shut(proc, reply, "stopped").await;
+                Life::Over
+            }
+            Ended::Idle => {
+                tracing::info!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
+                self.shut(proc, None, "inactivity timeout").await;
+                Life::Over
+            }
+            Ended::Exited(st) => {
+                if st.success() {
+                    tracing::info!(channel = %self.plan.channel, pid, "worker exited on its own: {}", describe(&st));
+                } else {
+                    tracing::warn!(channel = %self.plan.channel, pid, "worker exited on its own: {}", describe(&st));
+                }
+                stop::reap_group(pid as i32).await;
+                self.end(proc, &format!("exited on its own ({})", describe(&st)))
+                    .await;
+                self.last = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
+                if st.success() {
+                    Life::Clean
+                } else {
+                    Life::Failed(st)
+                }
+            }
+            Ended::Watchdog => {
+                tracing::warn!(channel = %self.plan.channel, pid, "watchdog: no WATCHDOG=1 in time, killing the worker");
+                stop::kill_group(pid as i32, Signal::SIGKILL);
+                let st = proc
+                    .child
+                    .wait()
+                    .await
+                    .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+                stop::reap_group(pid as i32).await;
+                self.end(proc, "killed by the watchdog").await;
+                self.last = StopOutcome::from_status("killed", Some(st), Duration::ZERO);
+                Life::Failed(st)
+            }
+        }
+    }
+
+    /// Stops a live process for good and answers the stop that asked for it.
+    async fn shut(
+        &mut self,
+        proc: &mut Proc,
+        reply: Option<oneshot::Sender<StopOutcome>>,
+        why: &str,
+    ) {
+        self.set(|i| i.state = WorkerState::Stopping);
+        let out = stop::stop_group(&mut proc.child, proc.pid as i32, self.plan.stop_grace).await;
+        self.end(proc, &format!("{why} ({})", out.how)).await;
+        self.last = out.clone();
+        self.finish();
+        if let Some(tx) = self.ready_tx.take() {
+            let _ = tx.send(Err(StartError::StoppedDuringStart));
+        }
+        if let Some(r) = reply {
+            let _ = r.send(out);
+        }
+        self.drain();
+    }
+
+    /// After a process and its group are gone: forget its record, let its output drain, log it.
+    async fn end(&self, proc: &mut Proc, why: &str) {
+        self.inner.records.remove(&proc.worker_id);
+        if let Some(hook) = self.inner.gone_hook.get() {
+            hook(&proc.worker_id);
+        }
+        for p in proc.pumps.drain(..) {
+            let _ = tokio::time::timeout(PUMP_WAIT, p).await;
+        }
+        self.plan
+            .log
+            .note(&format!("worker {} {why}", proc.pid))
+            .await;
+    }
+
+    /// The first start failed: release everything, then tell the `/start` caller.
+    fn fail_start(&mut self, err: StartError) {
+        self.finish();
+        if let Some(tx) = self.ready_tx.take() {
+            let _ = tx.send(Err(err));
+        }
+        self.drain();
+    }
+
+    /// No process runs and none will: the worker is gone for good.
+    fn gone(&mut self) {
+        self.finish();
+        self.drain();
+    }
+
+    /// The worker leaves the registry and its property file goes.
+    fn finish(&self) {
+        self.inner
+            .registry
+            .release(&self.plan.channel, self.plan.generation);
+        self.plan.remove_property_file();
+    }
+
+    /// Answers the stops that raced with the end of the worker.
+    fn drain(&mut self) {
+        self.rx.close();
+        while let Ok(Command::Stop(reply)) = self.rx.try_recv() {
+            let _ = reply.send(self.last.clone());
+        }
+    }
+
+    /// Waits before a restart; false when the worker was stopped (or went idle) meanwhile.
+    async fn backoff(&mut self, delay: Duration) -> bool {
+        let wake = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = sleep_until(wake) => return true,
+                _ = maybe_sleep(self.deadline) => {
+                    if !self.plan.idle(&mut self.deadline) {
+                        continue;
+                    }
+                    tracing::info!(channel = %self.plan.channel, "inactivity timeout while waiting to restart");
+                    self.gone();
+                    return false;
+                }
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Stop(reply)) => {
+                        self.finish();
+                        let _ = reply.send(self.last.clone());
+                        self.drain();
+                        return false;
+                    }
+                    None => {
+                        self.gone();
+                        return false;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// `d` from now; `None` (never) when that is beyond what the clock can represent.
+fn after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
+/// Sleeps until `d`, or forever without one.
+async fn maybe_sleep(d: Option<Instant>) {
+    match d {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A notify socket that fails is not polled again (instead of spinning on the error).
+fn notify_broken(plan: &Plan, e: &std::io::Error, notify_ok: &mut bool) {
+    tracing::warn!(channel = %plan.channel, "notify socket failed: {e}");
+    *notify_ok = false;
+}
+
+/// Waits until the process is ready by its plan (`READY=1`, or alive for the settle time), or
+/// until something else happens first.
+async fn wait_ready(
+    plan: &Plan,
+    proc: &mut Proc,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    deadline: &mut Option<Instant>,
+) -> Started {
+    let begin = Instant::now();
+    let timeout_at = begin.checked_add(plan.start_timeout());
+    let settle_at = match plan.ready {
+        Ready::Settle => begin.checked_add(plan.settle),
+        Ready::Notify => None,
+    };
+    let pgid = proc.pid;
+    let mut notify_ok = true;
+    loop {
+        tokio::select! {
+            biased;
+            st = proc.child.wait() => {
+                return match st {
+                    Ok(st) => Started::Exited(st),
+                    Err(_) => Started::NotReady,
+                };
+            }
+            _ = maybe_sleep(settle_at) => return Started::Ready,
+            r = proc.notify.next(pgid), if notify_ok => match r {
+                Ok(notice) if notice.ready => return Started::Ready,
+                Ok(_) => {}
+                Err(e) => notify_broken(plan, &e, &mut notify_ok),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(Command::Stop(reply)) => return Started::Stop(Some(reply)),
+                None => return Started::Stop(None),
+            },
+            _ = maybe_sleep(*deadline) => if plan.idle(deadline) { return Started::Idle },
+            _ = maybe_sleep(timeout_at) => return Started::NotReady,
+        }
+    }
+}
+
+/// Runs a ready process until it is stopped, exits, goes idle or misses its watchdog.
+async fn running(
+    plan: &Plan,
+    proc: &mut Proc,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+    deadline: &mut Option<Instant>,
+) -> Ended {
+    let mut watchdog_at = plan.watchdog.and_then(after);
+    let pgid = proc.pid;
+    let mut notify_ok = true;
+    loop {
+        tokio::select! {
+            biased;
+            st = proc.child.wait() => {
+                return match st {
+                    Ok(st) => Ended::Exited(st),
+                    Err(_) => Ended::Watchdog,
+                };
+            }
+            cmd = rx.recv() => match cmd {
+                Some(Command::Stop(reply)) => return Ended::Stop(Some(reply)),
+                None => return Ended::Stop(None),
+            },
+            r = proc.notify.next(pgid), if notify_ok => match r {
+                Ok(notice) if notice.watchdog_trigger => return Ended::Watchdog,
+                Ok(notice) if notice.watchdog => watchdog_at = plan.watchdog.and_then(after),
+                Ok(_) => {}
+                Err(e) => notify_broken(plan, &e, &mut notify_ok),
+            },
+            _ = maybe_sleep(*deadline) => if plan.idle(deadline) { return Ended::Idle },
+            _ = maybe_sleep(watchdog_at) => return Ended::Watchdog,
+        }
+    }
+}
