@@ -11,7 +11,6 @@ pub mod errors;
 pub mod logs;
 pub mod placeholder;
 pub mod records;
-pub mod routes;
 mod spawner;
 mod stop;
 mod worker;
@@ -29,7 +28,7 @@ use crate::catalog::watch::CatalogHandle;
 use crate::catalog::{Graph, Ready, Timeout};
 use crate::settings::Settings;
 
-pub use errors::{ApiError, ChannelError, StartError};
+pub use errors::{ChannelError, StartError};
 pub use stop::StopOutcome;
 
 /// Longest accepted channel name, in bytes.
