@@ -14,9 +14,11 @@ mod db;
 pub mod dispatch;
 mod error;
 pub mod events;
+mod idempotency;
 mod messages;
 mod pool;
 pub mod requests;
+mod streaming;
 mod writer;
 
 use std::path::Path;
