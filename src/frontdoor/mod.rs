@@ -134,3 +134,38 @@ pub(crate) fn internal(e: StoreError) -> AskError {
     tracing::error!(error = %e, "front door store error");
     AskError::Internal("Unexpected server error.".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph_with_model(model: &str) -> Arc<Graph> {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = serde_json::json!({
+            "name": "g", "nodes": [{"type": "extension", "name": "llm", "addon": "openai_chat",
+            "extension_group": "default", "property": {"model": model}}]
+        });
+        std::fs::write(dir.path().join("g.json"), doc.to_string()).unwrap();
+        let cat = crate::catalog::Catalog::load(&dir.path().join("none.json"), dir.path()).unwrap();
+        cat.get("g").cloned().unwrap()
+    }
+
+    #[test]
+    fn model_of_reads_placeholders_like_the_worker() {
+        assert_eq!(model_of(&graph_with_model("gpt-x")), "gpt-x");
+        let unset = "AGENTD_TEST_MODEL_UNSET_7F3A";
+        assert_eq!(
+            model_of(&graph_with_model(&format!("${{env:{unset}|mini}}"))),
+            "mini"
+        );
+        // An escaped `|` belongs to the variable's name, not to a default.
+        assert_eq!(
+            model_of(&graph_with_model(&format!("${{env:{unset}\\|x}}"))),
+            "g"
+        );
+        assert_eq!(
+            model_of(&graph_with_model(&format!("${{env:{unset}}}"))),
+            "g"
+        );
+    }
+}

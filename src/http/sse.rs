@@ -87,3 +87,26 @@ where
         .insert_header(("x-accel-buffering", "no"))
         .streaming(frames.map(Ok::<_, actix_web::Error>))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_their_order_and_lines_their_names() {
+        let f = Frame::new()
+            .event("chat.created")
+            .data("{}")
+            .id("x1")
+            .bytes();
+        assert_eq!(f, "event: chat.created\ndata: {}\nid: x1\n\n");
+        let f = Frame::new().event("message").id("m").data("a\nb").bytes();
+        assert_eq!(f, "event: message\nid: m\ndata: a\ndata: b\n\n");
+        assert_eq!(comment("keepalive"), ": keepalive\n\n");
+        assert_eq!(
+            data(&serde_json::Value::String("[DONE]".into())),
+            "data: [DONE]\n\n"
+        );
+        assert_eq!(data(&serde_json::json!({"a": 1})), "data: {\"a\":1}\n\n");
+    }
+}

@@ -7,10 +7,11 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
 
 use super::cursor::{decode as decode_cursor, encode as encode_cursor};
-use super::db::{iso, new_id};
+use super::db::iso;
 use super::error::StoreError;
 use super::{Store, W};
 use crate::catalog::Catalog;
+use crate::ids::new_id;
 
 /// Longest chat title; longer titles are cut.
 pub const TITLE_MAX_CHARS: usize = 48;

@@ -50,5 +50,3 @@ pub fn iso(ms: i64) -> String {
         .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_default()
 }
-
-pub use crate::ids::new_id;

@@ -4,9 +4,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use super::db::{iso, new_id};
+use super::db::iso;
 use super::error::StoreError;
 use super::{Store, W};
+use crate::ids::new_id;
 
 /// One event as it goes out on the bus and the SSE stream.
 #[derive(Debug, Clone)]

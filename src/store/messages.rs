@@ -6,9 +6,10 @@ use serde_json::{json, Value};
 
 use super::chats::{cut, ensure_chat, is_agent, PREVIEW_MAX_CHARS};
 use super::cursor::{decode as decode_cursor, encode as encode_cursor};
-use super::db::{iso, new_id};
+use super::db::iso;
 use super::error::StoreError;
 use super::{Store, W};
+use crate::ids::new_id;
 
 const MSG_COLS: &str = "id, chat_id, role, sender_id, created_at, updated_at, content_final, \
     content_partial, stream_state, model_id, trace";

@@ -35,7 +35,7 @@ use crate::settings::Settings;
 pub use chat_keys::{HistoryItem, KeyedChat, Unread};
 pub use chats::{ChatFilter, NewChat, DEFAULT_MODEL, MODELS, TITLE_MAX_CHARS};
 pub use conversations::ConvEvent;
-pub use db::{iso, new_id};
+pub use db::iso;
 pub use error::StoreError;
 pub use events::Event;
 pub use messages::NewMessage;
@@ -308,7 +308,7 @@ impl Store {
     pub(crate) fn publish_ephemeral(&self, kind: &str, payload: serde_json::Value) {
         let _ = self.inner.events.send(Arc::new(Event {
             seq: None,
-            id: db::new_id(),
+            id: crate::ids::new_id(),
             kind: kind.to_string(),
             timestamp: db::iso(db::now_ms()),
             payload,

@@ -88,3 +88,53 @@ impl ReadPool {
         .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_run_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        db::open(&path).unwrap();
+        let pool = Arc::new(ReadPool::open(&path, 2).unwrap());
+        // Each read waits for the other inside its connection: only a pool that lets both run
+        // at once gets past the barrier.
+        let barrier = Arc::new(Barrier::new(2));
+        let read = |b: Arc<Barrier>| {
+            let pool = pool.clone();
+            async move {
+                pool.run(move |c| {
+                    b.wait();
+                    c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).unwrap()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let both = futures_util::future::join(read(barrier.clone()), read(barrier));
+        let got = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .unwrap();
+        assert_eq!(got, (1, 1));
+        // Both connections went back.
+        assert_eq!(pool.idle.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_read_gives_its_connection_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        db::open(&path).unwrap();
+        let pool = Arc::new(ReadPool::open(&path, 1).unwrap());
+        let r = pool.run(|_| -> i64 { panic!("boom") }).await;
+        assert!(matches!(r, Err(StoreError::Internal(_))));
+        let r = pool
+            .run(|c| c.query_row("SELECT 2", [], |r| r.get::<_, i64>(0)).unwrap())
+            .await;
+        assert_eq!(r.unwrap(), 2);
+    }
+}

@@ -9,9 +9,10 @@ mod reads;
 
 pub use reads::MessagePage;
 
-use super::db::{iso, new_id};
+use super::db::iso;
 use super::error::StoreError;
 use super::Store;
+use crate::ids::new_id;
 
 /// One event of the conversations feed (also what the per-conversation stream sends).
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::{compile, Input, MAX_DURATION_MS};
+use crate::ids::new_id;
 use crate::settings::DispatchMode;
-use crate::store::db::new_id;
 use crate::store::error::StoreError;
 use crate::store::W;
 

@@ -9,9 +9,10 @@ mod rules;
 pub use rules::{check_resolution, normalize_config, type_name};
 
 use super::chats::ensure_chat;
-use super::db::{iso, new_id};
+use super::db::iso;
 use super::error::StoreError;
 use super::{Store, W};
+use crate::ids::new_id;
 
 const REQ_COLS: &str = "id, chat_id, type, status, title, body, config, created_at, resolved_at, \
     resolved_by, resolution_payload, trace";
