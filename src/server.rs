@@ -38,7 +38,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
     #[error("supervisor: {0}")]
     Supervisor(String),
     #[error("{0}")]
@@ -84,8 +84,7 @@ impl Application {
             settings.clone(),
             catalog.clone(),
         )
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?;
+        .await?;
         let supervisor = Supervisor::new(settings.clone(), catalog.clone(), base_url.clone())
             .await
             .map_err(|e| ServeError::Supervisor(e.to_string()))?;
