@@ -75,7 +75,7 @@ impl FrontDoor {
 /// Copies bots' answers from their hidden chats into the conversations, as they complete. Runs for
 /// the life of the server.
 pub async fn relay(fd: Arc<FrontDoor>) {
-    let store = fd.store();
+    let store = &fd.store;
     let mut rx = store.subscribe();
     let mut keys: HashMap<String, Option<(String, String)>> = HashMap::new();
     loop {

@@ -66,10 +66,6 @@ impl FrontDoor {
         tokio::spawn(conversations::relay(self.clone()));
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The graph of `agent`, or `AgentNotFound`.
     pub fn graph(&self, agent: &str) -> Result<Arc<Graph>, AskError> {
         self.catalog

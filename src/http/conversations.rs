@@ -31,12 +31,7 @@ pub(super) fn not_found(id: &str) -> FdError {
 
 /// 404 unless the conversation exists.
 pub(super) async fn exists(st: &AppState, id: &str) -> Result<(), FdError> {
-    let found = st
-        .frontdoor
-        .store()
-        .conversation_exists(id)
-        .await
-        .map_err(internal)?;
+    let found = st.store.conversation_exists(id).await.map_err(internal)?;
     if found {
         Ok(())
     } else {
