@@ -1,14 +1,18 @@
 //! agentd: an agent process supervisor with a TEN-compatible start/stop API, an
 //! Opengram-compatible chat and dispatch API, a built-in agent worker, and chat front doors.
+//!
+//! Layers, each depending only on those before it: `settings` and `catalog`; `store` (SQLite)
+//! and `supervisor` (worker processes); `frontdoor` (the chat front doors' service); `http`
+//! (every route); `server` (boot and shutdown). `worker` is the built-in agent, run as a child.
 
 pub mod agora;
-pub mod api;
-pub mod auth;
 pub mod catalog;
 pub mod contract;
 pub mod frontdoor;
+pub mod http;
+pub mod ids;
 pub mod server;
 pub mod settings;
-pub mod state;
+pub mod store;
 pub mod supervisor;
 pub mod worker;

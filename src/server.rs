@@ -1,4 +1,5 @@
-//! Builds and runs the server: settings, directories, catalog, store, supervisor, HTTP, signals.
+//! Boots and runs the server: settings, directories, catalog, store, supervisor, front doors,
+//! HTTP, signals, and the graceful shutdown.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::Path;
@@ -6,13 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cors::Cors;
+use actix_web::dev::Server;
 use actix_web::middleware::Condition;
 use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::frontdoor::FrontDoor;
+use crate::http::AppState;
 use crate::settings::{Settings, SettingsError};
-use crate::state::AppState;
+use crate::store::Store;
+use crate::supervisor::Supervisor;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -33,7 +38,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
     #[error("supervisor: {0}")]
     Supervisor(String),
     #[error("{0}")]
@@ -43,110 +48,156 @@ pub enum ServeError {
 /// How long in-flight HTTP requests (including SSE streams) get after the workers are gone.
 const HTTP_SHUTDOWN_SECS: u64 = 1;
 
-/// `agentd serve`: runs until SIGTERM or SIGINT, then stops every worker and exits.
-pub async fn serve() -> Result<(), ServeError> {
-    let settings = Arc::new(Settings::from_env()?);
-    settings.check_exposure()?;
-    ensure_writable_dir("DATA_DIR", &settings.data_dir)?;
-    if !settings.log_stdout {
-        ensure_writable_dir("LOG_PATH", &settings.log_path)?;
-    }
+/// A built server: listening, with its store, supervisor and front doors running, not yet
+/// serving. Built and run are separate so the port is known (and can be 0) before serving.
+pub struct Application {
+    port: u16,
+    base_url: String,
+    server: Server,
+    state: AppState,
+    /// Keeps the catalog's file watcher alive.
+    _watch: crate::catalog::watch::WatchGuard,
+}
 
-    let (catalog, _watch_guard) =
-        crate::catalog::watch::start(&settings.property_json, &settings.graphs_dir)?;
+impl Application {
+    /// Checks the settings and directories, loads the catalog, binds the listener, opens the
+    /// store, and starts the supervisor and the front doors.
+    pub async fn build(settings: Settings) -> Result<Application, ServeError> {
+        let settings = Arc::new(settings);
+        settings.check_exposure()?;
+        ensure_writable_dir("DATA_DIR", &settings.data_dir)?;
+        if !settings.log_stdout {
+            ensure_writable_dir("LOG_PATH", &settings.log_path)?;
+        }
 
-    let addr = SocketAddr::new(settings.host, settings.port);
-    let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    let local = listener.local_addr()?;
-    let base_url = format!("http://{}", loopback_of(local));
+        let (catalog, watch) =
+            crate::catalog::watch::start(&settings.property_json, &settings.graphs_dir)?;
 
-    let store = crate::api::Store::open(
-        &settings.data_dir.join("agentd.db"),
-        settings.clone(),
-        catalog.clone(),
-    )
-    .await
-    .map_err(|e| ServeError::Store(e.to_string()))?;
-    let supervisor =
-        crate::supervisor::Supervisor::new(settings.clone(), catalog.clone(), base_url.clone())
+        let addr = SocketAddr::new(settings.host, settings.port);
+        let listener =
+            TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener.local_addr()?;
+        let base_url = format!("http://{}", loopback_of(local));
+
+        let store = Store::open(
+            &settings.data_dir.join("agentd.db"),
+            settings.clone(),
+            catalog.clone(),
+        )
+        .await?;
+        let supervisor = Supervisor::new(settings.clone(), catalog.clone(), base_url.clone())
             .await
             .map_err(|e| ServeError::Supervisor(e.to_string()))?;
 
-    // A worker that is gone hands its leases back at once instead of at lease expiry.
-    let gone_store = store.clone();
-    supervisor.on_worker_gone(move |worker_id| {
-        let (store, id) = (gone_store.clone(), worker_id.to_string());
-        tokio::spawn(async move { store.worker_gone(&id).await });
-    });
-    // So do the workers of a previous agentd (after a crash or `kill -9`): they are all gone.
-    for id in supervisor.take_leftover_workers() {
-        store.worker_gone(&id).await;
-    }
-
-    let state = AppState::new(
-        settings.clone(),
-        catalog,
-        supervisor.clone(),
-        store.clone(),
-        base_url.clone(),
-    );
-    crate::frontdoor::start(&state);
-    let app_state = state.clone();
-    let http_settings = settings.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(app_state.clone()))
-            .app_data(web::PayloadConfig::new(http_settings.max_body_bytes))
-            .wrap(Condition::new(
-                !http_settings.cors_origins.is_empty(),
-                cors(&http_settings),
-            ))
-            .service(web::scope("/api/v1").configure(crate::api::configure))
-            .configure(crate::supervisor::routes::configure)
-            .configure(crate::frontdoor::configure)
-            .default_service(web::to(crate::supervisor::routes::not_found))
-    })
-    .workers(settings.http_workers)
-    .disable_signals()
-    .shutdown_timeout(HTTP_SHUTDOWN_SECS)
-    .listen(listener)?
-    .run();
-    let handle = server.handle();
-    let mut server_task = tokio::spawn(server);
-
-    // Tests and scripts read this line to learn the port when SERVER_PORT=0.
-    println!("agentd listening on {base_url}");
-    tracing::info!(%base_url, graphs = state.catalog.current().graphs().len(), "agentd listening");
-
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        res = &mut server_task => {
-            supervisor.kill_all_now();
-            return match res {
-                Ok(r) => r.map_err(ServeError::Io),
-                Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
-            };
+        // A worker that is gone hands its leases back at once instead of at lease expiry.
+        let gone_store = store.clone();
+        supervisor.on_worker_gone(move |worker_id| {
+            let (store, id) = (gone_store.clone(), worker_id.to_string());
+            tokio::spawn(async move { store.worker_gone(&id).await });
+        });
+        // So do the workers of a previous agentd (after a crash or `kill -9`): they are all gone.
+        for id in supervisor.take_leftover_workers() {
+            store.worker_gone(&id).await;
         }
+
+        let frontdoor = FrontDoor::new(
+            store.clone(),
+            supervisor.clone(),
+            catalog.clone(),
+            settings.clone(),
+        );
+        frontdoor.start();
+        let state = AppState::new(settings.clone(), catalog, supervisor, store, frontdoor);
+        let app_state = state.clone();
+        let http_settings = settings.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(app_state.clone()))
+                .app_data(web::PayloadConfig::new(http_settings.max_body_bytes))
+                .wrap(Condition::new(
+                    !http_settings.cors_origins.is_empty(),
+                    cors(&http_settings),
+                ))
+                .configure(crate::http::configure)
+                .default_service(web::to(crate::http::supervisor::not_found))
+        })
+        .workers(settings.http_workers)
+        .disable_signals()
+        .shutdown_timeout(HTTP_SHUTDOWN_SECS)
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port: local.port(),
+            base_url,
+            server,
+            state,
+            _watch: watch,
+        })
     }
 
-    state.begin_shutdown();
-    let graceful = supervisor.shutdown();
-    tokio::select! {
-        _ = graceful => tracing::info!("every worker stopped"),
-        _ = term.recv() => { tracing::warn!("second signal: killing every worker now"); supervisor.kill_all_now(); }
-        _ = int.recv() => { tracing::warn!("second signal: killing every worker now"); supervisor.kill_all_now(); }
+    /// The port the server listens on (the real one when `SERVER_PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.port
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(HTTP_SHUTDOWN_SECS + 1),
-        handle.stop(true),
-    )
-    .await;
-    store.close().await;
-    tracing::info!("agentd stopped");
-    Ok(())
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: new starts are refused with
+    /// 503, every worker is stopped in parallel (a second signal kills them at once), in-flight
+    /// requests get a moment, and the WAL is checkpointed.
+    pub async fn run_until_stopped(self) -> Result<(), ServeError> {
+        let Application {
+            base_url,
+            server,
+            state,
+            _watch,
+            ..
+        } = self;
+        let supervisor = state.supervisor.clone();
+        let handle = server.handle();
+        let mut server_task = tokio::spawn(server);
+
+        // Tests and scripts read this line to learn the port when SERVER_PORT=0.
+        println!("agentd listening on {base_url}");
+        tracing::info!(%base_url, graphs = state.catalog.current().graphs().len(), "agentd listening");
+
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            res = &mut server_task => {
+                supervisor.kill_all_now();
+                return match res {
+                    Ok(r) => r.map_err(ServeError::Io),
+                    Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+                };
+            }
+        }
+
+        // The supervisor's flag is the one shutdown flag: it refuses new starts from here on.
+        let graceful = supervisor.shutdown();
+        tokio::select! {
+            _ = graceful => tracing::info!("every worker stopped"),
+            _ = term.recv() => { tracing::warn!("second signal: killing every worker now"); supervisor.kill_all_now(); }
+            _ = int.recv() => { tracing::warn!("second signal: killing every worker now"); supervisor.kill_all_now(); }
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(HTTP_SHUTDOWN_SECS + 1),
+            handle.stop(true),
+        )
+        .await;
+        state.store.close().await;
+        tracing::info!("agentd stopped");
+        Ok(())
+    }
+}
+
+/// `agentd serve`: settings from the environment, then [`Application`] until a signal.
+pub async fn serve() -> Result<(), ServeError> {
+    let settings = Settings::from_env()?;
+    Application::build(settings)
+        .await?
+        .run_until_stopped()
+        .await
 }
 
 /// The address agentd's own children use to reach it: loopback when bound to every interface.

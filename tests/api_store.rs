@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use agentd::api::Store;
 use agentd::catalog::watch::CatalogHandle;
 use agentd::catalog::Catalog;
 use agentd::settings::Settings;
+use agentd::store::Store;
 
 async fn store(dir: &Path) -> Store {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -62,12 +62,12 @@ async fn service_api_posts_and_streams_events() {
         .unwrap();
     s.post_user_message(&chat, "hello", None).await.unwrap();
     let batches = s
-        .claim(agentd::api::dispatch::Claim {
+        .claim(agentd::store::dispatch::Claim {
             worker_id: "w".into(),
             lease_ms: 5000,
             wait_ms: 1000,
             limit: 1,
-            filter: agentd::api::dispatch::ClaimFilter {
+            filter: agentd::store::dispatch::ClaimFilter {
                 chat_id: Some(chat.clone()),
                 agent_id: None,
             },
@@ -79,7 +79,7 @@ async fn service_api_posts_and_streams_events() {
     let m = s
         .create_message(
             &chat,
-            agentd::api::NewMessage {
+            agentd::store::NewMessage {
                 role: "agent".into(),
                 sender_id: "echo".into(),
                 content: Some("hi!".into()),

@@ -286,11 +286,11 @@ proptest! {
                 .collect::<Vec<_>>()
                 .join("\n\n"),
         };
-        prop_assert_eq!(agentd::api::dispatch::compile(&items), want);
+        prop_assert_eq!(agentd::store::dispatch::compile(&items), want);
         // Attachments: a line after the header, only for two items or more.
         let names = json!(["note.txt"]);
         let with: Vec<Value> = contents.iter().map(|c| json!({"content": c, "attachmentNames": names})).collect();
-        let got = agentd::api::dispatch::compile(&with);
+        let got = agentd::store::dispatch::compile(&with);
         if contents.len() >= 2 {
             prop_assert_eq!(got.matches("[attachments: [\"note.txt\"]]\n").count(), contents.len());
         } else {
@@ -300,12 +300,12 @@ proptest! {
 
     #[test]
     fn request_validators_never_panic(kind in "choice|text_input|form|[a-z]{0,6}", config in json_value(), body in json_value(), title in "\\PC{0,10}") {
-        let _ = agentd::api::requests::normalize_config(&kind, &config);
-        if let (Ok(cfg), Value::Object(b)) = (agentd::api::requests::normalize_config(&kind, &config), &body) {
-            let _ = agentd::api::requests::check_resolution(&kind, &title, &cfg, b);
+        let _ = agentd::store::requests::normalize_config(&kind, &config);
+        if let (Ok(cfg), Value::Object(b)) = (agentd::store::requests::normalize_config(&kind, &config), &body) {
+            let _ = agentd::store::requests::check_resolution(&kind, &title, &cfg, b);
         }
         if let Value::Object(b) = &body {
-            let _ = agentd::api::requests::check_resolution(&kind, &title, &config, b);
+            let _ = agentd::store::requests::check_resolution(&kind, &title, &config, b);
         }
     }
 }
@@ -317,7 +317,7 @@ fn compiled_content_matches_the_observed_reference_example() {
         json!({"content": "see attached"}),
     ];
     assert_eq!(
-        agentd::api::dispatch::compile(&items),
+        agentd::store::dispatch::compile(&items),
         "[Message 1]\n[attachments: [\"note.txt\"]]\n(no text)\n\n[Message 2]\nsee attached"
     );
 }

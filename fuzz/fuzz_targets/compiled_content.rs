@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    let out = agentd::api::dispatch::compile(&items);
+    let out = agentd::store::dispatch::compile(&items);
     match items.len() {
         0 => assert!(out.is_empty()),
         1 => assert!(!out.starts_with("[Message")),

@@ -3,7 +3,7 @@
 //! request type.
 #![no_main]
 
-use agentd::api::requests::{check_resolution, normalize_config};
+use agentd::store::requests::{check_resolution, normalize_config};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

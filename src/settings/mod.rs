@@ -114,7 +114,7 @@ pub struct WorkerToken(String);
 
 impl WorkerToken {
     fn generate() -> WorkerToken {
-        WorkerToken(nanoid::nanoid!(32))
+        WorkerToken(crate::ids::secret())
     }
 
     pub fn as_str(&self) -> &str {

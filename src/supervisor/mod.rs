@@ -16,7 +16,6 @@ mod plan;
 pub mod records;
 mod registry;
 mod reserve;
-pub mod routes;
 mod spawn;
 mod stop;
 mod task;
@@ -31,7 +30,7 @@ use crate::catalog::watch::CatalogHandle;
 use crate::catalog::Timeout;
 use crate::settings::Settings;
 
-pub use errors::{ApiError, ChannelError, StartError};
+pub use errors::{ChannelError, StartError};
 pub use launch::StartedWorker;
 pub use registry::{timeout_secs, WorkerInfo, WorkerState};
 pub use reserve::{check_channel, Reservation, StartSpec, MAX_CHANNEL_BYTES};

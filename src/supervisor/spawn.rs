@@ -46,7 +46,7 @@ pub(super) async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError
         program: program.clone(),
         source,
     };
-    let worker_id = nanoid::nanoid!(12);
+    let worker_id = crate::ids::worker_id();
     let notify = NotifySocket::bind(&format!("agentd-{}-{worker_id}", std::process::id()))
         .map_err(spawn_err)?;
     let cmd = command(inner, plan, &worker_id, &notify.env_value());

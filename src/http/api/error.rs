@@ -1,0 +1,110 @@
+//! The `/api/v1` family's error and its `{"error":{code,message,details}}` envelope: store
+//! failures, plus what only HTTP can get wrong (the key, the body, the write rate).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use crate::store::StoreError;
+
+/// Everything an `/api/v1` call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// What the store said (validation, not found, conflict, internal).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// 400: the body is not JSON.
+    #[error("Malformed JSON in request body")]
+    MalformedJson,
+    /// 401.
+    #[error("Missing or invalid instance secret.")]
+    Unauthorized,
+    /// 413.
+    #[error("Request body is too large.")]
+    PayloadTooLarge,
+    /// 429, with `Retry-After` in whole seconds.
+    #[error("Write rate limit exceeded.")]
+    RateLimited { retry_after_secs: u64 },
+}
+
+impl ApiError {
+    pub fn validation(message: impl Into<String>) -> ApiError {
+        StoreError::validation(message).into()
+    }
+
+    /// A rule on one field: `details.field` names it.
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        StoreError::field(field, message).into()
+    }
+
+    pub fn not_found(message: impl Into<String>, details: Option<Value>) -> ApiError {
+        StoreError::not_found(message, details).into()
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Store(StoreError::Validation { .. }) | ApiError::MalformedJson => {
+                "VALIDATION_ERROR"
+            }
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Store(StoreError::NotFound { .. }) => "NOT_FOUND",
+            ApiError::Store(StoreError::Conflict { .. }) => "CONFLICT",
+            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::Store(StoreError::Database(_) | StoreError::Internal(_)) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The envelope body.
+    pub fn envelope(&self) -> Value {
+        let (message, details) = match self {
+            ApiError::Store(
+                StoreError::Validation { message, details }
+                | StoreError::NotFound { message, details }
+                | StoreError::Conflict { message, details },
+            ) => (message.clone(), details.clone()),
+            ApiError::Store(StoreError::Database(_) | StoreError::Internal(_)) => {
+                ("Unexpected server error.".into(), None)
+            }
+            other => (other.to_string(), None),
+        };
+        let mut err = json!({ "code": self.code(), "message": message });
+        if let Some(d) = details {
+            err["details"] = d;
+        }
+        json!({ "error": err })
+    }
+
+    fn is_internal(&self) -> bool {
+        matches!(self, ApiError::Store(e) if e.is_internal())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Store(StoreError::Validation { .. }) | ApiError::MalformedJson => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Store(StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Store(StoreError::Database(_) | StoreError::Internal(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.is_internal() {
+            tracing::error!(error = %self, "api: unexpected error");
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            res.insert_header(("Retry-After", retry_after_secs.max(&1).to_string()));
+        }
+        res.json(self.envelope())
+    }
+}

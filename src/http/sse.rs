@@ -1,0 +1,112 @@
+//! Server-sent events, for every stream agentd serves (the API's event stream, the chat and agent
+//! messages answers, the conversations stream and feed): frames written in the field order each
+//! API has always used, and one response shape.
+//!
+//! Written here rather than taken from `actix-web-lab`'s `sse` module: that encoder always puts
+//! `id:` before `event:` and `data:`, its keep-alive comment reads `keep-alive`, and its
+//! response sets `cache-control: no-cache` only, while clients of these APIs read `event:`,
+//! `data:`, `id:` in that order, `: keepalive`, and `no-cache, no-transform`. The frames are a
+//! few lines; the rest is a channel.
+
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+/// One event, its fields in the order they were added, each on its own line.
+#[derive(Debug, Default)]
+pub struct Frame(String);
+
+impl Frame {
+    pub fn new() -> Frame {
+        Frame::default()
+    }
+
+    fn field(mut self, name: &str, value: &str) -> Frame {
+        // A newline inside a value would end the field early: each line gets the field's name.
+        for line in value.split('\n') {
+            self.0.push_str(name);
+            self.0.push_str(": ");
+            self.0.push_str(line.strip_suffix('\r').unwrap_or(line));
+            self.0.push('\n');
+        }
+        self
+    }
+
+    /// `event: <name>`.
+    pub fn event(self, name: &str) -> Frame {
+        self.field("event", name)
+    }
+
+    /// `id: <id>`.
+    pub fn id(self, id: &str) -> Frame {
+        self.field("id", id)
+    }
+
+    /// `data: <data>`.
+    pub fn data(self, data: &str) -> Frame {
+        self.field("data", data)
+    }
+
+    /// The frame, ended by its blank line.
+    pub fn bytes(mut self) -> Bytes {
+        self.0.push('\n');
+        Bytes::from(self.0)
+    }
+}
+
+/// A comment line (`: text`), which clients ignore: stream openings, keepalives, farewells.
+pub fn comment(text: &str) -> Bytes {
+    Bytes::from(format!(": {text}\n\n"))
+}
+
+/// A frame with only `data:`: JSON as it is, or a bare string (such as `[DONE]`).
+pub fn data(v: &serde_json::Value) -> Bytes {
+    match v {
+        serde_json::Value::String(s) => Frame::new().data(s).bytes(),
+        v => Frame::new().data(&v.to_string()).bytes(),
+    }
+}
+
+/// An event-stream response over `frames`.
+pub fn response<S>(frames: S) -> HttpResponse
+where
+    S: Stream<Item = Bytes> + 'static,
+{
+    response_from(HttpResponse::Ok(), frames)
+}
+
+/// [`response`] on a response that already has headers of its own.
+pub fn response_from<S>(mut builder: HttpResponseBuilder, frames: S) -> HttpResponse
+where
+    S: Stream<Item = Bytes> + 'static,
+{
+    builder
+        .insert_header(("content-type", "text/event-stream"))
+        .insert_header(("cache-control", "no-cache, no-transform"))
+        // Proxies such as nginx would otherwise hold frames back.
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(frames.map(Ok::<_, actix_web::Error>))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_their_order_and_lines_their_names() {
+        let f = Frame::new()
+            .event("chat.created")
+            .data("{}")
+            .id("x1")
+            .bytes();
+        assert_eq!(f, "event: chat.created\ndata: {}\nid: x1\n\n");
+        let f = Frame::new().event("message").id("m").data("a\nb").bytes();
+        assert_eq!(f, "event: message\nid: m\ndata: a\ndata: b\n\n");
+        assert_eq!(comment("keepalive"), ": keepalive\n\n");
+        assert_eq!(
+            data(&serde_json::Value::String("[DONE]".into())),
+            "data: [DONE]\n\n"
+        );
+        assert_eq!(data(&serde_json::json!({"a": 1})), "data: {\"a\":1}\n\n");
+    }
+}

@@ -1,0 +1,209 @@
+//! The TEN-compatible supervisor routes (`/start`, `/stop`, `/ping`, `/list`, `/graphs`,
+//! `/health`): thin layers over [`crate::supervisor::Supervisor`].
+//!
+//! Every answer is TEN's envelope `{code, msg, data}` with string codes; errors carry honest
+//! HTTP statuses (see [`TenError::code_and_status`]).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::auth::Accept;
+use super::extract::{has_key, parse_json, read_body, BodyError, Guard, Keyed};
+use super::state::AppState;
+use super::ten_error::TenError;
+use crate::supervisor::{ChannelError, StartError, StartSpec};
+
+/// The supervisor routes take the key from headers only.
+pub struct TenKey;
+impl Guard for TenKey {
+    type Error = TenError;
+    fn check(req: &HttpRequest, st: &AppState) -> Result<(), TenError> {
+        let accept = Accept {
+            bearer: true,
+            x_api_key: true,
+            query_token: false,
+        };
+        has_key(req, st, accept)
+            .then_some(())
+            .ok_or(TenError::Unauthorized)
+    }
+}
+type Key = Keyed<TenKey>;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(health))
+        .route("/health", web::get().to(health))
+        .route("/start", web::post().to(start))
+        .route("/stop", web::post().to(stop))
+        .route("/ping", web::post().to(ping))
+        .route("/list", web::get().to(list))
+        .route("/graphs", web::get().to(graphs));
+}
+
+/// A success envelope.
+fn ok(data: Value) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"code": "0", "msg": "success", "data": data}))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"code": "0", "msg": "ok", "data": null}))
+}
+
+/// Answer for a route that does not exist.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({
+        "code": "404",
+        "msg": "not found",
+        "data": {"status": 404, "detail": format!("no route for {} {}", req.method(), req.path())}
+    }))
+}
+
+/// Reads a JSON body of at most `MAX_BODY_BYTES`, whatever its content type.
+async fn json_body<T: DeserializeOwned>(
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<T, TenError> {
+    let body = read_body(payload, state.settings.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(max) => TenError::TooLarge(max),
+            BodyError::Unreadable(e) => bad(format!("cannot read the request body: {e}")),
+        })?;
+    match parse_json(&body) {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(bad("the request body is empty; send a JSON object".into())),
+        Err(e) => Err(bad(format!("invalid JSON body: {e}"))),
+    }
+}
+
+fn bad(msg: String) -> TenError {
+    TenError::Start(StartError::BadParams(msg))
+}
+
+/// TEN's `/start` body. Unknown fields are ignored, as TEN does.
+#[derive(Deserialize)]
+struct StartBody {
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    channel_name: Option<String>,
+    #[serde(default)]
+    graph_name: Option<String>,
+    #[serde(default)]
+    user_uid: Option<u32>,
+    #[serde(default)]
+    bot_uid: Option<u32>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+    #[serde(default)]
+    timeout: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ChannelBody {
+    #[serde(default)]
+    channel_name: Option<String>,
+}
+
+async fn start(
+    _: Key,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, TenError> {
+    if state.supervisor.is_shutting_down() {
+        return Err(StartError::ShuttingDown.into());
+    }
+    let body: StartBody = json_body(&state, payload).await?;
+    let spec = StartSpec {
+        channel: body.channel_name.unwrap_or_default(),
+        graph: body.graph_name.unwrap_or_default(),
+        request_id: body.request_id,
+        properties: body.properties,
+        user_uid: body.user_uid,
+        bot_uid: body.bot_uid,
+        token: body.token,
+        timeout: body.timeout,
+        chat_id: None,
+        extra_env: Vec::new(),
+    };
+    let mut reservation = state.supervisor.reserve(spec)?;
+    let chat_id = state
+        .store
+        .chat_for_channel(reservation.channel(), reservation.graph_name())
+        .await
+        .map_err(|e| StartError::Chat(e.to_string()))?;
+    reservation.set_chat_id(chat_id);
+    let started = state.supervisor.launch(reservation).await?;
+    Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)))
+}
+
+async fn channel_of(state: &AppState, payload: web::Payload) -> Result<String, TenError> {
+    let body: ChannelBody = json_body(state, payload).await.map_err(|e| match e {
+        TenError::Start(StartError::BadParams(m)) => TenError::Channel(ChannelError::BadParams(m)),
+        other => other,
+    })?;
+    Ok(body.channel_name.unwrap_or_default())
+}
+
+async fn ping(
+    _: Key,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, TenError> {
+    let channel = channel_of(&state, payload).await?;
+    let timeout = state.supervisor.ping(&channel)?;
+    Ok(ok(
+        json!({"channel_name": channel, "timeout": crate::supervisor::timeout_secs(timeout)}),
+    ))
+}
+
+async fn stop(
+    _: Key,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, TenError> {
+    let channel = channel_of(&state, payload).await?;
+    let graph = state.supervisor.get(&channel).map(|i| i.graph);
+    let outcome = state.supervisor.stop(&channel).await?;
+    let mut data = serde_json::to_value(outcome).unwrap_or(Value::Null);
+    if let Some(d) = data.as_object_mut() {
+        d.insert("channel_name".into(), channel.into());
+        d.insert("graph_name".into(), graph.into());
+    }
+    Ok(ok(data))
+}
+
+async fn list(_: Key, state: web::Data<AppState>) -> Result<HttpResponse, TenError> {
+    let workers: Vec<Value> = state
+        .supervisor
+        .list()
+        .iter()
+        .map(|w| w.to_json())
+        .collect();
+    Ok(ok(Value::Array(workers)))
+}
+
+async fn graphs(_: Key, state: web::Data<AppState>) -> Result<HttpResponse, TenError> {
+    let catalog = state.catalog.current();
+    let graphs: Vec<Value> = catalog
+        .graphs()
+        .iter()
+        .map(|g| {
+            json!({
+                "name": g.name,
+                "uuid": g.name,
+                "graph_id": g.name,
+                "auto_start": g.auto_start,
+                "display_name": g.display_name,
+                "description": g.description,
+                "source": g.source.display().to_string(),
+                "from_property_json": g.from_property_json,
+            })
+        })
+        .collect();
+    Ok(ok(Value::Array(graphs)))
+}

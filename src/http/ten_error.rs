@@ -1,0 +1,113 @@
+//! The TEN supervisor family's errors: the one place where supervisor failures meet the wire,
+//! as TEN's envelope `{code, msg, data}` with string codes and honest HTTP statuses.
+
+use actix_web::http::StatusCode;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::supervisor::{ChannelError, StartError};
+
+/// Everything a supervisor route can answer with other than success.
+#[derive(Debug, Error)]
+pub enum TenError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("missing or wrong API key: send Authorization: Bearer <key> or x-api-key: <key>")]
+    Unauthorized,
+}
+
+/// TEN's message for each code.
+pub fn ten_msg(code: &str) -> &'static str {
+    match code {
+        "0" => "success",
+        "10000" => "params invalid",
+        "10001" => "workers limit",
+        "10002" => "channel not existed",
+        "10003" => "channel existed",
+        "10004" => "channel empty",
+        "10100" => "process property json failed",
+        "10101" => "start worker failed",
+        "10102" => "stop worker failed",
+        "401" => "unauthorized",
+        _ => "error",
+    }
+}
+
+impl TenError {
+    /// The TEN code and the HTTP status: the one place where errors meet the wire.
+    pub fn code_and_status(&self) -> (&'static str, StatusCode) {
+        use StartError as S;
+        match self {
+            TenError::Start(e) => match e {
+                S::ShuttingDown => ("10101", StatusCode::SERVICE_UNAVAILABLE),
+                S::BlankChannel => ("10004", StatusCode::BAD_REQUEST),
+                S::BadParams(_) | S::BadTimeout(_) => ("10000", StatusCode::BAD_REQUEST),
+                S::UnknownGraph(_) => ("10100", StatusCode::NOT_FOUND),
+                S::UnknownNodes { .. } | S::MissingEnv { .. } | S::UnknownAddon { .. } => {
+                    ("10100", StatusCode::BAD_REQUEST)
+                }
+                S::ChannelExists(_) => ("10003", StatusCode::CONFLICT),
+                S::WorkersLimit { .. } | S::GraphLimit { .. } => {
+                    ("10001", StatusCode::TOO_MANY_REQUESTS)
+                }
+                S::Chat(_) | S::PropertyFile { .. } => ("10100", StatusCode::INTERNAL_SERVER_ERROR),
+                S::Spawn { .. } => ("10101", StatusCode::INTERNAL_SERVER_ERROR),
+                S::Exited { .. } => ("10101", StatusCode::BAD_GATEWAY),
+                S::NotReady { .. } => ("10101", StatusCode::GATEWAY_TIMEOUT),
+                S::StoppedDuringStart => ("10101", StatusCode::CONFLICT),
+            },
+            TenError::Channel(e) => match e {
+                ChannelError::Blank => ("10004", StatusCode::BAD_REQUEST),
+                ChannelError::BadParams(_) => ("10000", StatusCode::BAD_REQUEST),
+                ChannelError::NotFound(_) => ("10002", StatusCode::NOT_FOUND),
+            },
+            TenError::TooLarge(_) => ("10000", StatusCode::PAYLOAD_TOO_LARGE),
+            TenError::Unauthorized => ("401", StatusCode::UNAUTHORIZED),
+        }
+    }
+
+    /// The `data` of the envelope: the HTTP status (where TEN put it), the reason, and details.
+    fn data(&self, status: StatusCode) -> Value {
+        let mut data = json!({"status": status.as_u16(), "detail": self.to_string()});
+        let extra = match self {
+            TenError::Start(StartError::Exited { status, output }) => {
+                json!({"exit_status": status, "output": output})
+            }
+            TenError::Start(StartError::NotReady { output, .. }) => json!({"output": output}),
+            TenError::Start(StartError::UnknownNodes { nodes, unknown, .. }) => {
+                json!({"nodes": nodes, "unknown": unknown})
+            }
+            TenError::Start(StartError::MissingEnv { vars, .. }) => json!({"variables": vars}),
+            TenError::Start(StartError::UnknownAddon { node, addon, .. }) => {
+                json!({"node": node, "addon": addon})
+            }
+            _ => Value::Null,
+        };
+        if let (Some(d), Value::Object(e)) = (data.as_object_mut(), extra) {
+            d.extend(e);
+        }
+        data
+    }
+}
+
+impl actix_web::ResponseError for TenError {
+    fn status_code(&self) -> StatusCode {
+        self.code_and_status().1
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        let (code, status) = self.code_and_status();
+        if status.is_server_error() {
+            tracing::warn!(code, %status, "{self}");
+        }
+        actix_web::HttpResponse::build(status).json(json!({
+            "code": code,
+            "msg": ten_msg(code),
+            "data": self.data(status),
+        }))
+    }
+}

@@ -1,0 +1,317 @@
+//! Everything that touches SQLite: chats, messages, requests, the dispatch queue and its
+//! scheduler, the event log and live bus, and the front doors' own tables.
+//!
+//! Every operation is a method on [`Store`] returning [`StoreError`]; nothing here knows about
+//! HTTP. Writes go to one thread that owns the write connection and commits queued writes in
+//! groups (`writer`); reads run on blocking threads over a small pool of read connections (WAL
+//! lets them read while the writer writes). A write's future resolves only after its commit.
+
+mod chat_keys;
+mod chats;
+pub mod conversations;
+mod cursor;
+mod db;
+pub mod dispatch;
+mod error;
+pub mod events;
+mod idempotency;
+mod messages;
+mod pool;
+pub mod requests;
+mod streaming;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rusqlite::Connection;
+use tokio::sync::{broadcast, Notify};
+
+use crate::catalog::watch::CatalogHandle;
+use crate::catalog::Catalog;
+use crate::settings::Settings;
+
+pub use chat_keys::{HistoryItem, KeyedChat, Unread};
+pub use chats::{ChatFilter, NewChat, DEFAULT_MODEL, MODELS, TITLE_MAX_CHARS};
+pub use conversations::ConvEvent;
+pub use db::iso;
+pub use error::StoreError;
+pub use events::Event;
+pub use messages::NewMessage;
+
+/// Live events buffered per subscriber before a slow one is dropped (lagged).
+const EVENT_BUS_CAPACITY: usize = 1024;
+
+/// Handle to the SQLite-backed store and its dispatch engine; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Queue of the writer thread.
+    writer: std::sync::mpsc::Sender<writer::Msg>,
+    readers: Arc<pool::ReadPool>,
+    settings: Arc<Settings>,
+    catalog: CatalogHandle,
+    events: broadcast::Sender<Arc<Event>>,
+    /// Wakes the dispatch scheduler (new inputs, typing, lease ends).
+    scheduler: Notify,
+    /// When the scheduler plans to wake (epoch ms); `i64::MIN` while a pass runs.
+    next_wake: std::sync::atomic::AtomicI64,
+    /// Wakes waiting claims (a batch may be claimable).
+    claims: Notify,
+    closed: std::sync::atomic::AtomicBool,
+    started: Instant,
+    /// Live events of the conversations front door (persisted in `fd_events` first).
+    conv_events: broadcast::Sender<Arc<ConvEvent>>,
+    /// Worker ids known to be dead (their process is gone), with when that was learnt. A claim of
+    /// theirs still waiting on a half-closed connection must not take work.
+    gone: Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+/// How long a dead worker id is remembered; far longer than any claim can wait in practice.
+const GONE_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Inner {
+    pub(crate) fn is_gone(&self, worker_id: &str) -> bool {
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(worker_id)
+    }
+}
+
+/// What a write closure sees: the open transaction, the time, and what to publish after commit.
+pub(crate) struct W<'a> {
+    pub c: &'a Connection,
+    pub now: i64,
+    pub settings: &'a Settings,
+    pub catalog: Arc<Catalog>,
+    events: Vec<Event>,
+    wake_at: Option<i64>,
+    kick_claims: bool,
+}
+
+impl W<'_> {
+    /// Ask the scheduler to recompute its deadlines after commit.
+    pub fn kick_scheduler(&mut self) {
+        self.wake_at = Some(i64::MIN);
+    }
+
+    /// Make sure the scheduler is awake by `at` (epoch ms).
+    pub fn wake_by(&mut self, at: i64) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    /// Wake waiting claims after commit.
+    pub fn kick_claims(&mut self) {
+        self.kick_claims = true;
+    }
+}
+
+impl Store {
+    /// Opens (and migrates) the database at `path` and starts the dispatch scheduler.
+    pub async fn open(
+        path: &Path,
+        settings: Arc<Settings>,
+        catalog: CatalogHandle,
+    ) -> Result<Store, StoreError> {
+        let path = path.to_path_buf();
+        let (writer, readers) = tokio::task::spawn_blocking(move || {
+            let mut w = db::open(&path)?;
+            db::migrate(&mut w)?;
+            let r = pool::ReadPool::open(&path, pool::default_size())?;
+            Ok::<_, rusqlite::Error>((w, r))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        let writer = writer::spawn(
+            writer,
+            writer::Context {
+                settings: settings.clone(),
+                catalog: catalog.clone(),
+                events: events.clone(),
+            },
+        )
+        .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                writer,
+                readers: Arc::new(readers),
+                settings,
+                catalog,
+                events,
+                scheduler: Notify::new(),
+                next_wake: std::sync::atomic::AtomicI64::new(i64::MIN),
+                claims: Notify::new(),
+                closed: std::sync::atomic::AtomicBool::new(false),
+                started: Instant::now(),
+                conv_events: broadcast::channel(EVENT_BUS_CAPACITY).0,
+                gone: Mutex::new(std::collections::HashMap::new()),
+            }),
+        };
+        // Expired leases and due batches from before a restart are handled by the first pass.
+        tokio::spawn(dispatch::scheduler::run(store.clone()));
+        Ok(store)
+    }
+
+    /// Stops the scheduler and checkpoints the WAL.
+    pub async fn close(&self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.scheduler.notify_one();
+        self.inner.claims.notify_waiters();
+        let (done, checkpointed) = tokio::sync::oneshot::channel();
+        if self.send(writer::Msg::Checkpoint(done)).is_ok() {
+            let _ = checkpointed.await;
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner.catalog.current()
+    }
+
+    /// Seconds since the store opened (health `uptime`).
+    pub fn uptime_secs(&self) -> u64 {
+        self.inner.started.elapsed().as_secs()
+    }
+
+    /// A worker process is gone (told by the supervisor): its leases go back to the queue at
+    /// once, counted as an attempt like an expired lease, and claims still waiting under its id
+    /// end without taking anything.
+    pub async fn worker_gone(&self, worker_id: &str) {
+        {
+            let mut gone = self.inner.gone.lock().unwrap_or_else(|e| e.into_inner());
+            gone.retain(|_, at| at.elapsed() < GONE_MEMORY);
+            gone.insert(worker_id.to_string(), Instant::now());
+        }
+        let id = worker_id.to_string();
+        match self.write(move |w| w.release_leases_of(&id)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(worker = %worker_id, batches = n, "dispatch: leases of a gone worker released")
+            }
+            Err(e) => {
+                tracing::error!(worker = %worker_id, error = %e, "dispatch: cannot release a gone worker's leases")
+            }
+        }
+        self.inner.claims.notify_waiters();
+    }
+
+    /// Subscribes to the live event bus (persisted and ephemeral events, in commit order).
+    /// A subscriber that falls more than the bus capacity behind gets `RecvError::Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Runs `f` in a transaction of the writer thread (its own savepoint within a group commit)
+    /// and answers once that transaction is committed. Events recorded by `f` are published after
+    /// the commit, in commit order; a failing `f` is rolled back alone.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut W) -> Result<T, StoreError> + Send + 'static,
+    {
+        type Outcome<T> = Result<(T, Option<i64>, bool), StoreError>;
+        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome<T>>();
+        let job: writer::Job = Box::new(move |w| {
+            let w = match w {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return None;
+                }
+            };
+            match f(w) {
+                Ok(v) => {
+                    let kicks = (w.wake_at, w.kick_claims);
+                    Some(Box::new(move |committed: Result<(), StoreError>| {
+                        let _ = tx.send(committed.map(|()| (v, kicks.0, kicks.1)));
+                    }))
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    None
+                }
+            }
+        });
+        self.send(writer::Msg::Job(job))?;
+        let (value, kick_s, kick_c) = rx
+            .await
+            .map_err(|_| StoreError::Internal("the writer thread is gone".into()))??;
+        if let Some(at) = kick_s {
+            if at
+                < self
+                    .inner
+                    .next_wake
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                self.inner.scheduler.notify_one();
+            }
+        }
+        if kick_c {
+            self.inner.claims.notify_waiters();
+        }
+        Ok(value)
+    }
+
+    fn send(&self, msg: writer::Msg) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .send(msg)
+            .map_err(|_| StoreError::Internal("the writer thread is gone".into()))
+    }
+
+    /// Runs `f` on a read connection of the pool, off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Settings, &Catalog) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        self.inner
+            .readers
+            .run(move |conn| {
+                let catalog = inner.catalog.current();
+                f(conn, &inner.settings, &catalog)
+            })
+            .await?
+    }
+
+    /// Publishes feed events of the conversations front door (already committed).
+    fn publish_conv(&self, events: Vec<ConvEvent>) {
+        for e in events {
+            let _ = self.inner.conv_events.send(Arc::new(e));
+        }
+    }
+
+    /// Subscribes to the live feed of the conversations front door.
+    pub fn subscribe_conversations(&self) -> broadcast::Receiver<Arc<ConvEvent>> {
+        self.inner.conv_events.subscribe()
+    }
+}
+
+impl Store {
+    /// Publishes an ephemeral event (typing) straight to the live bus.
+    pub(crate) fn publish_ephemeral(&self, kind: &str, payload: serde_json::Value) {
+        let _ = self.inner.events.send(Arc::new(Event {
+            seq: None,
+            id: crate::ids::new_id(),
+            kind: kind.to_string(),
+            timestamp: db::iso(db::now_ms()),
+            payload,
+        }));
+    }
+}

@@ -1,0 +1,140 @@
+//! The read connections: a few SQLite connections shared by every read, each used by one
+//! blocking thread at a time. WAL lets them read while the writer thread writes.
+//!
+//! Hand-written (a semaphore over a stack of connections) rather than r2d2 or deadpool: the pool
+//! never grows, never reconnects and never checks health, so those crates would add dependencies
+//! and a second runtime model for nothing.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use tokio::sync::Semaphore;
+
+use super::db;
+use super::error::StoreError;
+
+/// One read connection per core, at least 2 (so a long replay does not stall every other read)
+/// and at most 4 (readers mostly wait on the disk cache, not the CPU).
+pub fn default_size() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4)
+}
+
+/// A fixed set of read connections.
+pub struct ReadPool {
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per idle connection: a holder is sure to find one.
+    permits: Arc<Semaphore>,
+}
+
+/// A connection taken from the pool; goes back on drop, even if the read panicked.
+struct Lease<'a> {
+    pool: &'a ReadPool,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c);
+        }
+    }
+}
+
+impl ReadPool {
+    /// Opens `size` connections to the (already migrated) database at `path`.
+    pub fn open(path: &Path, size: usize) -> rusqlite::Result<ReadPool> {
+        let conns = (0..size.max(1))
+            .map(|_| db::open(path))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ReadPool {
+            permits: Arc::new(Semaphore::new(conns.len())),
+            idle: Mutex::new(conns),
+        })
+    }
+
+    /// Waits for a free connection, then runs `f` on it on a blocking thread.
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> T + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Internal("the read pool is closed".into()))?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let lease = Lease { pool: &pool, conn };
+            let out = match &lease.conn {
+                Some(c) => Ok(f(c)),
+                None => Err(StoreError::Internal("no idle read connection".into())),
+            };
+            // The connection goes back before its permit, so the next holder finds it.
+            drop(lease);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_run_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        db::open(&path).unwrap();
+        let pool = Arc::new(ReadPool::open(&path, 2).unwrap());
+        // Each read waits for the other inside its connection: only a pool that lets both run
+        // at once gets past the barrier.
+        let barrier = Arc::new(Barrier::new(2));
+        let read = |b: Arc<Barrier>| {
+            let pool = pool.clone();
+            async move {
+                pool.run(move |c| {
+                    b.wait();
+                    c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).unwrap()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let both = futures_util::future::join(read(barrier.clone()), read(barrier));
+        let got = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .unwrap();
+        assert_eq!(got, (1, 1));
+        // Both connections went back.
+        assert_eq!(pool.idle.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_read_gives_its_connection_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        db::open(&path).unwrap();
+        let pool = Arc::new(ReadPool::open(&path, 1).unwrap());
+        let r = pool.run(|_| -> i64 { panic!("boom") }).await;
+        assert!(matches!(r, Err(StoreError::Internal(_))));
+        let r = pool
+            .run(|c| c.query_row("SELECT 2", [], |r| r.get::<_, i64>(0)).unwrap())
+            .await;
+        assert_eq!(r.unwrap(), 2);
+    }
+}

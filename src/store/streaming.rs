@@ -1,0 +1,176 @@
+//! Streamed messages: chunks appended as they come, completion, cancellation, and the sweep of
+//! streams left open past `STREAM_TIMEOUT_SECONDS`.
+
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+use super::chats::{cut, ensure_chat, PREVIEW_MAX_CHARS};
+use super::error::StoreError;
+use super::messages::load_message;
+use super::{Store, W};
+
+/// The message, 404 if unknown, 409 unless it is streaming.
+fn load_streaming(c: &Connection, id: &str) -> Result<Value, StoreError> {
+    let m = load_message(c, id)?;
+    if m["stream_state"] != "streaming" {
+        return Err(StoreError::conflict(
+            "Message is not in streaming state.",
+            Some(json!({ "messageId": id, "streamState": m["stream_state"] })),
+        ));
+    }
+    Ok(m)
+}
+
+impl W<'_> {
+    /// Ends a stream: `complete` (with the final text) or `cancelled`; emits
+    /// `message.streaming.complete`.
+    fn finish_stream(
+        &mut self,
+        m: &Value,
+        final_text: Option<String>,
+        cancel: bool,
+        with_role: bool,
+    ) -> Result<Value, StoreError> {
+        let id = m["id"].as_str().unwrap_or_default().to_string();
+        let chat_id = m["chat_id"].as_str().unwrap_or_default().to_string();
+        let final_text = if cancel {
+            None
+        } else {
+            Some(
+                final_text
+                    .unwrap_or_else(|| m["content_partial"].as_str().unwrap_or("").to_string()),
+            )
+        };
+        if cancel {
+            self.c
+                .prepare_cached(
+                    "UPDATE messages SET stream_state = 'cancelled', updated_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, self.now])?;
+        } else {
+            self.c
+                .prepare_cached(
+                    "UPDATE messages SET stream_state = 'complete', content_final = ?2, content_partial = NULL, updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, final_text, self.now])?;
+            if let Some(t) = final_text.as_deref().filter(|t| !t.is_empty()) {
+                self.c
+                    .prepare_cached(
+                        "UPDATE chats SET last_message_preview = ?2, updated_at = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![chat_id, cut(t, PREVIEW_MAX_CHARS), self.now])?;
+            }
+        }
+        let mut payload = json!({
+            "chatId": chat_id, "messageId": id,
+            "streamState": if cancel { "cancelled" } else { "complete" },
+            "finalText": final_text,
+        });
+        if with_role {
+            payload["role"] = m["role"].clone();
+        }
+        self.emit("message.streaming.complete", payload)?;
+        load_message(self.c, &id)
+    }
+
+    /// Cancels streaming messages idle since before `now - timeout`; returns the next deadline.
+    pub(crate) fn sweep_streams(&mut self) -> Result<Option<i64>, StoreError> {
+        let timeout_ms = self
+            .settings
+            .stream_timeout_secs
+            .saturating_mul(1000)
+            .min(super::dispatch::MAX_DURATION_MS) as i64;
+        let stale: Vec<String> = {
+            let mut stmt = self.c.prepare_cached(
+                "SELECT id FROM messages WHERE stream_state = 'streaming' AND updated_at <= ?1 LIMIT 500",
+            )?;
+            let rows = stmt.query_map([self.now - timeout_ms], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for id in stale {
+            let m = load_message(self.c, &id)?;
+            self.finish_stream(&m, None, true, true)?;
+        }
+        let oldest: Option<i64> = self
+            .c
+            .prepare_cached(
+                "SELECT MIN(updated_at) FROM messages WHERE stream_state = 'streaming'",
+            )?
+            .query_row([], |r| r.get(0))?;
+        Ok(oldest.map(|t| t + timeout_ms))
+    }
+}
+
+impl Store {
+    /// Appends a chunk to a streaming message; emits ephemeral `message.streaming.chunk`.
+    pub async fn append_chunk(&self, message_id: &str, delta: String) -> Result<Value, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |w| {
+            let m = load_streaming(w.c, &id)?;
+            w.c.prepare_cached(
+                "UPDATE messages SET content_partial = COALESCE(content_partial, '') || ?2, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, delta, w.now])?;
+            w.ephemeral(
+                "message.streaming.chunk",
+                json!({ "chatId": m["chat_id"], "messageId": id, "deltaText": delta }),
+            );
+            load_message(w.c, &id)
+        })
+        .await
+    }
+
+    /// Completes a streaming message with `final_text`, or the accumulated text. `trace` (an
+    /// agentd extension: what the agent reports at the end, such as model and usage) is merged
+    /// into the message's trace as a JSON Merge Patch.
+    pub async fn complete_stream(
+        &self,
+        message_id: &str,
+        final_text: Option<String>,
+        trace: Option<serde_json::Map<String, Value>>,
+    ) -> Result<Value, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |w| {
+            let m = load_streaming(w.c, &id)?;
+            if let Some(t) = trace {
+                w.c.prepare_cached(
+                    "UPDATE messages SET trace = json_patch(coalesce(trace, '{}'), ?2) WHERE id = ?1",
+                )?
+                .execute(params![id, Value::Object(t).to_string()])?;
+            }
+            w.finish_stream(&m, final_text, false, true)
+        })
+        .await
+    }
+
+    /// Cancels a streaming message (its partial text is kept).
+    pub async fn cancel_message(&self, message_id: &str) -> Result<Value, StoreError> {
+        let id = message_id.to_string();
+        self.write(move |w| {
+            let m = load_streaming(w.c, &id)?;
+            w.finish_stream(&m, None, true, true)
+        })
+        .await
+    }
+
+    /// Cancels every streaming message of a chat; returns their ids.
+    pub async fn cancel_streaming(&self, chat_id: &str) -> Result<Vec<String>, StoreError> {
+        let chat_id = chat_id.to_string();
+        self.write(move |w| {
+            ensure_chat(w.c, &chat_id)?;
+            let ids: Vec<String> = {
+                let mut stmt = w.c.prepare_cached(
+                    "SELECT id FROM messages WHERE chat_id = ?1 AND stream_state = 'streaming' ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([&chat_id], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for id in &ids {
+                let m = load_message(w.c, id)?;
+                w.finish_stream(&m, None, true, false)?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+}
