@@ -67,22 +67,17 @@ async fn key_rules() {
     // The event stream is always gated.
     let r = s.get("/api/v1/events/stream").await;
     assert_error(&r, 401, "UNAUTHORIZED");
-    let res = s
-        .client
-        .get(s.url(&format!("/api/v1/events/stream?token={KEY}")))
-        .send()
+    let by_token = s.events(&format!("?token={KEY}"), None).await;
+    assert_eq!(by_token.status, 200);
+    drop(by_token);
+    let by_header = s
+        .open_stream(
+            s.request(reqwest::Method::GET, "/api/v1/events/stream")
+                .header("Authorization", &bearer),
+        )
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    drop(res);
-    let res = s
-        .client
-        .get(s.url("/api/v1/events/stream"))
-        .header("Authorization", &bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+        .expect("a stream");
+    assert_eq!(by_header.status, 200);
 }
 
 #[tokio::test]
@@ -98,13 +93,7 @@ async fn reads_can_require_the_key() {
 async fn open_without_a_key() {
     let s = TestApp::with_fast_dispatch(&[("READS_REQUIRE_KEY", "true")]);
     assert_eq!(s.chats("").await.status, 200);
-    let res = s
-        .client
-        .get(s.url("/api/v1/events/stream"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(s.events("", None).await.status, 200);
 }
 
 #[tokio::test]

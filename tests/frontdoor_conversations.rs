@@ -300,11 +300,9 @@ async fn validation_and_auth_errors() {
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "CONVERSATION_NOT_FOUND");
     // Streams accept the key in the query string (EventSource cannot set headers).
-    let res = server
-        .client
-        .get(server.url(&format!("/stream/{conv}?token=k")))
-        .send()
+    let stream = server
+        .open_stream(server.request(reqwest::Method::GET, &format!("/stream/{conv}?token=k")))
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+        .expect("a stream");
+    assert_eq!(stream.status, 200);
 }

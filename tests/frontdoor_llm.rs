@@ -15,9 +15,7 @@ use support::TestApp;
 fn server(standin: &Standin) -> TestApp {
     TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "gpt-test")
+        .openai(&standin.url, "sk-test", "gpt-test")
         .start()
 }
 
@@ -141,9 +139,7 @@ async fn a_provider_failure_is_an_honest_front_door_error() {
     let standin = Standin::start();
     let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "unauthorized")
+        .openai(&standin.url, "sk-test", "unauthorized")
         .start();
     let r = s.agent_message("assistant", json!({"text": "hi"})).await;
     assert_eq!(r.status, 502, "{}", r.text);

@@ -129,9 +129,7 @@ async fn assistant_streams_from_an_openai_compatible_server_with_memory() {
     let standin = Standin::start();
     let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "gpt-test")
+        .openai(&standin.url, "sk-test", "gpt-test")
         .start();
     let data = s.start_ok("e2e-assistant", "assistant", json!({})).await;
     let chat = data.chat();
@@ -177,9 +175,7 @@ async fn a_rejected_key_fails_the_batch_for_good_with_no_message_left_streaming(
     let standin = Standin::start();
     let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-bad")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "unauthorized")
+        .openai(&standin.url, "sk-bad", "unauthorized")
         .start();
     let data = s.start_ok("e2e-401", "assistant", json!({})).await;
     let chat = data.chat();
@@ -463,9 +459,7 @@ async fn a_provider_hiccup_is_retried_and_answered_once() {
     let standin = Standin::start();
     let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "flaky")
+        .openai(&standin.url, "sk-test", "flaky")
         .start();
     let data = s.start_ok("e2e-flaky", "assistant", json!({})).await;
     let chat = data.chat();

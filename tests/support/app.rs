@@ -82,6 +82,14 @@ impl Builder {
         ])
     }
 
+    /// Points the bundled `assistant` graph (an `openai_chat` agent) at an OpenAI-compatible
+    /// server at `base_url`, with this key and model.
+    pub fn openai(self, base_url: &str, key: &str, model: &str) -> Self {
+        self.env("OPENAI_API_KEY", key)
+            .env("OPENAI_BASE_URL", base_url)
+            .env("OPENAI_MODEL", model)
+    }
+
     /// Writes this document as the server's `property.json`.
     pub fn property_json(mut self, doc: Value) -> Self {
         self.property_json = Some(doc);

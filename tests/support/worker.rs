@@ -2,6 +2,7 @@
 //! socket of its own to hear `READY=1` and `STOPPING=1` on.
 
 use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,19 @@ use super::process::Proc;
 
 /// How to run a worker.
 pub struct WorkerBuilder {
+    bin: PathBuf,
     property: Value,
     env: Vec<(String, String)>,
     quiet: bool,
 }
 
 impl WorkerBuilder {
+    /// Runs this binary instead of [`agentd_bin`].
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bin = path.into();
+        self
+    }
+
     /// Sets an environment variable (the worker starts from an empty environment plus `PATH`,
     /// `RUST_LOG=info` and its `NOTIFY_SOCKET`).
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
@@ -44,7 +52,7 @@ impl WorkerBuilder {
         std::fs::write(&prop, doc).expect("property file");
         let sock = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&sock).expect("notify socket");
-        let mut cmd = Command::new(agentd_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["worker", "--property"])
             .arg(&prop)
             .current_dir(dir.path())
@@ -82,6 +90,7 @@ impl WorkerProcess {
     /// A worker of this `property.json` document.
     pub fn builder(property: Value) -> WorkerBuilder {
         WorkerBuilder {
+            bin: agentd_bin(),
             property,
             env: Vec::new(),
             quiet: false,
