@@ -16,7 +16,7 @@ pub enum TenError {
     Channel(#[from] ChannelError),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("missing or wrong API key: send Authorization: Bearer <key> or x-api-key: <key>")]
+    #[error("{}", super::auth::UNAUTHORIZED)]
     Unauthorized,
 }
 
