@@ -5,6 +5,8 @@
 //! [`TestApp`]), drives it over HTTP like a client would, and prints one table: min, median, p99
 //! and max of every figure, with the figure's natural floor measured in the same run where one
 //! exists. `AGENTD_BIN=/path/to/agentd` measures another build instead (say, before a change).
+//!
+//! One file: each scenario is one function over the shared `TestApp`, and `main` lists them.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
