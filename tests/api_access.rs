@@ -13,19 +13,25 @@ const KEY: &str = "s3cret-key";
 async fn key_rules() {
     let s = TestApp::with_fast_dispatch(&[("AGENTD_API_KEY", KEY)]);
     let bearer = format!("Bearer {KEY}");
-    // Health is public; reads are public by default.
+    // Health is public; reads need the key (READS_REQUIRE_KEY defaults to true).
     assert_eq!(s.api_health().await.status, 200);
-    assert_eq!(s.chats("").await.status, 200);
-    assert_eq!(s.config().await.status, 200);
-    let r = s.config().await;
+    assert_error(&s.chats("").await, 401, "UNAUTHORIZED");
+    assert_error(&s.config().await, 401, "UNAUTHORIZED");
+    assert_eq!(s.chats(&format!("?token={KEY}")).await.status, 200);
+    let r = s.get(&format!("/api/v1/config?token={KEY}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
     assert!(!r.text.contains(KEY));
     assert_eq!(r.body["security"]["instanceSecretEnabled"], true);
+    assert_eq!(
+        r.body["security"]["readEndpointsRequireInstanceSecret"],
+        true
+    );
     // Writes need the key.
     let r = s.create_chat(json!({ "agentIds": ["echo"] })).await;
     assert_error(&r, 401, "UNAUTHORIZED");
     assert_eq!(
         r.body["error"]["message"],
-        "Missing or invalid instance secret."
+        "Missing or invalid API key: send Authorization: Bearer <key> or x-api-key: <key>."
     );
     let r = s
         .send(
@@ -81,12 +87,22 @@ async fn key_rules() {
 }
 
 #[tokio::test]
-async fn reads_can_require_the_key() {
-    let s = TestApp::with_fast_dispatch(&[("AGENTD_API_KEY", KEY), ("READS_REQUIRE_KEY", "true")]);
-    assert_eq!(s.api_health().await.status, 200);
-    assert_error(&s.chats("").await, 401, "UNAUTHORIZED");
-    assert_error(&s.config().await, 401, "UNAUTHORIZED");
-    assert_eq!(s.chats(&format!("?token={KEY}")).await.status, 200);
+async fn reads_can_be_public_as_in_opengram() {
+    let s = TestApp::with_fast_dispatch(&[("AGENTD_API_KEY", KEY), ("READS_REQUIRE_KEY", "false")]);
+    assert_eq!(s.chats("").await.status, 200);
+    let r = s.config().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["security"]["readEndpointsRequireInstanceSecret"],
+        false
+    );
+    // Only the plain reads: the event stream and every write still need the key.
+    assert_error(&s.get("/api/v1/events/stream").await, 401, "UNAUTHORIZED");
+    assert_error(
+        &s.create_chat(json!({ "agentIds": ["echo"] })).await,
+        401,
+        "UNAUTHORIZED",
+    );
 }
 
 #[tokio::test]
@@ -139,7 +155,7 @@ async fn write_rate_limit() {
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3).contains(&retry), "{retry}");
     // Reads are not limited.
-    assert_eq!(s.chats("").await.status, 200);
+    assert_eq!(s.chats(&format!("?token={KEY}")).await.status, 200);
     // The budget refills: a write is allowed again a second later.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(

@@ -422,10 +422,7 @@ async fn an_unscoped_worker_serves_several_chats_as_a_pool_worker() {
 
 #[tokio::test]
 async fn the_worker_uses_the_api_key_it_is_given() {
-    let s = TestApp::builder()
-        .bundled()
-        .env("AGENTD_API_KEY", "s3cret")
-        .start();
+    let s = TestApp::builder().bundled().client_key("s3cret").start();
     let authed =
         |path: &str, body: Value| s.client.post(s.url(path)).bearer_auth("s3cret").json(&body);
     let r = s

@@ -45,6 +45,8 @@ pub struct Runtime {
     pub watchdog_ms: Option<u64>,
     /// Whether the chat front doors may start this graph's worker on demand.
     pub on_demand: bool,
+    /// The property keys a `/start` request may set; `None`: every key that is not protected.
+    pub overridable: Option<Vec<Overridable>>,
 }
 
 impl Default for Runtime {
@@ -59,7 +61,64 @@ impl Default for Runtime {
             max_workers: None,
             watchdog_ms: None,
             on_demand: true,
+            overridable: None,
         }
+    }
+}
+
+/// One entry of `runtime.overridable`: `node.key.key`, or `node.key.*` for the key and anything
+/// below it (`node.*`: the whole of the node's `property`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overridable {
+    pub node: String,
+    /// Keys into the node's `property`, before any `*`.
+    pub keys: Vec<String>,
+    /// Ends with `*`.
+    pub below: bool,
+}
+
+impl Overridable {
+    /// Reads one entry; `None` unless it is a node name and at least one more segment, with no
+    /// empty segment and `*` only at the end.
+    pub fn parse(entry: &str) -> Option<Overridable> {
+        let mut segs: Vec<&str> = entry.split('.').collect();
+        let below = segs.last() == Some(&"*");
+        if below {
+            segs.pop();
+        }
+        if segs.iter().any(|s| s.is_empty() || *s == "*") || segs.len() + usize::from(below) < 2 {
+            return None;
+        }
+        Some(Overridable {
+            node: segs[0].to_string(),
+            keys: segs[1..].iter().map(|s| s.to_string()).collect(),
+            below,
+        })
+    }
+
+    /// When this entry lets a request set `keys` of `node`'s property: how many of those keys
+    /// it names outright (the rest fall under its `*`).
+    pub fn covers(&self, node: &str, keys: &[String]) -> Option<usize> {
+        let fits = node == self.node
+            && if self.below {
+                keys.starts_with(&self.keys)
+            } else {
+                keys == self.keys.as_slice()
+            };
+        fits.then_some(self.keys.len())
+    }
+}
+
+impl std::fmt::Display for Overridable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.node)?;
+        for k in &self.keys {
+            write!(f, ".{k}")?;
+        }
+        if self.below {
+            f.write_str(".*")?;
+        }
+        Ok(())
     }
 }
 
@@ -118,4 +177,30 @@ pub struct Team {
     /// The agent that writes the summary; `None` means agentd summarises on its own.
     pub summary_agent: Option<String>,
     pub description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn overridable_entries_cover_their_keys() {
+        let model = Overridable::parse("llm.model").unwrap();
+        assert_eq!(model.covers("llm", &keys(&["model"])), Some(1));
+        assert_eq!(model.covers("llm", &keys(&["model", "x"])), None);
+        assert_eq!(model.covers("tts", &keys(&["model"])), None);
+        let params = Overridable::parse("llm.params.*").unwrap();
+        assert_eq!(params.covers("llm", &keys(&["params"])), Some(1));
+        assert_eq!(params.covers("llm", &keys(&["params", "a", "b"])), Some(1));
+        assert_eq!(params.covers("llm", &keys(&["model"])), None);
+        let node = Overridable::parse("tts.*").unwrap();
+        assert_eq!(node.covers("tts", &keys(&["voice"])), Some(0));
+        for bad in ["tts", "*", "a.", ".a", "a..b", "a.*.b"] {
+            assert!(Overridable::parse(bad).is_none(), "{bad}");
+        }
+    }
 }

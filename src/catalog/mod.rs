@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::contract::document::PREDEFINED_GRAPHS;
-pub use graph::{Graph, Layout, Ready, Restart, Runtime, Team, Timeout};
+pub use graph::{Graph, Layout, Overridable, Ready, Restart, Runtime, Team, Timeout};
 use parse::{parse_graph, parse_teams, read_json};
 
 /// Why a catalog could not be loaded. Each message names the file and, where it applies, the graph.
@@ -314,5 +314,40 @@ mod tests {
             err.contains("graph \"g\"") && err.contains("timeout"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn overridable_entries_are_read_and_checked_against_the_nodes() {
+        let d = tempfile::tempdir().unwrap();
+        let graphs = d.path().join("graphs");
+        std::fs::create_dir(&graphs).unwrap();
+        let node = json!([{"name": "llm", "addon": "openai_chat"}]);
+        write(
+            &graphs,
+            "g.json",
+            &json!({"nodes": node, "runtime": {"overridable": ["llm.model", "llm.params.*"]}}),
+        );
+        let cat = Catalog::load(&d.path().join("none.json"), &graphs).unwrap();
+        let list = cat.get("g").unwrap().runtime.overridable.clone().unwrap();
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["llm.model", "llm.params.*"]);
+
+        for (bad, says) in [
+            (json!(["lm.model"]), "names no node"),
+            (json!(["llm"]), "is not"),
+            (json!(["llm..x"]), "is not"),
+            (json!(["llm.*.x"]), "is not"),
+            (json!("llm.model"), "must be an array"),
+        ] {
+            write(
+                &graphs,
+                "g.json",
+                &json!({"nodes": node, "runtime": {"overridable": bad}}),
+            );
+            let err = Catalog::load(&d.path().join("none.json"), &graphs)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

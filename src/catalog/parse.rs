@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::graph::{Graph, Layout, Ready, Restart, Runtime, Team, Timeout};
+use super::graph::{Graph, Layout, Overridable, Ready, Restart, Runtime, Team, Timeout};
 use super::CatalogError;
 
 pub(super) fn read_json(path: &Path) -> Result<Value, CatalogError> {
@@ -74,6 +74,17 @@ pub(super) fn parse_graph(
         None | Some(Value::Null) => Runtime::default(),
         Some(rt) => parse_runtime(rt, base_dir).map_err(|m| ctx(format!("runtime: {m}")))?,
     };
+    // A typo in a node name would silently open nothing (or nothing the author meant).
+    if let Some(o) = runtime
+        .overridable
+        .iter()
+        .flatten()
+        .find(|o| !seen.contains(&o.node))
+    {
+        return Err(ctx(format!(
+            "runtime: overridable entry \"{o}\" names no node of the graph"
+        )));
+    }
     Ok(Graph {
         display_name: opt_str("display_name")?,
         description: opt_str("description")?,
@@ -161,6 +172,21 @@ fn parse_runtime(rt: &Value, base_dir: &Path) -> Result<Runtime, String> {
             }
             "on_demand" => {
                 out.on_demand = v.as_bool().ok_or("\"on_demand\" must be true or false")?
+            }
+            "overridable" => {
+                let wrong = || {
+                    "\"overridable\" must be an array of \"node.key\" / \"node.key.*\" strings"
+                        .to_string()
+                };
+                let entries = v.as_array().ok_or_else(wrong)?;
+                let mut list = Vec::with_capacity(entries.len());
+                for e in entries {
+                    let s = e.as_str().ok_or_else(wrong)?;
+                    list.push(Overridable::parse(s).ok_or_else(|| {
+                        format!("\"overridable\" entry {s:?} is not \"node.key\", \"node.key.key\" or \"node.key.*\"")
+                    })?);
+                }
+                out.overridable = Some(list);
             }
             other => return Err(format!("unknown key {other:?}")),
         }

@@ -11,6 +11,21 @@ pub const PROPERTY_FLAG: &str = "--property";
 /// The key, inside a layout's section, of the list of graphs.
 pub const PREDEFINED_GRAPHS: &str = "predefined_graphs";
 
+/// The deepest nesting of objects and arrays a property document may have (see [`depth`]):
+/// `/start` refuses to write a deeper one and the worker refuses to read one. Well below
+/// serde_json's own limit of 128, so every document the worker could be given parses.
+pub const MAX_DEPTH: usize = 64;
+
+/// How deeply objects and arrays nest in `v`: 0 for a scalar, 1 for `{}` or `[1]`, 2 for
+/// `{"a": {}}`.
+pub fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Which TEN layout a graph is written in; the per-worker copy keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -54,6 +69,15 @@ impl Layout {
     pub fn graphs(self, doc: &Value) -> Option<&Vec<Value>> {
         doc.get(self.section())?.get(PREDEFINED_GRAPHS)?.as_array()
     }
+
+    /// The [`depth`] at which a node's `property` object sits in a document of this layout
+    /// (document, section, graph list, graph, [`graph`,] node list, node, property).
+    pub fn property_depth(self) -> usize {
+        match self {
+            Layout::Legacy => 7,
+            Layout::Current => 8,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,5 +95,22 @@ mod tests {
         let doc = json!({"ten": {"predefined_graphs": [new]}});
         assert_eq!(Layout::Current.graphs(&doc).map(Vec::len), Some(1));
         assert!(Layout::Legacy.graphs(&doc).is_none());
+    }
+
+    #[test]
+    fn depth_counts_containers() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!([])), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": {}}], "c": 2})), 4);
+        for layout in Layout::ALL {
+            let mut graph = json!({"name": "g"});
+            let nodes = json!([{"name": "n", "property": {}}]);
+            match layout {
+                Layout::Legacy => graph["nodes"] = nodes,
+                Layout::Current => graph["graph"] = json!({ "nodes": nodes }),
+            }
+            let doc = json!({ layout.section(): { PREDEFINED_GRAPHS: [graph] } });
+            assert_eq!(depth(&doc), layout.property_depth(), "{layout:?}");
+        }
     }
 }

@@ -62,6 +62,13 @@ pub fn parse(s: &str) -> Option<Placeholder> {
     Some(Placeholder { var, default })
 }
 
+/// True for a string a request may not carry: a placeholder by this grammar, or anything of its
+/// whole-string shape (`${…}`), which another runtime's grammar (a third-party worker resolving
+/// its own file) might read as one.
+pub fn looks_like(s: &str) -> bool {
+    parse(s).is_some() || (s.starts_with("${") && s.ends_with('}'))
+}
+
 /// Every placeholder in `v`, walking objects and arrays recursively.
 pub fn find(v: &Value) -> Vec<Placeholder> {
     let mut out = Vec::new();
@@ -178,6 +185,30 @@ mod tests {
         assert_eq!(parse("${env:}"), None);
         assert_eq!(parse("${env:|d}"), None);
         assert_eq!(parse("plain"), None);
+    }
+
+    #[test]
+    fn what_looks_like_a_placeholder() {
+        for s in [
+            "${env:A}",
+            "${env:A|x}",
+            "${env:}",
+            "${sys:A}",
+            r"${env:A\}",
+            "${}",
+        ] {
+            assert!(looks_like(s), "{s}");
+        }
+        for s in [
+            "x ${env:A}",
+            "${env:A} x",
+            "$env:A",
+            "{env:A}",
+            "${env:A",
+            "",
+        ] {
+            assert!(!looks_like(s), "{s}");
+        }
     }
 
     #[test]

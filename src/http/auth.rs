@@ -1,7 +1,12 @@
-//! The shared API key check. Each API family wraps it in its own error envelope.
+//! The shared API key check, and the one sentence every API family answers a 401 with (each in
+//! its own envelope).
 
 use actix_web::HttpRequest;
 use subtle::ConstantTimeEq;
+
+/// The message of every 401, whichever the family.
+pub const UNAUTHORIZED: &str =
+    "Missing or invalid API key: send Authorization: Bearer <key> or x-api-key: <key>.";
 
 /// Where a credential may come from.
 #[derive(Debug, Clone, Copy)]

@@ -50,7 +50,7 @@ impl FdError {
         FdError::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
-            "Missing or invalid API key.",
+            super::auth::UNAUTHORIZED,
         )
     }
 

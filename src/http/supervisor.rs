@@ -7,7 +7,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::Accept;
 use super::extract::{has_key, parse_json, read_body, BodyError, Guard, Keyed};
@@ -82,25 +82,56 @@ fn bad(msg: String) -> TenError {
     TenError::Start(StartError::BadParams(msg))
 }
 
-/// TEN's `/start` body. Unknown fields are ignored, as TEN does.
-#[derive(Deserialize)]
-struct StartBody {
-    #[serde(default)]
-    request_id: Option<String>,
-    #[serde(default)]
-    channel_name: Option<String>,
-    #[serde(default)]
-    graph_name: Option<String>,
-    #[serde(default)]
-    user_uid: Option<u32>,
-    #[serde(default)]
-    bot_uid: Option<u32>,
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
-    #[serde(default)]
-    timeout: Option<i64>,
+/// TEN's `/start` body, read field by field so that a wrong type names its field. Unknown
+/// fields are ignored, as TEN does; the fields' limits are the supervisor's
+/// ([`crate::supervisor::fields`]).
+fn start_spec(body: Value) -> Result<StartSpec, TenError> {
+    let Value::Object(mut o) = body else {
+        return Err(bad("the body must be a JSON object".into()));
+    };
+    let mut take = |k: &str| o.remove(k).filter(|v| !v.is_null());
+    let wrong = |key: &str, what: &str| -> TenError {
+        StartError::Refused {
+            key: key.into(),
+            detail: format!("must be {what}"),
+        }
+        .into()
+    };
+    let text = |key: &str, v: Option<Value>| match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(wrong(key, "a string")),
+    };
+    let uid = |key: &str, v: Option<Value>| match v {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| wrong(key, "a whole number from 0 to 4294967295")),
+    };
+    Ok(StartSpec {
+        channel: text("channel_name", take("channel_name"))?.unwrap_or_default(),
+        graph: text("graph_name", take("graph_name"))?.unwrap_or_default(),
+        request_id: text("request_id", take("request_id"))?,
+        token: text("token", take("token"))?,
+        user_uid: uid("user_uid", take("user_uid"))?,
+        bot_uid: uid("bot_uid", take("bot_uid"))?,
+        timeout: match take("timeout") {
+            None => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| wrong("timeout", "a whole number"))?,
+            ),
+        },
+        properties: match take("properties") {
+            None => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err(wrong("properties", "an object of node names")),
+        },
+        chat_id: None,
+        extra_env: Vec::new(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -117,19 +148,7 @@ async fn start(
     if state.supervisor.is_shutting_down() {
         return Err(StartError::ShuttingDown.into());
     }
-    let body: StartBody = json_body(&state, payload).await?;
-    let spec = StartSpec {
-        channel: body.channel_name.unwrap_or_default(),
-        graph: body.graph_name.unwrap_or_default(),
-        request_id: body.request_id,
-        properties: body.properties,
-        user_uid: body.user_uid,
-        bot_uid: body.bot_uid,
-        token: body.token,
-        timeout: body.timeout,
-        chat_id: None,
-        extra_env: Vec::new(),
-    };
+    let spec = start_spec(json_body(&state, payload).await?)?;
     let mut reservation = state.supervisor.reserve(spec)?;
     let chat_id = state
         .store

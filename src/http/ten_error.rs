@@ -16,7 +16,7 @@ pub enum TenError {
     Channel(#[from] ChannelError),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("missing or wrong API key: send Authorization: Bearer <key> or x-api-key: <key>")]
+    #[error("{}", super::auth::UNAUTHORIZED)]
     Unauthorized,
 }
 
@@ -45,7 +45,9 @@ impl TenError {
             TenError::Start(e) => match e {
                 S::ShuttingDown => ("10101", StatusCode::SERVICE_UNAVAILABLE),
                 S::BlankChannel => ("10004", StatusCode::BAD_REQUEST),
-                S::BadParams(_) | S::BadTimeout(_) => ("10000", StatusCode::BAD_REQUEST),
+                S::BadParams(_) | S::BadTimeout(_) | S::Refused { .. } | S::BadProperty { .. } => {
+                    ("10000", StatusCode::BAD_REQUEST)
+                }
                 S::UnknownGraph(_) => ("10100", StatusCode::NOT_FOUND),
                 S::UnknownNodes { .. } | S::MissingEnv { .. } | S::UnknownAddon { .. } => {
                     ("10100", StatusCode::BAD_REQUEST)
@@ -84,6 +86,18 @@ impl TenError {
             TenError::Start(StartError::MissingEnv { vars, .. }) => json!({"variables": vars}),
             TenError::Start(StartError::UnknownAddon { node, addon, .. }) => {
                 json!({"node": node, "addon": addon})
+            }
+            TenError::Start(StartError::Refused { key, .. }) => json!({ "key": key }),
+            TenError::Start(StartError::BadProperty { node, problem, .. }) => {
+                let mut d = json!({
+                    "key": format!("properties.{node}.{}", problem.key),
+                    "node": node,
+                    "property": problem.key,
+                });
+                if let Some(kind) = problem.message.strip_prefix("must be ") {
+                    d["expected"] = kind.into();
+                }
+                d
             }
             _ => Value::Null,
         };

@@ -92,6 +92,7 @@ pub struct Settings {
     pub stream_timeout_secs: u64,
     pub write_rate_limit_max: u32,
     pub write_rate_limit_window_ms: u64,
+    /// With a key set, `/api/v1` reads need it too (the default); false: public, as in Opengram.
     pub reads_require_key: bool,
     pub trust_proxy_headers: bool,
     pub idempotency_ttl_secs: u64,

@@ -231,7 +231,7 @@ impl Settings {
                 |v| *v >= 1,
             )?,
             write_rate_limit_window_ms: r.u64("WRITE_RATE_LIMIT_WINDOW_MS", 1000, 1)?,
-            reads_require_key: r.bool("READS_REQUIRE_KEY", false)?,
+            reads_require_key: r.bool("READS_REQUIRE_KEY", true)?,
             trust_proxy_headers: r.bool("TRUST_PROXY_HEADERS", false)?,
             idempotency_ttl_secs: r.u64("IDEMPOTENCY_TTL_SECONDS", 86_400, 1)?,
 

@@ -77,12 +77,51 @@ pub fn build(catalog: &Catalog, graph: &Graph, spec: &StartSpec) -> Result<Value
 
 /// The node properties of the (single) graph in a worker document.
 pub fn node_properties(doc: &Value, layout: Layout) -> Vec<&Value> {
+    named_properties(doc, layout)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// `(node name, property)` of every node that has a property.
+pub fn named_properties(doc: &Value, layout: Layout) -> Vec<(String, &Value)> {
+    nodes(doc, layout)
+        .iter()
+        .filter_map(|n| Some((name_of(n), n.get("property")?)))
+        .collect()
+}
+
+/// `(node name, addon, property)` of every node the built-in worker runs (`type` absent or
+/// `extension`, as the worker reads them); `{}` for a node without a property.
+pub fn extension_nodes(doc: &Value, layout: Layout) -> Vec<(String, String, Value)> {
+    nodes(doc, layout)
+        .iter()
+        .filter(|n| n.get("type").and_then(Value::as_str).unwrap_or("extension") == "extension")
+        .map(|n| {
+            let addon = n.get("addon").and_then(Value::as_str).unwrap_or("");
+            let property = n
+                .get("property")
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Map::new()));
+            (name_of(n), addon.to_string(), property)
+        })
+        .collect()
+}
+
+fn nodes(doc: &Value, layout: Layout) -> &[Value] {
     layout
         .graphs(doc)
         .and_then(|g| g.first())
         .and_then(|g| layout.nodes(g))
-        .map(|a| a.iter().filter_map(|n| n.get("property")).collect())
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn name_of(node: &Value) -> String {
+    node.get("name")
+        .and_then(Value::as_str)
         .unwrap_or_default()
+        .to_string()
 }
 
 fn nodes_mut(doc: &mut Value, layout: Layout) -> Option<&mut Vec<Value>> {

@@ -14,6 +14,18 @@ pub enum StartError {
     BadParams(String),
     #[error("timeout {0} is not valid: use 0 or nothing (the default), a positive number of seconds, or -1 (never)")]
     BadTimeout(i64),
+    /// A value of the request that may not be used: `key` names it (`request_id`,
+    /// `properties.llm.base_url`), `detail` says why and, where there is one, the way to allow it.
+    #[error("{key}: {detail}")]
+    Refused { key: String, detail: String },
+    /// A property of a built-in addon that does not fit the addon's schema once the request's
+    /// overrides are merged in.
+    #[error("graph {graph:?}, node {node:?}: {problem}")]
+    BadProperty {
+        graph: String,
+        node: String,
+        problem: crate::contract::addons::PropertyError,
+    },
     #[error("graph {0:?} does not exist")]
     UnknownGraph(String),
     #[error("graph {graph:?} has no node named {unknown:?}; its nodes are {nodes:?}")]

@@ -1,17 +1,20 @@
 //! The supervisor, as a service: starts, pings, stops and reaps agent worker processes, one
 //! channel each. It knows nothing of HTTP; [`routes`] and the wire form of [`errors`] sit on top.
 //!
-//! A start is [`reserve`] (validate, then take the channel and worker slots under one lock) and
-//! [`launch`] (write the property file, hand over to a task). Each worker is owned by one tokio
+//! A start is [`reserve`] (validate: the start [`fields`], which keys the request may override
+//! ([`overrides`]), the per-worker [`document`]; then take the channel and worker slots under
+//! one lock) and [`launch`] (write the property file, hand over to a task). Each worker is owned by one tokio
 //! task ([`task`]) that holds its `Child`: stop, ping, exit, the inactivity deadline and the
 //! watchdog are branches of one `select!` there. Everyone else talks to it through the
 //! [`registry`], which holds only descriptions and a command sender.
 
 pub mod document;
 pub mod errors;
+pub mod fields;
 mod launch;
 pub mod logs;
 mod notify;
+pub mod overrides;
 mod plan;
 pub mod records;
 mod registry;

@@ -1,17 +1,20 @@
-//! The first half of a start: validate what was asked, build the worker's property document,
-//! check its placeholders against the environment the worker will have, and reserve the channel
-//! and worker slots at once. Nothing is written or spawned here.
+//! The first half of a start: validate what was asked (the start fields' limits, which keys the
+//! request may override), build the worker's property document, check its depth, its
+//! placeholders against the environment the worker will have and, for the built-in worker, its
+//! addons' properties, and reserve the channel and worker slots at once. Nothing is written or
+//! spawned here.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use super::document;
 use super::errors::{ChannelError, StartError};
 use super::registry::{Limits, PingClock, WorkerInfo, WorkerState};
+use super::{document, fields, overrides};
 use super::{Inner, Supervisor};
 use crate::catalog::{Graph, Timeout};
+use crate::contract::document::{depth, MAX_DEPTH};
 use crate::contract::{addons, env, placeholder};
 
 /// Longest accepted channel name, in bytes.
@@ -108,6 +111,7 @@ impl Supervisor {
             ChannelError::Blank => StartError::BlankChannel,
             other => StartError::BadParams(other.to_string()),
         })?;
+        fields::check(&spec)?;
         if spec.graph.trim().is_empty() {
             return Err(StartError::BadParams("graph_name is empty".into()));
         }
@@ -125,11 +129,22 @@ impl Supervisor {
             Some(n) if n > 0 => Timeout::Seconds(n as u64),
             Some(n) => return Err(StartError::BadTimeout(n)),
         };
-        if graph.runtime.command.is_none() && settings.worker_command.is_none() {
+        let builtin = graph.runtime.command.is_none() && settings.worker_command.is_none();
+        if builtin {
             check_addons(&graph)?;
         }
         let doc = document::build(&catalog, &graph, &spec)?;
-        check_placeholders(&graph, &doc, &spec.extra_env)?;
+        if let Some(props) = &spec.properties {
+            overrides::check(&graph, props)?;
+        }
+        check_depth(&graph, &doc)?;
+        {
+            let lookup = worker_env(&spec.extra_env);
+            check_placeholders(&graph, &doc, &lookup)?;
+            if builtin {
+                check_properties(&graph, &doc, &lookup)?;
+            }
+        }
 
         let now = SystemTime::now();
         let info = WorkerInfo {
@@ -180,14 +195,10 @@ fn check_addons(graph: &Graph) -> Result<(), StartError> {
     }
 }
 
-/// Every placeholder must have a value in the environment the worker will get: agentd's own
-/// variables (always set), the caller's extra ones (the last of a name wins), then agentd's.
-fn check_placeholders(
-    graph: &Graph,
-    doc: &Value,
-    extra_env: &[(String, String)],
-) -> Result<(), StartError> {
-    let lookup = |var: &str| {
+/// Variables as the worker will see them: agentd's own (always set), the caller's extra ones (the
+/// last of a name wins), then agentd's environment.
+fn worker_env(extra_env: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+    move |var: &str| {
         if env::is_own(var) {
             return Some(String::new());
         }
@@ -197,7 +208,15 @@ fn check_placeholders(
             .find(|(k, _)| k == var)
             .map(|(_, v)| v.clone())
             .or_else(|| std::env::var(var).ok())
-    };
+    }
+}
+
+/// Every placeholder must have a value in the environment the worker will get.
+fn check_placeholders(
+    graph: &Graph,
+    doc: &Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), StartError> {
     let mut vars: Vec<String> = document::node_properties(doc, graph.layout)
         .into_iter()
         .flat_map(|p| placeholder::missing(p, lookup))
@@ -211,4 +230,47 @@ fn check_placeholders(
         graph: graph.name.clone(),
         vars,
     })
+}
+
+/// The document must be no deeper than a worker reads ([`MAX_DEPTH`]). The refusal names the
+/// node whose property is too deep (a request's override, as a rule).
+fn check_depth(graph: &Graph, doc: &Value) -> Result<(), StartError> {
+    let total = depth(doc);
+    if total <= MAX_DEPTH {
+        return Ok(());
+    }
+    let room = MAX_DEPTH + 1 - graph.layout.property_depth();
+    let key = document::named_properties(doc, graph.layout)
+        .into_iter()
+        .find(|(_, p)| depth(p) > room)
+        .map(|(node, _)| format!("properties.{node}"))
+        .unwrap_or_else(|| "graph_name".into());
+    Err(StartError::Refused {
+        key,
+        detail: format!(
+            "the worker's property document would nest {total} levels deep; workers read at most \
+             {MAX_DEPTH} (a node's property may nest {room})"
+        ),
+    })
+}
+
+/// Every node the built-in worker runs must have properties its addon can read, once the
+/// request's overrides are in and the placeholders resolved (in memory only, as the worker will;
+/// the error names the key and the expected kind, never the value).
+fn check_properties(
+    graph: &Graph,
+    doc: &Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), StartError> {
+    for (node, addon, mut resolved) in document::extension_nodes(doc, graph.layout) {
+        if placeholder::resolve(&mut resolved, "", lookup).is_err() {
+            continue; // reported by check_placeholders
+        }
+        addons::check(&addon, &resolved).map_err(|problem| StartError::BadProperty {
+            graph: graph.name.clone(),
+            node: node.clone(),
+            problem,
+        })?;
+    }
+    Ok(())
 }

@@ -44,6 +44,7 @@ pub struct Builder {
     bundled: bool,
     dir: Option<tempfile::TempDir>,
     inherited: Vec<Session>,
+    key: Option<String>,
 }
 
 impl Builder {
@@ -62,6 +63,13 @@ impl Builder {
     /// Sets several environment variables.
     pub fn envs(self, vars: &[(&str, &str)]) -> Self {
         vars.iter().fold(self, |b, (k, v)| b.env(k, *v))
+    }
+
+    /// Sets `AGENTD_API_KEY` and has every helper request of the [`TestApp`] carry it (as
+    /// `Authorization: Bearer`); requests built on `client` directly do not.
+    pub fn client_key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_string());
+        self.env("AGENTD_API_KEY", key)
     }
 
     /// Leaves out one of the test defaults (such as `HTTP_WORKERS`), so agentd's own applies.
@@ -208,6 +216,7 @@ impl Builder {
             root,
             dir: Some(dir),
             client,
+            key: self.key,
         })
     }
 }
@@ -270,6 +279,8 @@ pub struct TestApp {
     /// `None` once handed on by [`TestApp::kill9`].
     dir: Option<tempfile::TempDir>,
     pub client: reqwest::Client,
+    /// Sent by [`TestApp::request`] (see [`Builder::client_key`]).
+    key: Option<String>,
 }
 
 /// An HTTP answer: status, headers, and the body as JSON (`Value::Null` when empty or not JSON)
@@ -318,6 +329,7 @@ impl TestApp {
             bundled: false,
             dir: None,
             inherited: Vec::new(),
+            key: None,
         }
     }
 
@@ -351,6 +363,16 @@ impl TestApp {
         self.proc.pid()
     }
 
+    /// Every live process the server started, grandchildren included (not the server itself).
+    pub fn spawned(&self) -> Vec<i32> {
+        let server = self.pid();
+        self.session
+            .iter()
+            .flat_map(Session::members)
+            .filter(|p| *p != server)
+            .collect()
+    }
+
     /// The server's temp dir (its `property.json`, `graphs/`, `data/` and `logs/`).
     pub fn root(&self) -> &Path {
         &self.root
@@ -363,7 +385,11 @@ impl TestApp {
 
     /// A request to `path`, to finish and [`send`](Self::send) (for headers of its own).
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path))
+        let req = self.client.request(method, self.url(path));
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {

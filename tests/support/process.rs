@@ -274,6 +274,27 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The arguments `pid` was started with (`/proc/<pid>/cmdline`).
+pub fn cmdline(pid: i32) -> Vec<String> {
+    nul_separated(&format!("/proc/{pid}/cmdline"))
+}
+
+/// The environment `pid` was started with, as `NAME=value` (`/proc/<pid>/environ`).
+pub fn environ(pid: i32) -> Vec<String> {
+    nul_separated(&format!("/proc/{pid}/environ"))
+}
+
+fn nul_separated(path: &str) -> Vec<String> {
+    std::fs::read(path)
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: i32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

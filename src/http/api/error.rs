@@ -16,8 +16,8 @@ pub enum ApiError {
     /// 400: the body is not JSON.
     #[error("Malformed JSON in request body")]
     MalformedJson,
-    /// 401.
-    #[error("Missing or invalid instance secret.")]
+    /// 401 (Opengram words it "Missing or invalid instance secret.").
+    #[error("{}", crate::http::auth::UNAUTHORIZED)]
     Unauthorized,
     /// 413.
     #[error("Request body is too large.")]

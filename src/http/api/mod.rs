@@ -29,7 +29,7 @@ const ACCEPT: Accept = Accept {
     query_token: true,
 };
 
-/// Read routes: public unless `READS_REQUIRE_KEY`.
+/// Read routes: need the key (when one is set) unless `READS_REQUIRE_KEY=false`.
 pub struct ReadKey;
 impl Guard for ReadKey {
     type Error = ApiError;

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{opt_bool, opt_str, opt_u64, PropertyError};
+use super::PropertyError;
+use crate::contract::addons::property::{boolean, text, uint};
 use crate::worker::turn::{Turn, TurnError};
 
 /// The echo addon's properties.
@@ -21,9 +22,9 @@ pub struct Echo {
 impl Echo {
     pub fn from_property(p: &Value) -> Result<Echo, PropertyError> {
         Ok(Echo {
-            prefix: opt_str(p, "prefix")?.unwrap_or_default(),
-            stream: opt_bool(p, "stream")?.unwrap_or(true),
-            chunk_delay: Duration::from_millis(opt_u64(p, "chunk_delay_ms")?.unwrap_or(0)),
+            prefix: text(p, "prefix")?.unwrap_or_default(),
+            stream: boolean(p, "stream")?.unwrap_or(true),
+            chunk_delay: Duration::from_millis(uint(p, "chunk_delay_ms")?.unwrap_or(0)),
         })
     }
 

@@ -1,35 +1,23 @@
 //! `rules`: keyword or pattern rules to answers, a fallback, and interactive requests whose
 //! resolutions are answered by the rules again.
 //!
-//! One piece: under 300 lines of code (the rest is tests), and rule matching, the addon and the
-//! reading of a batch's input all serve the one question "which rule answers this?".
+//! The list of rules is read by [`crate::contract::addons::rules`], the reader `/start` checks a
+//! graph with. The rest stays in one piece: rule matching, the addon and the reading of a
+//! batch's input all serve the one question "which rule answers this?".
 
 use std::time::Duration;
 
-use regex::Regex;
 use serde_json::Value;
 
-use super::{opt_bool, opt_str, opt_u64, PropertyError};
+use super::PropertyError;
+use crate::contract::addons::property::{boolean, text, uint};
+use crate::contract::addons::rules::read as read_rules;
+pub use crate::contract::addons::rules::Rule;
 use crate::worker::client::Batch;
 use crate::worker::turn::{Turn, TurnError};
 
 /// Answer when no rule matches and the graph sets no `fallback`.
 pub const DEFAULT_FALLBACK: &str = "Sorry, I do not know how to answer that.";
-
-/// One rule: every matcher it has must match; the first matching rule answers.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    /// Any of the keywords, as whole words, case-insensitive.
-    keywords: Option<Regex>,
-    /// A regular expression.
-    pattern: Option<Regex>,
-    /// Any of these option ids was selected in a resolved choice request.
-    options: Vec<String>,
-    /// Text to answer.
-    pub answer: Option<String>,
-    /// An interactive request to ask (`{type, title, body?, config}`).
-    pub request: Option<Value>,
-}
 
 /// What a batch brings to the rules.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,105 +28,16 @@ pub struct Input {
     pub selected: Vec<String>,
 }
 
-impl Rule {
-    fn from_value(i: usize, v: &Value) -> Result<Rule, PropertyError> {
-        let key = format!("rules[{i}]");
-        let err = |m: &str| PropertyError::new(&key, m);
-        if !v.is_object() {
-            return Err(err("must be an object"));
-        }
-        let strings = |k: &str| -> Result<Vec<String>, PropertyError> {
-            match v.get(k) {
-                None | Some(Value::Null) => Ok(vec![]),
-                Some(Value::String(s)) => Ok(vec![s.clone()]),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|x| x.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| err(&format!("{k:?} must be a string or an array of strings"))),
-                Some(_) => Err(err(&format!(
-                    "{k:?} must be a string or an array of strings"
-                ))),
-            }
-        };
-        let kws: Vec<String> = strings("keywords")?
-            .into_iter()
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .collect();
-        let keywords = if kws.is_empty() {
-            None
-        } else {
-            let alt: Vec<String> = kws.iter().map(|k| regex::escape(k)).collect();
-            Some(
-                Regex::new(&format!(r"(?i)(?:^|\b|\s)(?:{})(?:\b|\s|$)", alt.join("|")))
-                    .map_err(|e| err(&format!("keywords: {e}")))?,
-            )
-        };
-        let pattern = match v.get("pattern") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(p)) => {
-                Some(Regex::new(p).map_err(|e| err(&format!("pattern: {e}")))?)
-            }
-            Some(_) => return Err(err("\"pattern\" must be a string")),
-        };
-        let mut options = strings("option")?;
-        options.extend(strings("options")?);
-        let answer = match v.get("answer") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(err("\"answer\" must be a string")),
-        };
-        let request = match v.get("request") {
-            None | Some(Value::Null) => None,
-            Some(r) => Some(check_request(r).map_err(|m| err(&format!("request: {m}")))?),
-        };
-        if keywords.is_none() && pattern.is_none() && options.is_empty() {
-            return Err(err("needs \"keywords\", \"pattern\" or \"option\""));
-        }
-        if answer.is_none() && request.is_none() {
-            return Err(err("needs an \"answer\" or a \"request\""));
-        }
-        Ok(Rule {
-            keywords,
-            pattern,
-            options,
-            answer,
-            request,
-        })
-    }
-
-    /// Whether every matcher of the rule matches `input`.
-    pub fn matches(&self, input: &Input) -> bool {
-        self.keywords
+/// Whether every matcher of `rule` matches `input`.
+pub fn matches(rule: &Rule, input: &Input) -> bool {
+    rule.keywords
+        .as_ref()
+        .map_or(true, |r| r.is_match(&input.text))
+        && rule
+            .pattern
             .as_ref()
             .map_or(true, |r| r.is_match(&input.text))
-            && self
-                .pattern
-                .as_ref()
-                .map_or(true, |r| r.is_match(&input.text))
-            && (self.options.is_empty() || self.options.iter().any(|o| input.selected.contains(o)))
-    }
-}
-
-fn check_request(r: &Value) -> Result<Value, String> {
-    let obj = r.as_object().ok_or("must be an object")?;
-    match obj.get("type").and_then(Value::as_str) {
-        Some("choice" | "text_input" | "form") => {}
-        _ => return Err("\"type\" must be \"choice\", \"text_input\" or \"form\"".into()),
-    }
-    if obj
-        .get("title")
-        .and_then(Value::as_str)
-        .map_or(true, |t| t.trim().is_empty())
-    {
-        return Err("needs a non-empty \"title\"".into());
-    }
-    let mut r = r.clone();
-    if r.get("config").is_none() {
-        r["config"] = Value::Object(Default::default());
-    }
-    Ok(r)
+        && (rule.options.is_empty() || rule.options.iter().any(|o| input.selected.contains(o)))
 }
 
 /// The rules addon's properties.
@@ -152,27 +51,17 @@ pub struct Rules {
 
 impl Rules {
     pub fn from_property(p: &Value) -> Result<Rules, PropertyError> {
-        let list = match p.get("rules") {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a.clone(),
-            Some(_) => return Err(PropertyError::new("rules", "must be an array")),
-        };
-        let rules = list
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Rule::from_value(i, v))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Rules {
-            rules,
-            fallback: opt_str(p, "fallback")?.unwrap_or_else(|| DEFAULT_FALLBACK.to_string()),
-            stream: opt_bool(p, "stream")?.unwrap_or(true),
-            chunk_delay: Duration::from_millis(opt_u64(p, "chunk_delay_ms")?.unwrap_or(0)),
+            rules: read_rules(p.get("rules"))?,
+            fallback: text(p, "fallback")?.unwrap_or_else(|| DEFAULT_FALLBACK.to_string()),
+            stream: boolean(p, "stream")?.unwrap_or(true),
+            chunk_delay: Duration::from_millis(uint(p, "chunk_delay_ms")?.unwrap_or(0)),
         })
     }
 
     /// The first rule matching `input`.
     pub fn pick(&self, input: &Input) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matches(input))
+        self.rules.iter().find(|r| matches(r, input))
     }
 
     pub async fn answer(&self, turn: &mut Turn<'_>) -> Result<(), TurnError> {

@@ -6,7 +6,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::ConfigError;
-use crate::contract::{addons, document::Layout, placeholder};
+use crate::contract::document::{self, Layout, MAX_DEPTH};
+use crate::contract::{addons, placeholder};
 
 /// One node of the graph, with its placeholders resolved.
 #[derive(Debug, Clone)]
@@ -56,6 +57,13 @@ impl GraphConfig {
             path: String::new(),
             message,
         };
+        // The limit `/start` holds documents to: what it would not write is not read either.
+        let depth = document::depth(doc);
+        if depth > MAX_DEPTH {
+            return Err(invalid(format!(
+                "nested {depth} levels deep; at most {MAX_DEPTH} are read"
+            )));
+        }
         // The supervisor writes exactly one graph; prefer an auto-start one if a hand-written
         // file has several.
         let auto = |g: &Value| g.get("auto_start").and_then(Value::as_bool) == Some(true);
@@ -186,6 +194,22 @@ mod tests {
             err.contains("\"g\"") && err.contains("\"rtc\"") && err.contains("agora_rtc"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn deeper_than_the_shared_limit_is_refused() {
+        let mut deep = json!(1);
+        for _ in 0..MAX_DEPTH {
+            deep = json!({ "a": deep });
+        }
+        let doc = json!({"_ten": {"predefined_graphs": [{
+            "name": "echo", "auto_start": true,
+            "nodes": [{"name": "e", "addon": "echo", "property": {"x": deep}}]
+        }]}});
+        let err = GraphConfig::from_document(&doc, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("at most {MAX_DEPTH}")), "{err}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use eventsource_stream::Eventsource;
 use serde_json::{json, Value};
 
-use super::{opt_bool, opt_f64, opt_str, opt_u64, PropertyError};
+use super::PropertyError;
+use crate::contract::addons::property::{boolean, http_url, number, text, uint};
 use crate::worker::client::{error_chain, parse_retry_after, Message};
 use crate::worker::turn::{Turn, TurnError};
 
@@ -61,6 +62,34 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with `f` applied to its text.
+    fn map_text(self, f: impl Fn(String) -> String) -> ProviderError {
+        use ProviderError as P;
+        match self {
+            P::Auth { status, message } => P::Auth {
+                status,
+                message: f(message),
+            },
+            P::RateLimited {
+                retry_after,
+                message,
+            } => P::RateLimited {
+                retry_after,
+                message: f(message),
+            },
+            P::Server { status, message } => P::Server {
+                status,
+                message: f(message),
+            },
+            P::Rejected { status, message } => P::Rejected {
+                status,
+                message: f(message),
+            },
+            P::Network(m) => P::Network(f(m)),
+            P::Broken(m) => P::Broken(f(m)),
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         !matches!(
             self,
@@ -84,32 +113,39 @@ impl From<ProviderError> for TurnError {
 
 impl OpenAiChat {
     pub fn from_property(p: &Value) -> Result<OpenAiChat, PropertyError> {
-        let base_url = opt_str(p, "base_url")?
+        let base_url =
+            http_url(p, "base_url")?.unwrap_or_else(|| "https://api.openai.com/v1".into());
+        let model = text(p, "model")?
             .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| "https://api.openai.com/v1".into());
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(PropertyError::new(
-                "base_url",
-                "must be an http:// or https:// URL",
-            ));
-        }
-        let model = opt_str(p, "model")?
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| PropertyError::new("model", "is required"))?;
+            .ok_or_else(|| PropertyError::new("model", "is required (a string)"))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| PropertyError::new("base_url", e.to_string()))?;
         Ok(OpenAiChat {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            api_key: opt_str(p, "api_key")?.unwrap_or_default(),
+            base_url,
+            api_key: text(p, "api_key")?.unwrap_or_default(),
             model,
-            system_prompt: opt_str(p, "system_prompt")?.filter(|s| !s.trim().is_empty()),
-            temperature: opt_f64(p, "temperature")?,
-            max_tokens: opt_u64(p, "max_tokens")?,
-            memory: opt_u64(p, "memory")?.unwrap_or(10),
-            stream: opt_bool(p, "stream")?.unwrap_or(true),
+            system_prompt: text(p, "system_prompt")?.filter(|s| !s.trim().is_empty()),
+            temperature: number(p, "temperature")?,
+            max_tokens: uint(p, "max_tokens")?,
+            memory: uint(p, "memory")?.unwrap_or(10),
+            stream: boolean(p, "stream")?.unwrap_or(true),
             http,
+        })
+    }
+
+    /// Takes the key and the provider's address out of an error's text (a provider may quote
+    /// them back): the error goes to the worker's log and, as a failed batch's reason, into the
+    /// chat, and both come from the graph's configuration, often from secrets.
+    fn redact(&self, e: ProviderError) -> ProviderError {
+        e.map_text(|mut text| {
+            for secret in [&self.api_key, &self.base_url] {
+                if secret.len() >= 4 {
+                    text = text.replace(secret.as_str(), "[redacted]");
+                }
+            }
+            text
         })
     }
 
@@ -142,7 +178,7 @@ impl OpenAiChat {
                     FIRST_BYTE_TIMEOUT.as_secs()
                 )))
             }
-            Ok(Err(e)) => return Err(ProviderError::Network(error_chain(&e))),
+            Ok(Err(e)) => return Err(ProviderError::Network(error_chain(&e.without_url()))),
             Ok(Ok(res)) => res,
         };
         let status = res.status().as_u16();
@@ -234,7 +270,7 @@ impl OpenAiChat {
         let sources: Vec<&str> = batch.items.iter().map(|i| i.source_id.as_str()).collect();
         let messages = self.messages(&history, &sources, &batch.compiled_content);
 
-        let mut deltas = self.start(&messages).await?;
+        let mut deltas = self.start(&messages).await.map_err(|e| self.redact(e))?;
         let mut whole = String::new();
         // Deltas are sent at most every FLUSH_EVERY: every chunk is a write, and writes share the
         // server's rate limit with every other worker.
@@ -256,7 +292,7 @@ impl OpenAiChat {
                 }
             };
             let Some(d) = next else { break };
-            let d = d?;
+            let d = d.map_err(|e| self.redact(e))?;
             if !self.stream {
                 whole.push_str(&d);
                 continue;
@@ -370,6 +406,24 @@ mod tests {
         assert_eq!(b["max_tokens"], 64);
         assert!(!o.stream);
         assert!(OpenAiChat::from_property(&json!({"base_url": "ftp://x"})).is_err());
+    }
+
+    #[test]
+    fn errors_lose_the_key_and_the_address() {
+        let o = OpenAiChat::from_property(&json!({
+            "base_url": "https://llm.internal/v1", "api_key": "sk-live-123", "model": "m"
+        }))
+        .unwrap();
+        let e = o.redact(ProviderError::Auth {
+            status: 401,
+            message: "Incorrect API key provided: sk-live-123 for https://llm.internal/v1".into(),
+        });
+        let text = e.to_string();
+        assert!(
+            !text.contains("sk-live-123") && !text.contains("llm.internal"),
+            "{text}"
+        );
+        assert!(matches!(e, ProviderError::Auth { status: 401, .. }));
     }
 
     #[test]
