@@ -113,3 +113,23 @@ pub fn numbers_after(text: &str, prefix: &str) -> Vec<i32> {
 pub async fn get_gone(s: &TestServer, channel: &str) -> bool {
     !list(s).await.iter().any(|e| e["channel_name"] == channel)
 }
+
+/// The `data` of `GET /health`.
+pub async fn health(s: &TestServer) -> Value {
+    s.get("/health").await.body["data"].clone()
+}
+
+/// The `/list` entry of `channel`.
+pub async fn entry(s: &TestServer, channel: &str) -> Option<Value> {
+    list(s)
+        .await
+        .into_iter()
+        .find(|e| e["channel_name"] == channel)
+}
+
+/// `(process group, session)` of a live process.
+pub fn group_and_session(pid: i32) -> Option<(i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+}
