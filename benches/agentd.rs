@@ -1,22 +1,27 @@
 //! agentd's benchmark: `cargo bench --bench agentd` (full, a few minutes) or
 //! `cargo bench --bench agentd -- --quick` (under a minute).
 //!
-//! It starts the real release `agentd` on port 0 in a temp dir for each scenario, drives it over
-//! HTTP like a client would, and prints one table: min, median, p99 and max of every figure, with
-//! the figure's natural floor measured in the same run where one exists.
+//! It starts the real release `agentd` on port 0 in a temp dir for each scenario (the tests'
+//! [`TestApp`]), drives it over HTTP like a client would, and prints one table: min, median, p99
+//! and max of every figure, with the figure's natural floor measured in the same run where one
+//! exists. `AGENTD_BIN=/path/to/agentd` measures another build instead (say, before a change).
+//!
+//! One file: each scenario is one function over the shared `TestApp`, and `main` lists them.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-
-type Res<T> = Result<T, String>;
+use support::{agentd_bin, pid_exists, rss_kib, TestApp, WorkerProcess};
 
 /// Samples of one figure.
 #[derive(Default, Clone)]
@@ -69,13 +74,10 @@ impl Row {
     }
 }
 
-struct Opts {
-    quick: bool,
-}
+type Scenario = fn(bool) -> Pin<Box<dyn Future<Output = Vec<Row>> + Send>>;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let opts = Opts { quick };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,28 +88,44 @@ fn main() {
         if quick { "quick" } else { "full" }
     );
     println!("machine: {}", machine());
+    println!("binary: {}", binary().display());
+    if std::env::var_os("AGENTD_BIN").is_none() && cfg!(debug_assertions) {
+        eprintln!("note: not built by `cargo bench`; these are the figures of a debug build");
+    }
     let mut rows = Vec::new();
-    type Scenario =
-        fn(&Opts) -> std::pin::Pin<Box<dyn std::future::Future<Output = Res<Vec<Row>>>>>;
     let scenarios: Vec<(&str, Scenario)> = vec![
-        ("start/stop", |o| Box::pin(start_stop(o.quick))),
-        ("reaping", |o| Box::pin(reaping(o.quick))),
-        ("ping vs health", |o| Box::pin(ping_throughput(o.quick))),
-        ("many workers", |o| Box::pin(many_workers(o.quick))),
-        ("dispatch latency", |o| Box::pin(dispatch_latency(o.quick))),
-        ("round trips", |o| Box::pin(round_trips(o.quick))),
-        ("batch sealing", |o| Box::pin(seal_lateness(o.quick))),
-        ("front door", |o| Box::pin(front_door(o.quick))),
+        ("start/stop", |q| Box::pin(start_stop(q))),
+        ("reaping", |q| Box::pin(reaping(q))),
+        ("ping vs health", |q| Box::pin(ping_throughput(q))),
+        ("many workers", |q| Box::pin(many_workers(q))),
+        ("dispatch latency", |q| Box::pin(dispatch_latency(q))),
+        ("round trips", |q| Box::pin(round_trips(q))),
+        ("batch sealing", |q| Box::pin(seal_lateness(q))),
+        ("front door", |q| Box::pin(front_door(q))),
+        ("chat reads under a writer", |q| Box::pin(chat_reads(q))),
     ];
     for (name, f) in scenarios {
         eprintln!("… {name}");
-        match rt.block_on(f(&opts)) {
+        // On a task of its own: a scenario that panics (a failed request) fails alone.
+        match rt.block_on(rt.spawn(f(quick))) {
             Ok(mut r) => rows.append(&mut r),
-            Err(e) => eprintln!("scenario {name} failed: {e}"),
+            Err(e) => eprintln!("scenario {name} failed: {}", why(e)),
         }
     }
     print_table(&rows);
     println!("total time: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// What a scenario's task died of.
+fn why(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into()),
+        Err(e) => e.to_string(),
+    }
 }
 
 fn print_table(rows: &[Row]) {
@@ -169,11 +187,12 @@ fn machine() -> String {
 
 // ------------------------------------------------------------------ server under test
 
-struct Server {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-    http: reqwest::Client,
+/// The agentd measured: `AGENTD_BIN`, or the build Cargo made for this target (under
+/// `cargo bench`, the release build).
+fn binary() -> PathBuf {
+    std::env::var_os("AGENTD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(agentd_bin)
 }
 
 fn echo_graph() -> Value {
@@ -187,171 +206,51 @@ fn sleeper_graph() -> Value {
         "runtime": {"command": ["sh", "-c", "exec sleep 3600"], "ready": "settle", "settle_ms": 1, "restart": "never"}})
 }
 
-impl Server {
-    fn start(env: &[(&str, &str)]) -> Res<Server> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("graphs")).map_err(|e| e.to_string())?;
-        let doc = json!({"ten": {"predefined_graphs": [echo_graph()]}});
-        std::fs::write(root.join("property.json"), doc.to_string()).map_err(|e| e.to_string())?;
-        std::fs::write(
-            root.join("graphs/sleeper.json"),
-            sleeper_graph().to_string(),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentd"));
-        cmd.arg("serve")
-            .current_dir(root)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .env("SERVER_PORT", "0")
-            .env("DATA_DIR", root.join("data"))
-            .env("LOG_PATH", root.join("logs"))
-            .env("PROPERTY_JSON", root.join("property.json"))
-            .env("GRAPHS_DIR", root.join("graphs"))
-            .env("WORKERS_MAX", "2000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(u) = line.strip_prefix("agentd listening on ") {
-                    let _ = tx.send(u.trim().to_string());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(20))
-            .map_err(|_| "agentd did not start".to_string())?;
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Server {
-            child,
-            url,
-            dir,
-            http,
-        })
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Res<(u16, Value)> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| e.to_string())?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-
-    async fn get(&self, path: &str) -> Res<(u16, Value)> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| e.to_string())?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-
-    async fn start_worker(&self, channel: &str, graph: &str, timeout: i64) -> Res<Value> {
-        let (st, body) = self
-            .post(
-                "/start",
-                json!({"channel_name": channel, "graph_name": graph, "timeout": timeout}),
-            )
-            .await?;
-        if st != 200 {
-            return Err(format!("/start {channel}: {st} {body}"));
-        }
-        Ok(body["data"].clone())
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM and wait; returns how long the exit took.
-    fn terminate(mut self) -> Duration {
-        let t0 = Instant::now();
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-        let d = t0.elapsed();
-        let _ = &self.dir;
-        d
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A server with the echo and sleeper graphs, warnings only, agentd's own count of HTTP
+/// workers, room for a thousand workers, and `env`.
+fn server(env: &[(&str, &str)]) -> TestApp {
+    TestApp::builder()
+        .binary(binary())
+        .property_json(json!({"ten": {"predefined_graphs": [echo_graph()]}}))
+        .graph_file("sleeper", sleeper_graph())
+        .env("RUST_LOG", "warn")
+        .env("WORKERS_MAX", "2000")
+        .unset("HTTP_WORKERS")
+        .envs(env)
+        .start()
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn rss_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 // ------------------------------------------------------------------ scenarios
 
 /// `/start` to ready and `/stop` of the built-in echo worker, beside the floor: the same worker
 /// binary spawned directly and waited for until it sends READY=1.
-async fn start_stop(quick: bool) -> Res<Vec<Row>> {
+async fn start_stop(quick: bool) -> Vec<Row> {
     let n = if quick { 10 } else { 40 };
-    let server = Server::start(&[])?;
+    let s = server(&[]);
     let mut start = Samples::default();
     let mut stop = Samples::default();
     for i in 0..n {
         let ch = format!("bench-start-{i}");
         let t0 = Instant::now();
-        server.start_worker(&ch, "echo", -1).await?;
+        s.start_ok(&ch, "echo", json!({"timeout": -1})).await;
         start.push(ms(t0.elapsed()));
         let t0 = Instant::now();
-        let (st, body) = server.post("/stop", json!({"channel_name": ch})).await?;
-        if st != 200 {
-            return Err(format!("/stop: {st} {body}"));
-        }
+        let r = s.stop(&ch).await;
+        assert_eq!(r.status, 200, "/stop: {}", r.text);
         stop.push(ms(t0.elapsed()));
     }
     let mut floor = Samples::default();
     let mut floor_stop = Samples::default();
-    let prop = server.dir.path().join("floor-property.json");
-    std::fs::write(
-        &prop,
-        json!({"ten": {"predefined_graphs": [echo_graph()]}}).to_string(),
-    )
-    .map_err(|e| e.to_string())?;
     for i in 0..n {
-        let (spawn, stop_t) = spawn_ready_floor(&server.url, &prop, i)?;
+        let (spawn, stop_t) = spawn_ready_floor(&s.base_url, i);
         floor.push(spawn);
         floor_stop.push(stop_t);
     }
-    Ok(vec![
+    vec![
         Row::new(
             "/start to ready, built-in echo worker",
             "ms",
@@ -366,25 +265,14 @@ async fn start_stop(quick: bool) -> Res<Vec<Row>> {
             "median ≤ 10 ms",
         )
         .with_floor("SIGTERM+wait", floor_stop),
-    ])
+    ]
 }
 
-/// Spawns `agentd worker` directly with its own notify socket; returns (ms to READY=1, ms to exit
+/// Spawns `agentd worker` directly with its own notify socket; (ms to READY=1, ms to exit
 /// after SIGTERM).
-fn spawn_ready_floor(url: &str, prop: &Path, i: usize) -> Res<(f64, f64)> {
-    use std::os::linux::net::SocketAddrExt;
-    let name = format!("agentd-bench-{}-{i}", std::process::id());
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentd"))
-        .arg("worker")
-        .arg("--property")
-        .arg(prop)
-        .env("NOTIFY_SOCKET", format!("@{name}"))
+fn spawn_ready_floor(url: &str, i: usize) -> (f64, f64) {
+    let mut w = WorkerProcess::builder(json!({"ten": {"predefined_graphs": [echo_graph()]}}))
+        .binary(binary())
         .env("AGENTD_API_URL", format!("{url}/api/v1"))
         .env("AGENTD_SERVER_URL", url)
         .env("AGENTD_GRAPH", "echo")
@@ -392,71 +280,53 @@ fn spawn_ready_floor(url: &str, prop: &Path, i: usize) -> Res<(f64, f64)> {
         .env("AGENTD_CHANNEL", format!("floor-{i}"))
         .env("AGENTD_CLAIM_AGENT_ID", "floor-none")
         .env("AGENTD_WORKER_ID", format!("floor-{i}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 4096];
-    let ready = loop {
-        let n = sock
-            .recv(&mut buf)
-            .map_err(|e| format!("no READY=1: {e}"))?;
-        if String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .any(|l| l == "READY=1")
-        {
-            break ms(t0.elapsed());
-        }
-    };
-    let t1 = Instant::now();
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
-    Ok((ready, ms(t1.elapsed())))
+        .quiet()
+        .spawn();
+    assert!(w.wait_ready(Duration::from_secs(10)), "no READY=1");
+    let ready = ms(w.spawned_at.elapsed());
+    let (_, took) = w
+        .terminate(Duration::from_secs(10))
+        .expect("the worker exits on SIGTERM");
+    (ready, ms(took))
 }
 
 /// 200 workers whose deadlines fall together: how late each is stopped.
-async fn reaping(quick: bool) -> Res<Vec<Row>> {
+async fn reaping(quick: bool) -> Vec<Row> {
     let n = if quick { 50 } else { 200 };
     let timeout_s = 2;
-    let server = Arc::new(Server::start(&[])?);
+    let s = Arc::new(server(&[]));
     let chans: Vec<String> = (0..n).map(|i| format!("bench-reap-{i}")).collect();
     run_concurrent(&chans, 32, |ch| {
-        let s = server.clone();
-        async move { s.start_worker(&ch, "sleeper", timeout_s).await.map(|_| ()) }
-    })
-    .await?;
-    // Ping all at once: each deadline is then the ping's answer time + timeout.
-    let acks: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
-    run_concurrent(&chans, 64, |ch| {
-        let s = server.clone();
-        let acks = acks.clone();
+        let s = s.clone();
         async move {
-            let (st, b) = s.post("/ping", json!({"channel_name": ch})).await?;
-            if st != 200 {
-                return Err(format!("/ping: {st} {b}"));
-            }
-            acks.lock().unwrap().insert(ch, Instant::now());
-            Ok(())
+            s.start_ok(&ch, "sleeper", json!({"timeout": timeout_s}))
+                .await;
         }
     })
-    .await?;
-    let acks = acks.lock().unwrap().clone();
+    .await;
+    // Ping all at once: each deadline is then the ping's answer time + timeout.
+    let acks: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    run_concurrent(&chans, 64, |ch| {
+        let s = s.clone();
+        let acks = acks.clone();
+        async move {
+            let r = s.ping(&ch).await;
+            assert_eq!(r.status, 200, "/ping: {}", r.text);
+            lock(&acks).insert(ch, Instant::now());
+        }
+    })
+    .await;
+    let acks = lock(&acks).clone();
     let mut gone: HashMap<String, Instant> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(timeout_s as u64 + 10);
     while gone.len() < n && Instant::now() < deadline {
-        let (_, list) = server.get("/list").await?;
+        let live: HashSet<String> = s
+            .list()
+            .await
+            .iter()
+            .filter_map(|w| w["channel_name"].as_str().map(str::to_string))
+            .collect();
         let now = Instant::now();
-        let live: std::collections::HashSet<String> = list["data"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|w| w["channel_name"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
         for ch in &chans {
             if !live.contains(ch) {
                 gone.entry(ch.clone()).or_insert(now);
@@ -471,64 +341,58 @@ async fn reaping(quick: bool) -> Res<Vec<Row>> {
             late.push(g.saturating_duration_since(due).as_secs_f64() * 1000.0);
         }
     }
-    Ok(vec![Row::new(
+    vec![Row::new(
         &format!("idle reaping: stop time − deadline, {n} workers together"),
         "ms",
         late,
         "p99 ≤ 100 ms",
-    )])
+    )]
 }
 
 /// `/ping` throughput under concurrent keep-alive load, beside `/health` under the same load.
-async fn ping_throughput(quick: bool) -> Res<Vec<Row>> {
+async fn ping_throughput(quick: bool) -> Vec<Row> {
     let secs = if quick { 1.0 } else { 3.0 };
     let rounds = if quick { 2 } else { 3 };
-    let server = Arc::new(Server::start(&[])?);
+    let s = Arc::new(server(&[]));
     let chans: Vec<String> = (0..4).map(|i| format!("bench-ping-{i}")).collect();
     for ch in &chans {
-        server.start_worker(ch, "sleeper", -1).await?;
+        s.start_ok(ch, "sleeper", json!({"timeout": -1})).await;
     }
     let mut ping = Samples::default();
     let mut health = Samples::default();
     for _ in 0..rounds {
-        health.push(load(&server, secs, None).await?);
-        ping.push(load(&server, secs, Some(&chans)).await?);
+        health.push(load(&s, secs, None).await);
+        ping.push(load(&s, secs, Some(&chans)).await);
     }
-    Ok(vec![Row::new(
+    vec![Row::new(
         "/ping throughput, 64 keep-alive clients",
         "req/s",
         ping,
         "≥ 0.9 × /health",
     )
-    .with_floor("/health req/s", health)])
+    .with_floor("/health req/s", health)]
 }
 
-async fn load(server: &Arc<Server>, secs: f64, chans: Option<&[String]>) -> Res<f64> {
+/// Requests per second that 64 clients get answered in `secs`: `/ping` of `chans` in turn, or
+/// `/health`. Sent bare (the answer is not read): the load generator shares the machine.
+async fn load(s: &Arc<TestApp>, secs: f64, chans: Option<&[String]>) -> f64 {
     let count = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for i in 0..64 {
-        let s = server.clone();
+        let s = s.clone();
         let count = count.clone();
         let ch = chans.map(|c| c[i % c.len()].clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
-                let ok = match &ch {
+                let req = match &ch {
                     Some(ch) => s
-                        .http
-                        .post(format!("{}/ping", s.url))
-                        .json(&json!({"channel_name": ch}))
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success()),
-                    None => s
-                        .http
-                        .get(format!("{}/health", s.url))
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success()),
+                        .client
+                        .post(s.url("/ping"))
+                        .json(&json!({"channel_name": ch})),
+                    None => s.client.get(s.url("/health")),
                 };
-                if matches!(ok, Ok(true)) {
+                if req.send().await.is_ok_and(|r| r.status().is_success()) {
                     count.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -537,46 +401,45 @@ async fn load(server: &Arc<Server>, secs: f64, chans: Option<&[String]>) -> Res<
     for t in tasks {
         let _ = t.await;
     }
-    Ok(count.load(Ordering::Relaxed) as f64 / secs)
+    count.load(Ordering::Relaxed) as f64 / secs
 }
 
 /// 1,000 idle echo workers: time to start all, agentd RSS, median worker RSS, shutdown of all.
-async fn many_workers(quick: bool) -> Res<Vec<Row>> {
+async fn many_workers(quick: bool) -> Vec<Row> {
     let n = if quick { 100 } else { 1000 };
-    let server = Arc::new(Server::start(&[])?);
+    let s = Arc::new(server(&[]));
     let chans: Vec<String> = (0..n).map(|i| format!("bench-many-{i}")).collect();
-    let pids: Arc<std::sync::Mutex<Vec<u32>>> = Default::default();
+    let pids: Arc<Mutex<Vec<i32>>> = Default::default();
     let t0 = Instant::now();
     run_concurrent(&chans, 32, |ch| {
-        let s = server.clone();
+        let s = s.clone();
         let pids = pids.clone();
         async move {
-            let d = s.start_worker(&ch, "echo", -1).await?;
-            if let Some(p) = d["pid"].as_u64() {
-                pids.lock().unwrap().push(p as u32);
-            }
-            Ok(())
+            let w = s.start_ok(&ch, "echo", json!({"timeout": -1})).await;
+            lock(&pids).push(w.pid);
         }
     })
-    .await?;
+    .await;
     let start_all = ms(t0.elapsed()) / 1000.0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let agentd_rss = rss_kb(server.pid()).unwrap_or(0) as f64 / 1024.0;
-    let pids = pids.lock().unwrap().clone();
+    let agentd_rss = rss_kib(s.pid()).unwrap_or(0) as f64 / 1024.0;
+    let pids = lock(&pids).clone();
     let mut worker_rss = Samples::default();
     for p in &pids {
-        if let Some(kb) = rss_kb(*p) {
+        if let Some(kb) = rss_kib(*p) {
             worker_rss.push(kb as f64 / 1024.0);
         }
     }
-    let server = Arc::try_unwrap(server).map_err(|_| "server still shared")?;
-    let shutdown = server.terminate().as_secs_f64();
-    let survivors = pids
-        .iter()
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
-        .count();
+    let Ok(mut s) = Arc::try_unwrap(s) else {
+        panic!("the server is still shared")
+    };
+    let t0 = Instant::now();
+    s.terminate(Duration::from_secs(60))
+        .expect("agentd exits on SIGTERM");
+    let shutdown = t0.elapsed().as_secs_f64();
+    let survivors = pids.iter().filter(|p| pid_exists(**p)).count();
     let one = |v: f64| Samples(vec![v]);
-    Ok(vec![
+    vec![
         Row::new(
             &format!("{n} idle echo workers: time to start all"),
             "s",
@@ -601,124 +464,80 @@ async fn many_workers(quick: bool) -> Res<Vec<Row>> {
             one(shutdown),
             "≤ 5 s",
         ),
-    ])
+    ]
 }
 
-async fn create_chat(server: &Server, agent: &str) -> Res<String> {
-    let (st, body) = server
-        .post(
-            "/api/v1/chats",
-            json!({"agentIds": [agent], "modelId": "default"}),
-        )
-        .await?;
-    if st != 201 {
-        return Err(format!("create chat: {st} {body}"));
-    }
-    body["id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| "chat without id".into())
-}
-
-async fn post_user(server: &Server, chat: &str, text: &str) -> Res<()> {
-    let (st, body) = server
-        .post(
-            &format!("/api/v1/chats/{chat}/messages"),
-            json!({"role": "user", "senderId": "user:primary", "content": text}),
-        )
-        .await?;
-    if st != 201 {
-        return Err(format!("post message: {st} {body}"));
-    }
-    Ok(())
+/// A claim by `worker` for `chat`, waiting up to 5 s, sent on a task of its own; when its
+/// answer came, and the answer.
+fn claim_soon(
+    s: &Arc<TestApp>,
+    worker: &str,
+    chat: &str,
+) -> tokio::task::JoinHandle<(Instant, Value)> {
+    let (s, body) = (
+        s.clone(),
+        json!({"workerId": worker, "waitMs": 5000, "chatId": chat}),
+    );
+    tokio::spawn(async move {
+        let r = s.claim_with(body).await;
+        let at = Instant::now();
+        assert_eq!(r.status, 200, "claim: {}", r.text);
+        (at, r.body)
+    })
 }
 
 /// User message to claimable batch (immediate mode, a claim already waiting), and user message to
 /// the first streamed chunk of the echo worker seen on the event stream.
-async fn dispatch_latency(quick: bool) -> Res<Vec<Row>> {
+async fn dispatch_latency(quick: bool) -> Vec<Row> {
     let n = if quick { 20 } else { 100 };
-    let server = Arc::new(Server::start(&[
+    let s = Arc::new(server(&[
         ("DISPATCH_MODE", "immediate"),
         ("WRITE_RATE_LIMIT_MAX", "100000000"),
-    ])?);
-    let chat = create_chat(&server, "echo").await?;
+    ]));
+    let chat = s.new_chat("echo").await;
     let mut claim_lat = Samples::default();
     let mut rtt = Samples::default();
     for i in 0..n {
-        let s = server.clone();
-        let c = chat.clone();
-        let claim = tokio::spawn(async move {
-            let r = s
-                .post(
-                    "/api/v1/dispatch/claim",
-                    json!({"workerId": "bench", "waitMs": 5000, "chatId": c}),
-                )
-                .await;
-            (Instant::now(), r)
-        });
+        let claim = claim_soon(&s, "bench", &chat);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let t0 = Instant::now();
-        post_user(&server, &chat, &format!("m{i}")).await?;
-        let (t1, r) = claim.await.map_err(|e| e.to_string())?;
-        let (st, batch) = r?;
-        if st != 200 {
-            return Err(format!("claim: {st} {batch}"));
-        }
+        s.post_user(&chat, &format!("m{i}")).await;
+        let (t1, batch) = claim.await.expect("the claim");
         claim_lat.push(ms(t1.duration_since(t0)));
-        let id = batch["batchId"].as_str().unwrap_or_default().to_string();
-        server
-            .post(
-                &format!("/api/v1/dispatch/{id}/complete"),
-                json!({"workerId": "bench"}),
-            )
-            .await?;
+        s.complete(&batch, "bench").await;
         let t0 = Instant::now();
-        server.get("/health").await?;
+        s.health().await;
         rtt.push(ms(t0.elapsed()));
     }
 
     // Echo worker answering on a channel's chat; chunks observed on the event stream.
-    let data = server.start_worker("bench-chunk", "echo", -1).await?;
-    let chat = data["chat_id"]
-        .as_str()
-        .ok_or("/start gave no chat_id")?
-        .to_string();
-    let resp = server
-        .http
-        .get(format!("{}/api/v1/events/stream", server.url))
-        .send()
+    let chat = s
+        .start_ok("bench-chunk", "echo", json!({"timeout": -1}))
         .await
-        .map_err(|e| e.to_string())?;
-    let mut events = eventsource_stream::EventStream::new(resp.bytes_stream());
+        .chat();
+    let mut events = s.events("", None).await;
     let mut first_chunk = Samples::default();
     for i in 0..n {
         let t0 = Instant::now();
-        post_user(&server, &chat, &format!("hello {i}")).await?;
+        s.post_user(&chat, &format!("hello {i}")).await;
         let deadline = t0 + Duration::from_secs(10);
-        loop {
-            let ev = tokio::time::timeout_at(deadline.into(), events.next())
-                .await
-                .map_err(|_| "no chunk within 10 s")?
-                .ok_or("event stream ended")?
-                .map_err(|e| e.to_string())?;
-            if ev.event == "message.streaming.chunk" && ev.data.contains(&chat) {
-                first_chunk.push(ms(t0.elapsed()));
-                break;
-            }
-        }
+        let of_chat = |kind: &'static str| {
+            let chat = chat.clone();
+            move |e: &support::Ev| e.event == kind && e.raw.contains(&chat)
+        };
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let chunk = events
+            .next_matching(left(), of_chat("message.streaming.chunk"))
+            .await;
+        assert!(chunk.is_some(), "no chunk within 10 s");
+        first_chunk.push(ms(t0.elapsed()));
         // Let the answer finish before the next message.
-        loop {
-            let ev = tokio::time::timeout_at(deadline.into(), events.next())
-                .await
-                .map_err(|_| "answer did not complete")?
-                .ok_or("event stream ended")?
-                .map_err(|e| e.to_string())?;
-            if ev.event == "message.streaming.complete" && ev.data.contains(&chat) {
-                break;
-            }
-        }
+        let done = events
+            .next_matching(left(), of_chat("message.streaming.complete"))
+            .await;
+        assert!(done.is_some(), "answer did not complete");
     }
-    Ok(vec![
+    vec![
         Row::new(
             "user message to claimable batch (immediate, claim waiting)",
             "ms",
@@ -733,75 +552,42 @@ async fn dispatch_latency(quick: bool) -> Res<Vec<Row>> {
             "median ≤ 10 ms",
         )
         .with_floor("GET /health", rtt),
-    ])
+    ]
 }
 
 /// Full round trips (post, claim, streamed answer, complete) across 50 chats.
-async fn round_trips(quick: bool) -> Res<Vec<Row>> {
+async fn round_trips(quick: bool) -> Vec<Row> {
     let secs = if quick { 3 } else { 10 };
-    let server = Arc::new(Server::start(&[
+    let s = Arc::new(server(&[
         ("DISPATCH_MODE", "immediate"),
         ("WRITE_RATE_LIMIT_MAX", "100000000"),
-    ])?);
+    ]));
     let mut chats = Vec::new();
     for _ in 0..50 {
-        chats.push(create_chat(&server, "echo").await?);
+        chats.push(s.new_chat("echo").await);
     }
     let count = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for (i, chat) in chats.into_iter().enumerate() {
-        let s = server.clone();
+        let s = s.clone();
         let count = count.clone();
+        // A failed step ends this chat's loop (its panic is printed); the others go on.
         tasks.push(tokio::spawn(async move {
             let w = format!("w{i}");
             while Instant::now() < end {
-                let step = async {
-                    post_user(&s, &chat, "ping").await?;
-                    let (st, b) = s
-                        .post(
-                            "/api/v1/dispatch/claim",
-                            json!({"workerId": w, "waitMs": 5000, "chatId": chat}),
-                        )
-                        .await?;
-                    if st != 200 {
-                        return Err(format!("claim {st}"));
-                    }
-                    let batch = b["batchId"].as_str().unwrap_or_default().to_string();
-                    let (_, m) = s
-                        .post(
-                            &format!("/api/v1/chats/{chat}/messages"),
-                            json!({"role": "agent", "senderId": "echo", "streaming": true}),
-                        )
-                        .await?;
-                    let mid = m["id"].as_str().unwrap_or_default().to_string();
-                    s.post(
-                        &format!("/api/v1/messages/{mid}/chunks"),
-                        json!({"deltaText": "ping"}),
-                    )
-                    .await?;
-                    s.post(&format!("/api/v1/messages/{mid}/complete"), json!({}))
-                        .await?;
-                    let (st, _) = s
-                        .post(
-                            &format!("/api/v1/dispatch/{batch}/complete"),
-                            json!({"workerId": w}),
-                        )
-                        .await?;
-                    if st != 204 {
-                        return Err(format!("complete {st}"));
-                    }
-                    Ok::<(), String>(())
-                };
-                match step.await {
-                    Ok(()) => {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        eprintln!("round trip failed: {e}");
-                        break;
-                    }
-                }
+                s.post_user(&chat, "ping").await;
+                let b = s
+                    .claim_with(json!({"workerId": w, "waitMs": 5000, "chatId": chat}))
+                    .await;
+                assert_eq!(b.status, 200, "claim: {}", b.text);
+                let m = s.stream_message(&chat, "echo").await;
+                let mid = m.body["id"].as_str().unwrap_or_default().to_string();
+                s.chunk(&mid, "ping").await;
+                s.complete_message(&mid, json!({})).await;
+                let r = s.complete(&b.body, &w).await;
+                assert_eq!(r.status, 204, "complete: {}", r.text);
+                count.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
@@ -809,117 +595,85 @@ async fn round_trips(quick: bool) -> Res<Vec<Row>> {
         let _ = t.await;
     }
     let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
-    Ok(vec![Row::new(
+    vec![Row::new(
         &format!("full round trips across 50 chats for {secs} s"),
         "per s",
         Samples(vec![rate]),
         "≥ 2,000 per s",
-    )])
+    )]
 }
 
 /// `batched_sequential`: batch seal time minus the debounce deadline.
-async fn seal_lateness(quick: bool) -> Res<Vec<Row>> {
+async fn seal_lateness(quick: bool) -> Vec<Row> {
     let n = if quick { 20 } else { 100 };
     let debounce = 100u64;
-    let server = Arc::new(Server::start(&[
+    let s = Arc::new(server(&[
         ("DISPATCH_MODE", "batched_sequential"),
         ("DISPATCH_BATCH_DEBOUNCE_MS", "100"),
         ("WRITE_RATE_LIMIT_MAX", "100000000"),
-    ])?);
+    ]));
     let mut chats = Vec::new();
     for _ in 0..10 {
-        chats.push(create_chat(&server, "echo").await?);
+        chats.push(s.new_chat("echo").await);
     }
-    let late: Arc<std::sync::Mutex<Samples>> = Default::default();
+    let late: Arc<Mutex<Samples>> = Default::default();
     let per = n / chats.len();
     let mut tasks = Vec::new();
     for (i, chat) in chats.into_iter().enumerate() {
-        let s = server.clone();
+        let s = s.clone();
         let late = late.clone();
         tasks.push(tokio::spawn(async move {
+            let w = format!("seal{i}");
             for _ in 0..per {
-                let w = format!("seal{i}");
-                let s2 = s.clone();
-                let c2 = chat.clone();
-                let w2 = w.clone();
-                let claim = tokio::spawn(async move {
-                    let r = s2
-                        .post(
-                            "/api/v1/dispatch/claim",
-                            json!({"workerId": w2, "waitMs": 5000, "chatId": c2}),
-                        )
-                        .await;
-                    (Instant::now(), r)
-                });
+                let claim = claim_soon(&s, &w, &chat);
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                post_user(&s, &chat, "x").await?;
+                s.post_user(&chat, "x").await;
                 let acked = Instant::now();
-                let (t, r) = claim.await.map_err(|e| e.to_string())?;
-                let (st, b) = r?;
-                if st != 200 {
-                    return Err(format!("claim {st}"));
-                }
+                let (t, batch) = claim.await.expect("the claim");
                 let due = acked + Duration::from_millis(debounce);
-                late.lock()
-                    .unwrap()
-                    .push(t.saturating_duration_since(due).as_secs_f64() * 1000.0);
-                let id = b["batchId"].as_str().unwrap_or_default().to_string();
-                s.post(
-                    &format!("/api/v1/dispatch/{id}/complete"),
-                    json!({"workerId": w}),
-                )
-                .await?;
+                lock(&late).push(t.saturating_duration_since(due).as_secs_f64() * 1000.0);
+                s.complete(&batch, &w).await;
             }
-            Ok::<(), String>(())
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
+        t.await.expect("a sealing client");
     }
-    let samples = late.lock().unwrap().clone();
-    Ok(vec![Row::new(
+    let samples = lock(&late).clone();
+    vec![Row::new(
         "batch seal time − debounce deadline (batched_sequential)",
         "ms",
         samples,
         "p99 ≤ 20 ms",
-    )])
+    )]
+}
+
+/// One `POST /agents/echo/chat`, which must be answered.
+async fn ask_echo(s: &TestApp, text: &str) {
+    let r = s.agent_chat("echo", json!({"message": text})).await;
+    assert_eq!(r.status, 200, "/agents/echo/chat: {}", r.text);
 }
 
 /// `POST /agents/:id/chat`, warm and cold (the agent started on demand).
-async fn front_door(quick: bool) -> Res<Vec<Row>> {
+async fn front_door(quick: bool) -> Vec<Row> {
     let n = if quick { 10 } else { 50 };
     let mut cold = Samples::default();
     let cold_n = if quick { 3 } else { 10 };
     for _ in 0..cold_n {
-        let server = Server::start(&[])?;
+        let s = server(&[]);
         let t0 = Instant::now();
-        let (st, b) = server
-            .post("/agents/echo/chat", json!({"message": "hello"}))
-            .await?;
-        if st != 200 {
-            return Err(format!("/agents/echo/chat: {st} {b}"));
-        }
+        ask_echo(&s, "hello").await;
         cold.push(ms(t0.elapsed()));
     }
-    let server = Server::start(&[])?;
-    server
-        .post("/agents/echo/chat", json!({"message": "warm up"}))
-        .await?;
+    let s = server(&[]);
+    ask_echo(&s, "warm up").await;
     let mut warm = Samples::default();
     for i in 0..n {
         let t0 = Instant::now();
-        let (st, b) = server
-            .post(
-                "/agents/echo/chat",
-                json!({"message": format!("hello {i}")}),
-            )
-            .await?;
-        if st != 200 {
-            return Err(format!("/agents/echo/chat: {st} {b}"));
-        }
+        ask_echo(&s, &format!("hello {i}")).await;
         warm.push(ms(t0.elapsed()));
     }
-    Ok(vec![
+    vec![
         Row::new("POST /agents/:id/chat, warm", "ms", warm, "median ≤ 5 ms"),
         Row::new(
             "POST /agents/:id/chat, cold (started on demand)",
@@ -927,19 +681,134 @@ async fn front_door(quick: bool) -> Res<Vec<Row>> {
             cold,
             "median ≤ 30 ms",
         ),
-    ])
+    ]
 }
 
-/// Runs `f` for every item with at most `width` in flight; the first error wins.
-async fn run_concurrent<F, Fut>(items: &[String], width: usize, f: F) -> Res<()>
+/// Concurrent readers of one chat's message list for the read scenario.
+const READERS: usize = 32;
+/// The read scenario has no target yet: it is what the store's read pool is measured against.
+const BASELINE: &str = "baseline for the read pool";
+
+/// 32 clients listing a chat's messages (a full page of 50) while one writer posts to it: reads
+/// per second, read latency and the writer's rate, beside the same readers with no writer.
+async fn chat_reads(quick: bool) -> Vec<Row> {
+    let secs = if quick { 3 } else { 10 };
+    let s = Arc::new(server(&[("WRITE_RATE_LIMIT_MAX", "100000000")]));
+    let chat = s.new_chat("echo").await;
+    // More than a page, so every read returns a full one.
+    for i in 0..100 {
+        s.post_user(&chat, &format!("seed {i}")).await;
+    }
+    let alone = read_load(&s, &chat, secs, false).await;
+    let busy = read_load(&s, &chat, secs, true).await;
+    let what = format!("GET a chat's messages, {READERS} clients, one writer posting");
+    vec![
+        Row::new(&format!("{what}: reads"), "per s", busy.reads, BASELINE)
+            .with_floor("no writer", alone.reads),
+        Row::new(
+            &format!("{what}: read latency"),
+            "ms",
+            busy.latency,
+            BASELINE,
+        )
+        .with_floor("no writer", alone.latency),
+        Row::new(
+            &format!("{what}: the writer's posts"),
+            "per s",
+            busy.writes,
+            "",
+        ),
+    ]
+}
+
+/// What [`read_load`] saw, per second of the run (rates) or per read (latency).
+struct ReadLoad {
+    reads: Samples,
+    latency: Samples,
+    writes: Samples,
+}
+
+/// [`READERS`] clients read `chat`'s newest messages for `secs` seconds, with or without one
+/// client posting user messages to it the whole time. Reads are sent bare (the answer is read,
+/// not parsed): the load generator shares the machine.
+async fn read_load(s: &Arc<TestApp>, chat: &str, secs: u64, writer: bool) -> ReadLoad {
+    let begin = Instant::now();
+    let end = begin + Duration::from_secs(secs);
+    let path = format!("/api/v1/chats/{chat}/messages");
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (s, url) = (s.clone(), s.url(&path));
+            tokio::spawn(async move {
+                // (when it was answered, how long it took)
+                let mut done: Vec<(Duration, f64)> = Vec::new();
+                while Instant::now() < end {
+                    let t0 = Instant::now();
+                    let res = s.client.get(&url).send().await.expect("a read");
+                    assert_eq!(res.status(), 200, "read");
+                    res.bytes().await.expect("a read's body");
+                    done.push((begin.elapsed(), ms(t0.elapsed())));
+                }
+                done
+            })
+        })
+        .collect();
+    let posts = writer.then(|| {
+        let (s, chat) = (s.clone(), chat.to_string());
+        tokio::spawn(async move {
+            let mut done = Vec::new();
+            for n in 0.. {
+                if Instant::now() >= end {
+                    break;
+                }
+                s.post_user(&chat, &format!("write {n}")).await;
+                done.push(begin.elapsed());
+            }
+            done
+        })
+    });
+    let mut reads = Vec::new();
+    let mut latency = Samples::default();
+    for r in readers {
+        for (at, took) in r.await.expect("a reader") {
+            reads.push(at);
+            latency.push(took);
+        }
+    }
+    let writes = match posts {
+        Some(p) => p.await.expect("the writer"),
+        None => Vec::new(),
+    };
+    ReadLoad {
+        reads: per_second(&reads, secs),
+        latency,
+        writes: per_second(&writes, secs),
+    }
+}
+
+/// How many of `times` fall in each whole second of a run of `secs` seconds.
+fn per_second(times: &[Duration], secs: u64) -> Samples {
+    let mut counts = vec![0.0; secs as usize];
+    for t in times {
+        if let Some(c) = counts.get_mut(t.as_secs() as usize) {
+            *c += 1.0;
+        }
+    }
+    Samples(counts)
+}
+
+/// Runs `f` for every item with at most `width` in flight.
+async fn run_concurrent<F, Fut>(items: &[String], width: usize, f: F)
 where
     F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Res<()>>,
+    Fut: Future<Output = ()>,
 {
-    let mut stream =
-        futures_util::stream::iter(items.iter().cloned().map(f)).buffer_unordered(width);
-    while let Some(r) = stream.next().await {
-        r?;
-    }
-    Ok(())
+    futures_util::stream::iter(items.iter().cloned().map(f))
+        .buffer_unordered(width)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// The data behind `m`, even if a task panicked holding it (the samples are still good).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -3,6 +3,8 @@
 //! The byte layout and the signing chain are Agora's published AccessToken2 format; which services,
 //! privileges and lifetimes go in follows TEN's server, which calls Agora's Go `BuildTokenWithRtm`
 //! with the publisher role, the decimal uid as account and RTM user id, and one day for everything.
+//!
+//! One piece: about 420 lines of code (the rest is tests), all of it the one token layout.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,30 +1,27 @@
 //! Chat and dispatch API: API key rules and the write rate limit.
 
-mod api_support;
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use api_support::*;
 use serde_json::json;
+use support::{assert_error, TestApp};
 
 const KEY: &str = "s3cret-key";
 
 #[tokio::test]
 async fn key_rules() {
-    let s = server(&[("AGENTD_API_KEY", KEY)]);
+    let s = TestApp::with_fast_dispatch(&[("AGENTD_API_KEY", KEY)]);
     let bearer = format!("Bearer {KEY}");
     // Health is public; reads are public by default.
-    assert_eq!(s.get("/api/v1/health").await.status, 200);
-    assert_eq!(s.get("/api/v1/chats").await.status, 200);
-    assert_eq!(s.get("/api/v1/config").await.status, 200);
-    let r = s.get("/api/v1/config").await;
+    assert_eq!(s.api_health().await.status, 200);
+    assert_eq!(s.chats("").await.status, 200);
+    assert_eq!(s.config().await.status, 200);
+    let r = s.config().await;
     assert!(!r.text.contains(KEY));
     assert_eq!(r.body["security"]["instanceSecretEnabled"], true);
     // Writes need the key.
-    let r = s
-        .post("/api/v1/chats", json!({ "agentIds": ["echo"] }))
-        .await;
+    let r = s.create_chat(json!({ "agentIds": ["echo"] })).await;
     assert_error(&r, 401, "UNAUTHORIZED");
     assert_eq!(
         r.body["error"]["message"],
@@ -65,62 +62,43 @@ async fn key_rules() {
         )
         .await;
     assert_eq!(r.status, 204);
-    let r = s
-        .post(
-            "/api/v1/dispatch/claim",
-            json!({ "workerId": "w", "waitMs": 0 }),
-        )
-        .await;
+    let r = s.claim("w", 0).await;
     assert_eq!(r.status, 401);
     // The event stream is always gated.
     let r = s.get("/api/v1/events/stream").await;
     assert_error(&r, 401, "UNAUTHORIZED");
-    let res = s
-        .client
-        .get(s.url(&format!("/api/v1/events/stream?token={KEY}")))
-        .send()
+    let by_token = s.events(&format!("?token={KEY}"), None).await;
+    assert_eq!(by_token.status, 200);
+    drop(by_token);
+    let by_header = s
+        .open_stream(
+            s.request(reqwest::Method::GET, "/api/v1/events/stream")
+                .header("Authorization", &bearer),
+        )
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    drop(res);
-    let res = s
-        .client
-        .get(s.url("/api/v1/events/stream"))
-        .header("Authorization", &bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+        .expect("a stream");
+    assert_eq!(by_header.status, 200);
 }
 
 #[tokio::test]
 async fn reads_can_require_the_key() {
-    let s = server(&[("AGENTD_API_KEY", KEY), ("READS_REQUIRE_KEY", "true")]);
-    assert_eq!(s.get("/api/v1/health").await.status, 200);
-    assert_error(&s.get("/api/v1/chats").await, 401, "UNAUTHORIZED");
-    assert_error(&s.get("/api/v1/config").await, 401, "UNAUTHORIZED");
-    assert_eq!(
-        s.get(&format!("/api/v1/chats?token={KEY}")).await.status,
-        200
-    );
+    let s = TestApp::with_fast_dispatch(&[("AGENTD_API_KEY", KEY), ("READS_REQUIRE_KEY", "true")]);
+    assert_eq!(s.api_health().await.status, 200);
+    assert_error(&s.chats("").await, 401, "UNAUTHORIZED");
+    assert_error(&s.config().await, 401, "UNAUTHORIZED");
+    assert_eq!(s.chats(&format!("?token={KEY}")).await.status, 200);
 }
 
 #[tokio::test]
 async fn open_without_a_key() {
-    let s = server(&[("READS_REQUIRE_KEY", "true")]);
-    assert_eq!(s.get("/api/v1/chats").await.status, 200);
-    let res = s
-        .client
-        .get(s.url("/api/v1/events/stream"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let s = TestApp::with_fast_dispatch(&[("READS_REQUIRE_KEY", "true")]);
+    assert_eq!(s.chats("").await.status, 200);
+    assert_eq!(s.events("", None).await.status, 200);
 }
 
 #[tokio::test]
 async fn write_rate_limit() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("AGENTD_API_KEY", KEY),
         ("WRITE_RATE_LIMIT_MAX", "20"),
         ("WRITE_RATE_LIMIT_WINDOW_MS", "3000"),
@@ -137,12 +115,7 @@ async fn write_rate_limit() {
     };
     // Rejected calls do not use the budget (auth runs first).
     for _ in 0..30 {
-        let r = s
-            .post(
-                &format!("/api/v1/chats/{c}/typing"),
-                json!({ "agentId": "echo" }),
-            )
-            .await;
+        let r = s.typing(&c, json!({ "agentId": "echo" })).await;
         assert_eq!(r.status, 401);
     }
     let path = format!("/api/v1/chats/{c}/typing?token={KEY}");
@@ -158,7 +131,7 @@ async fn write_rate_limit() {
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3).contains(&retry), "{retry}");
     // Reads are not limited.
-    assert_eq!(s.get("/api/v1/chats").await.status, 200);
+    assert_eq!(s.chats("").await.status, 200);
     // The window resets.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
@@ -169,12 +142,12 @@ async fn write_rate_limit() {
 
 #[tokio::test]
 async fn rate_limit_per_client_ip_behind_a_proxy() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("WRITE_RATE_LIMIT_MAX", "2"),
         ("WRITE_RATE_LIMIT_WINDOW_MS", "60000"),
         ("TRUST_PROXY_HEADERS", "true"),
     ]);
-    let c = chat(&s).await; // counted for the direct client
+    let c = s.new_chat("echo").await; // counted for the direct client
     let typing = |ip: &'static str| {
         let path = format!("/api/v1/chats/{c}/typing");
         let sr = &s;

@@ -1,19 +1,18 @@
 //! Chat and dispatch API: health, config, chats, idempotency, error envelopes.
 
-mod api_support;
-mod common;
+mod support;
 
-use api_support::*;
 use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn health_and_config() {
-    let s = server(&[]);
-    let r = s.get("/api/v1/health").await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let r = s.api_health().await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "ok");
     assert!(r.body["uptime"].is_u64());
-    let r = s.get("/api/v1/config").await;
+    let r = s.config().await;
     assert_eq!(r.status, 200);
     let agents = r.body["agents"].as_array().unwrap();
     let echo = agents
@@ -31,9 +30,9 @@ async fn health_and_config() {
 
 #[tokio::test]
 async fn create_get_list_patch_chats() {
-    let s = server(&[]);
+    let s = TestApp::with_fast_dispatch(&[]);
     let r = s
-        .post("/api/v1/chats", json!({ "agentIds": ["echo"], "modelId": "default", "title": "  Hello   there  ", "tags": [" a ", "a", "b"] }))
+        .create_chat(json!({ "agentIds": ["echo"], "modelId": "default", "title": "  Hello   there  ", "tags": [" a ", "a", "b"] }))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let c = r.body.clone();
@@ -51,37 +50,32 @@ async fn create_get_list_patch_chats() {
     // Title from the first message, collapsed and cut to 48 chars; missing modelId → default.
     let long = "word ".repeat(30);
     let r = s
-        .post(
-            "/api/v1/chats",
-            json!({ "agentIds": ["echo"], "firstMessage": format!("  {long}  ") }),
-        )
+        .create_chat(json!({ "agentIds": ["echo"], "firstMessage": format!("  {long}  ") }))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["title"].as_str().unwrap().chars().count(), 48);
     assert_eq!(r.body["title_source"], "default");
     assert_eq!(r.body["model_id"], "default");
     let second = r.body["id"].as_str().unwrap().to_string();
-    let msgs = messages(&s, &second).await;
+    let msgs = s.messages(&second).await;
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["role"], "user");
     assert_eq!(msgs[0]["content_final"], long.trim());
 
-    let r = s
-        .post("/api/v1/chats", json!({ "agentIds": ["echo"] }))
-        .await;
+    let r = s.create_chat(json!({ "agentIds": ["echo"] })).await;
     assert_eq!(r.body["title"], "New Chat");
 
-    let r = s.get(&format!("/api/v1/chats/{id}")).await;
+    let r = s.chat(id).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["id"], id);
 
     // Pagination: 3 chats, 2 per page.
-    let r = s.get("/api/v1/chats?limit=2").await;
+    let r = s.chats("?limit=2").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2);
     assert_eq!(r.body["cursor"]["hasMore"], true);
     let next = r.body["cursor"]["next"].as_str().unwrap().to_string();
-    let r2 = s.get(&format!("/api/v1/chats?limit=2&cursor={next}")).await;
+    let r2 = s.chats(&format!("?limit=2&cursor={next}")).await;
     assert_eq!(r2.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(r2.body["cursor"]["hasMore"], false);
     assert!(r2.body["cursor"]["next"].is_null());
@@ -97,66 +91,44 @@ async fn create_get_list_patch_chats() {
     assert_eq!(all.len(), 3);
 
     // Filters.
-    let r = s.get("/api/v1/chats?tag=b").await;
+    let r = s.chats("?tag=b").await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
-    let r = s.get("/api/v1/chats?query=HELLO").await;
+    let r = s.chats("?query=HELLO").await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
-    let r = s.get("/api/v1/chats?agentId=assistant").await;
+    let r = s.chats("?agentId=assistant").await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 0);
 
     // Patch.
     let r = s
-        .send(
-            s.client
-                .patch(s.url(&format!("/api/v1/chats/{id}")))
-                .json(&json!({ "title": "Renamed", "pinned": true })),
-        )
+        .patch_chat(id, json!({ "title": "Renamed", "pinned": true }))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["title"], "Renamed");
     assert_eq!(r.body["pinned"], true);
-    let r = s.get("/api/v1/chats").await;
+    let r = s.chats("").await;
     assert_eq!(r.body["data"][0]["id"], id, "pinned first");
-    let r = s
-        .send(
-            s.client
-                .patch(s.url(&format!("/api/v1/chats/{id}")))
-                .json(&json!({})),
-        )
-        .await;
+    let r = s.patch_chat(id, json!({})).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s
-        .send(
-            s.client
-                .patch(s.url(&format!("/api/v1/chats/{id}")))
-                .json(&json!({ "agentIds": ["assistant"] })),
-        )
-        .await;
+    let r = s.patch_chat(id, json!({ "agentIds": ["assistant"] })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
 
     // Archive / unarchive / read / unread.
     for (path, archived) in [("archive", true), ("unarchive", false)] {
-        let r = s
-            .post(&format!("/api/v1/chats/{id}/{path}"), json!(null))
-            .await;
+        let r = s.chat_action(id, path).await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.body, json!({ "ok": true }));
-        assert_eq!(
-            s.get(&format!("/api/v1/chats/{id}")).await.body["is_archived"],
-            archived
-        );
+        assert_eq!(s.chat(id).await.body["is_archived"], archived);
     }
-    s.post(&format!("/api/v1/chats/{id}/archive"), json!(null))
-        .await;
+    s.chat_action(id, "archive").await;
     assert_eq!(
-        s.get("/api/v1/chats?archived=true").await.body["data"]
+        s.chats("?archived=true").await.body["data"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        s.get("/api/v1/chats?archived=false").await.body["data"]
+        s.chats("?archived=false").await.body["data"]
             .as_array()
             .unwrap()
             .len(),
@@ -164,49 +136,31 @@ async fn create_get_list_patch_chats() {
     );
 
     let r = s
-        .post(
-            &format!("/api/v1/chats/{id}/messages"),
+        .post_message(
+            id,
             json!({ "role": "agent", "senderId": "echo", "content": "hi" }),
         )
         .await;
     assert_eq!(r.status, 201);
-    assert_eq!(
-        s.get(&format!("/api/v1/chats/{id}")).await.body["unread_count"],
-        1
-    );
-    let r = s.get("/api/v1/chats/unread-summary").await;
+    assert_eq!(s.chat(id).await.body["unread_count"], 1);
+    let r = s.unread_summary().await;
     assert_eq!(r.body["total_unread"], 1, "{}", r.text);
     assert_eq!(r.body["unread_by_agent"]["echo"], 1);
-    assert_eq!(
-        s.post(&format!("/api/v1/chats/{id}/mark-read"), json!(null))
-            .await
-            .status,
-        200
-    );
-    let c = s.get(&format!("/api/v1/chats/{id}")).await.body;
+    assert_eq!(s.chat_action(id, "mark-read").await.status, 200);
+    let c = s.chat(id).await.body;
     assert_eq!(c["unread_count"], 0);
     assert!(c["last_read_at"].is_string());
     assert_eq!(c["last_message_preview"], "hi");
-    assert_eq!(
-        s.post(&format!("/api/v1/chats/{id}/mark-unread"), json!(null))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        s.get(&format!("/api/v1/chats/{id}")).await.body["unread_count"],
-        1
-    );
-    let r = s.get("/api/v1/chats/pending-summary").await;
+    assert_eq!(s.chat_action(id, "mark-unread").await.status, 200);
+    assert_eq!(s.chat(id).await.body["unread_count"], 1);
+    let r = s.pending_summary().await;
     assert_eq!(r.body, json!({ "pending_requests_total": 0 }));
 }
 
 #[tokio::test]
 async fn chat_errors() {
-    let s = server(&[]);
-    let r = s
-        .post("/api/v1/chats", json!({ "modelId": "default" }))
-        .await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let r = s.create_chat(json!({ "modelId": "default" })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["message"], "Request validation failed.");
     assert_eq!(
@@ -214,26 +168,18 @@ async fn chat_errors() {
         "Required"
     );
     assert!(r.body["error"]["details"]["formErrors"].is_array());
-    let r = s
-        .post("/api/v1/chats", json!({ "agentIds": ["nope"] }))
-        .await;
+    let r = s.create_chat(json!({ "agentIds": ["nope"] })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["details"]["field"], "agentIds");
     let r = s
-        .post(
-            "/api/v1/chats",
-            json!({ "agentIds": ["echo"], "modelId": "gpt-9" }),
-        )
+        .create_chat(json!({ "agentIds": ["echo"], "modelId": "gpt-9" }))
         .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let r = s
-        .post(
-            "/api/v1/chats",
-            json!({ "agentIds": ["echo"], "title": "   " }),
-        )
+        .create_chat(json!({ "agentIds": ["echo"], "title": "   " }))
         .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.post("/api/v1/chats", json!([1, 2])).await;
+    let r = s.create_chat(json!([1, 2])).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let r = s
         .post_raw("/api/v1/chats", "application/json", "{not json")
@@ -245,35 +191,30 @@ async fn chat_errors() {
         .post_raw("/api/v1/chats", "text/plain", "{\"agentIds\":[\"echo\"]}")
         .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.get("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA").await;
+    let r = s.chat("AAAAAAAAAAAAAAAAAAAAA").await;
     assert_error(&r, 404, "NOT_FOUND");
     assert_eq!(
         r.body["error"]["details"]["chatId"],
         "AAAAAAAAAAAAAAAAAAAAA"
     );
-    let r = s
-        .post("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/archive", json!(null))
-        .await;
+    let r = s.chat_action("AAAAAAAAAAAAAAAAAAAAA", "archive").await;
     assert_error(&r, 404, "NOT_FOUND");
     let r = s.get("/api/v1/nothing/here").await;
     assert_error(&r, 404, "NOT_FOUND");
-    let r = s.get("/api/v1/chats?limit=0").await;
+    let r = s.chats("?limit=0").await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.get("/api/v1/chats?cursor=%%%").await;
+    let r = s.chats("?cursor=%%%").await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let big = "x".repeat(2_000_000);
     let r = s
-        .post(
-            "/api/v1/chats",
-            json!({ "agentIds": ["echo"], "title": big }),
-        )
+        .create_chat(json!({ "agentIds": ["echo"], "title": big }))
         .await;
     assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
 }
 
 #[tokio::test]
 async fn chat_idempotency() {
-    let s = server(&[]);
+    let s = TestApp::with_fast_dispatch(&[]);
     let send = |key: &str, body: serde_json::Value| {
         s.send(
             s.client
@@ -296,13 +237,7 @@ async fn chat_idempotency() {
     .await;
     assert_eq!(b.status, 201);
     assert_eq!(a.body, b.body);
-    assert_eq!(
-        s.get("/api/v1/chats").await.body["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.chats("").await.body["data"].as_array().unwrap().len(), 1);
     let c = send("k1", json!({ "agentIds": ["echo"], "title": "Other" })).await;
     assert_error(&c, 409, "CONFLICT");
     assert_eq!(

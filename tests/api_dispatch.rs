@@ -1,19 +1,18 @@
 //! Chat and dispatch API: the dispatch state machine, modes, batching, leases, retries.
 
-mod api_support;
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use api_support::*;
 use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn batch_payload_and_empty_claims() {
-    let s = server(&[]);
+    let s = TestApp::with_fast_dispatch(&[]);
     // Nothing to claim: 204, no body, after about waitMs.
     let t = Instant::now();
-    let r = claim(&s, "w1", 400).await;
+    let r = s.claim("w1", 400).await;
     assert_eq!(r.status, 204);
     assert!(r.text.is_empty());
     assert!(
@@ -21,18 +20,18 @@ async fn batch_payload_and_empty_claims() {
         "{:?}",
         t.elapsed()
     );
-    let r = claim(&s, "w1", 0).await;
+    let r = s.claim("w1", 0).await;
     assert_eq!(r.status, 204);
 
-    let c = chat(&s).await;
+    let c = s.new_chat("echo").await;
     let mid = s
-        .post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "user", "senderId": "user:primary", "content": " hi there ", "trace": { "kind": "voice", "mediaIds": ["m1"] } }))
+        .post_message(&c, json!({ "role": "user", "senderId": "user:primary", "content": " hi there ", "trace": { "kind": "voice", "mediaIds": ["m1"] } }))
         .await
         .body["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let b = claim_one(&s, "w1").await;
+    let b = s.claim_one("w1").await;
     assert_eq!(b["batchId"].as_str().unwrap().len(), 21);
     assert_eq!(b["chatId"], c);
     assert_eq!(b["kind"], "user_batch");
@@ -49,41 +48,31 @@ async fn batch_payload_and_empty_claims() {
     assert_eq!(it["attachmentNames"], json!([]));
     assert_eq!(it["inputId"].as_str().unwrap().len(), 21);
     assert!(b.get("attemptCount").is_none());
-    assert_eq!(complete(&s, &b, "w1").await.status, 204);
+    assert_eq!(s.complete(&b, "w1").await.status, 204);
 
     // An attachment-only message compiles to "(no text)".
-    s.post(
-        &format!("/api/v1/chats/{c}/messages"),
+    s.post_message(
+        &c,
         json!({ "role": "user", "senderId": "user:primary", "trace": { "mediaIds": ["m2"] } }),
     )
     .await;
-    let b = claim_one(&s, "w1").await;
+    let b = s.claim_one("w1").await;
     assert_eq!(b["compiledContent"], "(no text)");
     assert!(b["items"][0].get("traceKind").is_none());
 }
 
 #[tokio::test]
 async fn dispatch_validation_and_lease_errors() {
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let r = s.post("/api/v1/dispatch/claim", json!({})).await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let r = s.claim_with(json!({})).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(
         r.body["error"]["details"]["fieldErrors"]["workerId"][0],
         "Required"
     );
-    let r = s
-        .post(
-            "/api/v1/dispatch/claim",
-            json!({ "workerId": "w", "waitMs": -1 }),
-        )
-        .await;
+    let r = s.claim_with(json!({ "workerId": "w", "waitMs": -1 })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s
-        .post(
-            "/api/v1/dispatch/claim-many",
-            json!({ "workerId": "w", "limit": 0 }),
-        )
-        .await;
+    let r = s.claim_many(json!({ "workerId": "w", "limit": 0 })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let unknown = "AAAAAAAAAAAAAAAAAAAAA";
     for op in ["heartbeat", "complete"] {
@@ -97,38 +86,30 @@ async fn dispatch_validation_and_lease_errors() {
         assert_eq!(r.body["error"]["message"], "Dispatch batch not found.");
     }
     let r = s
-        .post(
-            &format!("/api/v1/dispatch/{unknown}/fail"),
+        .fail_with(
+            &unknown,
             json!({ "workerId": "w", "reason": "x", "retryable": true }),
         )
         .await;
     assert_error(&r, 404, "NOT_FOUND");
 
-    let c = chat(&s).await;
-    user_msg(&s, &c, "one").await;
-    let b = claim_one(&s, "w").await;
+    let c = s.new_chat("echo").await;
+    s.post_user(&c, "one").await;
+    let b = s.claim_one("w").await;
     let id = b["batchId"].as_str().unwrap();
     let r = s
-        .post(
-            &format!("/api/v1/dispatch/{id}/fail"),
-            json!({ "workerId": "w", "reason": "x" }),
-        )
+        .fail_with(&id, json!({ "workerId": "w", "reason": "x" }))
         .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert!(r.body["error"]["details"]["fieldErrors"]["retryable"].is_array());
     let r = s
-        .post(
-            &format!("/api/v1/dispatch/{id}/fail"),
+        .fail_with(
+            &id,
             json!({ "workerId": "w", "reason": "   ", "retryable": true }),
         )
         .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s
-        .post(
-            &format!("/api/v1/dispatch/{id}/heartbeat"),
-            json!({ "workerId": "other" }),
-        )
-        .await;
+    let r = s.heartbeat(&id, json!({ "workerId": "other" })).await;
     assert_error(&r, 409, "CONFLICT");
     assert_eq!(
         r.body["error"]["message"],
@@ -139,33 +120,30 @@ async fn dispatch_validation_and_lease_errors() {
         json!({ "batchId": id, "workerId": "other" })
     );
     let r = s
-        .post(
-            &format!("/api/v1/dispatch/{id}/heartbeat"),
-            json!({ "workerId": "w", "extendMs": 5000 }),
-        )
+        .heartbeat(&id, json!({ "workerId": "w", "extendMs": 5000 }))
         .await;
     assert_eq!(r.status, 204);
     assert!(r.text.is_empty());
-    assert_eq!(complete(&s, &b, "other").await.status, 409);
-    assert_eq!(complete(&s, &b, "w").await.status, 204);
-    let r = complete(&s, &b, "w").await;
+    assert_eq!(s.complete(&b, "other").await.status, 409);
+    assert_eq!(s.complete(&b, "w").await.status, 204);
+    let r = s.complete(&b, "w").await;
     assert_error(&r, 409, "CONFLICT");
-    assert_eq!(fail(&s, &b, "w", true, None).await.status, 409);
+    assert_eq!(s.fail(&b, "w", true, None).await.status, 409);
 }
 
 #[tokio::test]
 async fn batching_window_debounce_and_typing() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("DISPATCH_BATCH_DEBOUNCE_MS", "300"),
         ("DISPATCH_TYPING_GRACE_MS", "1200"),
     ]);
-    let c = chat(&s).await;
+    let c = s.new_chat("echo").await;
     let t0 = Instant::now();
-    user_msg(&s, &c, "first").await;
-    user_msg(&s, &c, "second").await;
+    s.post_user(&c, "first").await;
+    s.post_user(&c, "second").await;
     // Sealed at the debounce deadline, not before.
-    assert_eq!(claim(&s, "w", 0).await.status, 204);
-    let b = claim_one(&s, "w").await;
+    assert_eq!(s.claim("w", 0).await.status, 204);
+    let b = s.claim_one("w").await;
     let waited = t0.elapsed();
     assert!(waited >= Duration::from_millis(280), "{waited:?}");
     assert!(waited < Duration::from_millis(2500), "{waited:?}");
@@ -177,20 +155,15 @@ async fn batching_window_debounce_and_typing() {
 
     // Typing after the first pending input holds the batch for the grace period.
     let t1 = Instant::now();
-    user_msg(&s, &c, "third").await;
+    s.post_user(&c, "third").await;
+    assert_eq!(s.user_typing(&c).await.status, 204);
+    s.complete(&b, "w").await;
     assert_eq!(
-        s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null))
-            .await
-            .status,
-        204
-    );
-    complete(&s, &b, "w").await;
-    assert_eq!(
-        claim(&s, "w", 700).await.status,
+        s.claim("w", 700).await.status,
         204,
         "sealed during typing grace"
     );
-    let b2 = claim_one(&s, "w").await;
+    let b2 = s.claim_one("w").await;
     assert!(
         t1.elapsed() >= Duration::from_millis(1150),
         "{:?}",
@@ -198,30 +171,29 @@ async fn batching_window_debounce_and_typing() {
     );
     assert_eq!(b2["compiledContent"], "third");
     // A follow-up during the lease waits and becomes its own next batch.
-    user_msg(&s, &c, "fourth").await;
+    s.post_user(&c, "fourth").await;
     assert_eq!(
-        claim(&s, "w", 800).await.status,
+        s.claim("w", 800).await.status,
         204,
         "chat has a leased batch"
     );
-    complete(&s, &b2, "w").await;
-    let b3 = claim_one(&s, "w").await;
+    s.complete(&b2, "w").await;
+    let b3 = s.claim_one("w").await;
     assert_eq!(b3["compiledContent"], "fourth");
 }
 
 #[tokio::test]
 async fn max_batch_wait_seals_despite_typing() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("DISPATCH_BATCH_DEBOUNCE_MS", "200"),
         ("DISPATCH_TYPING_GRACE_MS", "5000"),
         ("DISPATCH_MAX_BATCH_WAIT_MS", "900"),
     ]);
-    let c = chat(&s).await;
+    let c = s.new_chat("echo").await;
     let t = Instant::now();
-    user_msg(&s, &c, "x").await;
-    s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null))
-        .await;
-    let b = claim_one(&s, "w").await;
+    s.post_user(&c, "x").await;
+    s.user_typing(&c).await;
+    let b = s.claim_one("w").await;
     assert!(
         t.elapsed() >= Duration::from_millis(850),
         "{:?}",
@@ -237,20 +209,14 @@ async fn max_batch_wait_seals_despite_typing() {
 
 #[tokio::test]
 async fn two_workers_race_for_one_batch() {
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let c = s.new_chat("echo").await;
     let (a, b, _) = tokio::join!(
-        claim_with(
-            &s,
-            json!({ "workerId": "wa", "waitMs": 3000, "leaseMs": 30000 })
-        ),
-        claim_with(
-            &s,
-            json!({ "workerId": "wb", "waitMs": 1500, "leaseMs": 30000 })
-        ),
+        s.claim_with(json!({ "workerId": "wa", "waitMs": 3000, "leaseMs": 30000 })),
+        s.claim_with(json!({ "workerId": "wb", "waitMs": 1500, "leaseMs": 30000 })),
         async {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            user_msg(&s, &c, "only one").await
+            s.post_user(&c, "only one").await
         }
     );
     let statuses = [a.status, b.status];
@@ -260,12 +226,12 @@ async fn two_workers_race_for_one_batch() {
     );
     // Many concurrent claimers, several batches: each batch goes to exactly one.
     for i in 0..5 {
-        user_msg(&s, &c, &format!("m{i}")).await;
+        s.post_user(&c, &format!("m{i}")).await;
     }
     let claims = (0..10).map(|i| {
         let w = format!("w{i}");
         let sr = &s;
-        async move { claim(sr, &w, 0).await }
+        async move { sr.claim(&w, 0).await }
     });
     let got = futures_util::future::join_all(claims).await;
     let mut ids: Vec<String> = got
@@ -281,11 +247,11 @@ async fn two_workers_race_for_one_batch() {
 
 #[tokio::test]
 async fn waiting_claim_wakes_at_once() {
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let c = chat(&s).await;
-    let (r, posted_at) = tokio::join!(claim(&s, "w", 10_000), async {
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let c = s.new_chat("echo").await;
+    let (r, posted_at) = tokio::join!(s.claim("w", 10_000), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        user_msg(&s, &c, "wake").await;
+        s.post_user(&c, "wake").await;
         Instant::now()
     });
     assert_eq!(r.status, 200);
@@ -298,63 +264,53 @@ async fn waiting_claim_wakes_at_once() {
 
 #[tokio::test]
 async fn lease_expires_mid_work() {
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let c = chat(&s).await;
-    user_msg(&s, &c, "slow").await;
-    let b = claim_one(&s, "dead").await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let c = s.new_chat("echo").await;
+    s.post_user(&c, "slow").await;
+    let b = s.claim_one("dead").await;
     let id = b["batchId"].as_str().unwrap().to_string();
     // A heartbeat keeps it; then silence lets it expire (lease 1000 ms).
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        s.post(
-            &format!("/api/v1/dispatch/{id}/heartbeat"),
-            json!({ "workerId": "dead" })
-        )
-        .await
-        .status,
+        s.heartbeat(&id, json!({ "workerId": "dead" })).await.status,
         204
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        claim(&s, "other", 0).await.status,
+        s.claim("other", 0).await.status,
         204,
         "still leased after the heartbeat"
     );
     // Another worker gets it as soon as the lease ends.
     let t = Instant::now();
-    let again = claim_one(&s, "other").await;
+    let again = s.claim_one("other").await;
     assert_eq!(again["batchId"], id.as_str());
     assert!(
         t.elapsed() < Duration::from_millis(1500),
         "{:?}",
         t.elapsed()
     );
-    let r = s
-        .post(
-            &format!("/api/v1/dispatch/{id}/complete"),
-            json!({ "workerId": "dead" }),
-        )
-        .await;
+    let r = s.complete(&id, "dead").await;
     assert_error(&r, 409, "CONFLICT");
-    assert_eq!(complete(&s, &again, "other").await.status, 204);
+    assert_eq!(s.complete(&again, "other").await.status, 204);
 }
 
 #[tokio::test]
 async fn retry_delays() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("DISPATCH_MODE", "sequential"),
         ("DISPATCH_RETRY_BASE_MS", "400"),
     ]);
-    let c = chat(&s).await;
-    user_msg(&s, &c, "a").await;
-    user_msg(&s, &c, "b").await;
-    let b = claim_one(&s, "w").await;
+    let c = s.new_chat("echo").await;
+    s.post_user(&c, "a").await;
+    s.post_user(&c, "b").await;
+    let b = s.claim_one("w").await;
     assert_eq!(b["compiledContent"], "a");
     // Explicit delay; the retried batch blocks the chat's later one.
     let t = Instant::now();
-    assert_eq!(fail(&s, &b, "w", true, Some(700)).await.status, 204);
-    assert_eq!(claim(&s, "w", 300).await.status, 204);
-    let again = claim_one(&s, "w").await;
+    assert_eq!(s.fail(&b, "w", true, Some(700)).await.status, 204);
+    assert_eq!(s.claim("w", 300).await.status, 204);
+    let again = s.claim_one("w").await;
     assert_eq!(again["batchId"], b["batchId"]);
     assert!(
         t.elapsed() >= Duration::from_millis(680),
@@ -368,34 +324,34 @@ async fn retry_delays() {
     );
     // Default backoff: base * 2^(attempt-1) = 400 * 2 = 800 ms on the second attempt.
     let t = Instant::now();
-    fail(&s, &again, "w", true, None).await;
-    let third = claim_one(&s, "w").await;
+    s.fail(&again, "w", true, None).await;
+    let third = s.claim_one("w").await;
     assert_eq!(third["batchId"], b["batchId"]);
     assert!(
         t.elapsed() >= Duration::from_millis(780),
         "{:?}",
         t.elapsed()
     );
-    complete(&s, &third, "w").await;
-    let next = claim_one(&s, "w").await;
+    s.complete(&third, "w").await;
+    let next = s.claim_one("w").await;
     assert_eq!(next["compiledContent"], "b");
 }
 
 #[tokio::test]
 async fn max_attempts_and_terminal_failures() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("DISPATCH_MODE", "immediate"),
         ("DISPATCH_MAX_ATTEMPTS", "2"),
     ]);
-    let c = chat(&s).await;
-    let mut ev = sse(&s, "", None).await;
-    user_msg(&s, &c, "doomed").await;
-    let b = claim_one(&s, "w").await;
-    fail(&s, &b, "w", true, Some(0)).await;
-    let b = claim_one(&s, "w").await;
-    assert_eq!(fail(&s, &b, "w", true, Some(0)).await.status, 204);
-    assert_eq!(claim(&s, "w", 300).await.status, 204, "no third attempt");
-    let msgs = messages(&s, &c).await;
+    let c = s.new_chat("echo").await;
+    let mut ev = s.events("", None).await;
+    s.post_user(&c, "doomed").await;
+    let b = s.claim_one("w").await;
+    s.fail(&b, "w", true, Some(0)).await;
+    let b = s.claim_one("w").await;
+    assert_eq!(s.fail(&b, "w", true, Some(0)).await.status, 204);
+    assert_eq!(s.claim("w", 300).await.status, 204, "no third attempt");
+    let msgs = s.messages(&c).await;
     let sys = &msgs[0];
     assert_eq!(sys["role"], "system");
     assert_eq!(sys["sender_id"], "system");
@@ -404,57 +360,55 @@ async fn max_attempts_and_terminal_failures() {
         "Dispatch failed after 2 attempts: bad input"
     );
     assert_eq!(sys["trace"], json!({ "dispatchFailure": true }));
-    assert_eq!(
-        s.get(&format!("/api/v1/chats/{c}")).await.body["unread_count"],
-        1
-    );
-    let e = next_matching(&mut ev, Duration::from_secs(5), |e| {
-        e.event == "message.created" && e.data["payload"]["role"] == "system"
-    })
-    .await;
+    assert_eq!(s.chat(&c).await.body["unread_count"], 1);
+    let e = ev
+        .next_matching(Duration::from_secs(5), |e| {
+            e.event == "message.created" && e.data["payload"]["role"] == "system"
+        })
+        .await;
     assert!(e.is_some());
 
     // Not retryable: terminal at once.
-    user_msg(&s, &c, "bad").await;
-    let b = claim_one(&s, "w").await;
-    fail(&s, &b, "w", false, None).await;
+    s.post_user(&c, "bad").await;
+    let b = s.claim_one("w").await;
+    s.fail(&b, "w", false, None).await;
     assert_eq!(
-        messages(&s, &c).await[0]["content_final"],
+        s.messages(&c).await[0]["content_final"],
         "Dispatch failed after 1 attempts: bad input"
     );
 }
 
 #[tokio::test]
 async fn expired_leases_count_as_attempts() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("DISPATCH_MODE", "immediate"),
         ("DISPATCH_MAX_ATTEMPTS", "2"),
     ]);
-    let c = chat(&s).await;
-    user_msg(&s, &c, "kills workers").await;
-    let first = claim_one(&s, "w1").await;
-    let second = claim_one(&s, "w2").await; // after w1's lease expired
+    let c = s.new_chat("echo").await;
+    s.post_user(&c, "kills workers").await;
+    let first = s.claim_one("w1").await;
+    let second = s.claim_one("w2").await; // after w1's lease expired
     assert_eq!(first["batchId"], second["batchId"]);
-    let ok = common::wait_until(Duration::from_secs(5), || async {
-        messages(&s, &c)
+    let ok = wait_until(Duration::from_secs(5), || async {
+        s.messages(&c)
             .await
             .iter()
             .any(|m| m["content_final"] == "Dispatch failed after 2 attempts: lease expired")
     })
     .await;
-    assert!(ok, "{:?}", messages(&s, &c).await);
-    assert_eq!(claim(&s, "w3", 200).await.status, 204);
+    assert!(ok, "{:?}", s.messages(&c).await);
+    assert_eq!(s.claim("w3", 200).await.status, 204);
 }
 
 #[tokio::test]
 async fn per_chat_ordering_by_mode() {
     // immediate: a chat's batches may run in parallel.
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let c = chat(&s).await;
-    user_msg(&s, &c, "1").await;
-    user_msg(&s, &c, "2").await;
-    let a = claim_one(&s, "w").await;
-    let b = claim_one(&s, "w").await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let c = s.new_chat("echo").await;
+    s.post_user(&c, "1").await;
+    s.post_user(&c, "2").await;
+    let a = s.claim_one("w").await;
+    let b = s.claim_one("w").await;
     assert_eq!(
         (a["compiledContent"].as_str(), b["compiledContent"].as_str()),
         (Some("1"), Some("2"))
@@ -462,17 +416,14 @@ async fn per_chat_ordering_by_mode() {
     drop(s);
 
     // sequential: one at a time per chat, in order; other chats are not blocked.
-    let s = server(&[("DISPATCH_MODE", "sequential")]);
-    let c = chat(&s).await;
-    let d = chat(&s).await;
-    user_msg(&s, &c, "c1").await;
-    user_msg(&s, &c, "c2").await;
-    user_msg(&s, &d, "d1").await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "sequential")]);
+    let c = s.new_chat("echo").await;
+    let d = s.new_chat("echo").await;
+    s.post_user(&c, "c1").await;
+    s.post_user(&c, "c2").await;
+    s.post_user(&d, "d1").await;
     let r = s
-        .post(
-            "/api/v1/dispatch/claim-many",
-            json!({ "workerId": "w", "limit": 10, "waitMs": 0 }),
-        )
+        .claim_many(json!({ "workerId": "w", "limit": 10, "waitMs": 0 }))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let got: Vec<&str> = r.body["batches"]
@@ -482,22 +433,22 @@ async fn per_chat_ordering_by_mode() {
         .map(|b| b["compiledContent"].as_str().unwrap())
         .collect();
     assert_eq!(got, ["c1", "d1"]);
-    assert_eq!(claim(&s, "w", 200).await.status, 204);
+    assert_eq!(s.claim("w", 200).await.status, 204);
     let first = r.body["batches"][0].clone();
-    complete(&s, &first, "w").await;
-    assert_eq!(claim_one(&s, "w").await["compiledContent"], "c2");
+    s.complete(&first, "w").await;
+    assert_eq!(s.claim_one("w").await["compiledContent"], "c2");
     drop(s);
 
     // batched_sequential: the same rule across batches.
-    let s = server(&[]);
-    let c = chat(&s).await;
-    user_msg(&s, &c, "x1").await;
-    let b1 = claim_one(&s, "w").await;
-    user_msg(&s, &c, "x2").await;
-    assert_eq!(claim(&s, "w", 500).await.status, 204);
-    fail(&s, &b1, "w", true, Some(0)).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
+    s.post_user(&c, "x1").await;
+    let b1 = s.claim_one("w").await;
+    s.post_user(&c, "x2").await;
+    assert_eq!(s.claim("w", 500).await.status, 204);
+    s.fail(&b1, "w", true, Some(0)).await;
     assert_eq!(
-        claim_one(&s, "w").await["compiledContent"],
+        s.claim_one("w").await["compiledContent"],
         "x1",
         "the retry goes first"
     );
@@ -505,37 +456,22 @@ async fn per_chat_ordering_by_mode() {
 
 #[tokio::test]
 async fn claim_many_limits() {
-    let s = server(&[
+    let s = TestApp::with_fast_dispatch(&[
         ("DISPATCH_MODE", "immediate"),
         ("DISPATCH_CLAIM_MANY_LIMIT", "3"),
     ]);
-    let c = chat(&s).await;
+    let c = s.new_chat("echo").await;
     for i in 0..5 {
-        user_msg(&s, &c, &format!("{i}")).await;
+        s.post_user(&c, &format!("{i}")).await;
     }
-    let r = s
-        .post(
-            "/api/v1/dispatch/claim-many",
-            json!({ "workerId": "w", "limit": 50 }),
-        )
-        .await;
+    let r = s.claim_many(json!({ "workerId": "w", "limit": 50 })).await;
     assert_eq!(r.body["batches"].as_array().unwrap().len(), 3);
-    let r = s
-        .post(
-            "/api/v1/dispatch/claim-many",
-            json!({ "workerId": "w", "limit": 1 }),
-        )
-        .await;
+    let r = s.claim_many(json!({ "workerId": "w", "limit": 1 })).await;
+    assert_eq!(r.body["batches"].as_array().unwrap().len(), 1);
+    let r = s.claim_many(json!({ "workerId": "w" })).await;
     assert_eq!(r.body["batches"].as_array().unwrap().len(), 1);
     let r = s
-        .post("/api/v1/dispatch/claim-many", json!({ "workerId": "w" }))
-        .await;
-    assert_eq!(r.body["batches"].as_array().unwrap().len(), 1);
-    let r = s
-        .post(
-            "/api/v1/dispatch/claim-many",
-            json!({ "workerId": "w", "waitMs": 100 }),
-        )
+        .claim_many(json!({ "workerId": "w", "waitMs": 100 }))
         .await;
     assert_eq!(r.status, 204);
     assert!(r.text.is_empty());
@@ -543,49 +479,43 @@ async fn claim_many_limits() {
 
 #[tokio::test]
 async fn scoped_claims() {
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let c = s.new_chat("echo").await;
     let r = s
-        .post(
-            "/api/v1/chats",
-            json!({ "agentIds": ["assistant", "echo"] }),
-        )
+        .create_chat(json!({ "agentIds": ["assistant", "echo"] }))
         .await;
     let d = r.body["id"].as_str().unwrap().to_string();
-    user_msg(&s, &c, "for c").await;
-    user_msg(&s, &d, "for d").await;
-    let r = claim_with(&s, json!({ "workerId": "w", "chatId": d, "waitMs": 0 })).await;
+    s.post_user(&c, "for c").await;
+    s.post_user(&d, "for d").await;
+    let r = s
+        .claim_with(json!({ "workerId": "w", "chatId": d, "waitMs": 0 }))
+        .await;
     assert_eq!(r.body["compiledContent"], "for d");
     assert_eq!(r.body["agentIdHint"], "assistant");
     assert_eq!(
-        claim_with(&s, json!({ "workerId": "w", "chatId": d, "waitMs": 0 }))
+        s.claim_with(json!({ "workerId": "w", "chatId": d, "waitMs": 0 }))
             .await
             .status,
         204
     );
     assert_eq!(
-        claim_with(
-            &s,
-            json!({ "workerId": "w", "agentId": "assistant", "waitMs": 0 })
-        )
-        .await
-        .status,
+        s.claim_with(json!({ "workerId": "w", "agentId": "assistant", "waitMs": 0 }))
+            .await
+            .status,
         204
     );
-    let r = claim_with(
-        &s,
-        json!({ "workerId": "w", "agentId": "echo", "waitMs": 0 }),
-    )
-    .await;
+    let r = s
+        .claim_with(json!({ "workerId": "w", "agentId": "echo", "waitMs": 0 }))
+        .await;
     assert_eq!(r.body["chatId"], c);
     // A scoped waiter wakes for its own chat only.
     let (r, _) = tokio::join!(
-        claim_with(&s, json!({ "workerId": "w", "chatId": c, "waitMs": 3000 })),
+        s.claim_with(json!({ "workerId": "w", "chatId": c, "waitMs": 3000 })),
         async {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            user_msg(&s, &d, "not yours").await;
+            s.post_user(&d, "not yours").await;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            user_msg(&s, &c, "yours").await;
+            s.post_user(&c, "yours").await;
         }
     );
     assert_eq!(r.body["compiledContent"], "yours");
@@ -594,8 +524,8 @@ async fn scoped_claims() {
 /// The reference's minimal agent loop (section 11), over plain HTTP.
 #[tokio::test]
 async fn minimal_agent_loop() {
-    let s = server(&[]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
     let agent = {
         let url = s.url("");
         tokio::spawn(async move {
@@ -686,29 +616,29 @@ async fn minimal_agent_loop() {
             }
         })
     };
-    user_msg(&s, &c, "hello agent").await;
-    let ok = common::wait_until(Duration::from_secs(10), || async {
-        messages(&s, &c)
+    s.post_user(&c, "hello agent").await;
+    let ok = wait_until(Duration::from_secs(10), || async {
+        s.messages(&c)
             .await
             .iter()
             .any(|m| m["content_final"] == "echo: hello agent")
     })
     .await;
     assert!(ok);
-    user_msg(&s, &c, "stream this").await;
+    s.post_user(&c, "stream this").await;
     tokio::time::timeout(Duration::from_secs(15), agent)
         .await
         .unwrap()
         .unwrap();
-    let msgs = messages(&s, &c).await;
+    let msgs = s.messages(&c).await;
     assert_eq!(msgs[0]["content_final"], "stream this ");
     assert_eq!(msgs[0]["stream_state"], "complete");
 }
 
 #[tokio::test]
 async fn disconnected_claim_stops_waiting() {
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let c = s.new_chat("echo").await;
     // A claimer that gives up (its connection closes) must not take the next batch.
     let gone = s
         .client
@@ -719,37 +649,30 @@ async fn disconnected_claim_stops_waiting() {
         .await;
     assert!(gone.is_err());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    user_msg(&s, &c, "for the living").await;
-    let r = claim(&s, "alive", 2000).await;
+    s.post_user(&c, "for the living").await;
+    let r = s.claim("alive", 2000).await;
     assert_eq!(r.status, 200, "the batch went to a disconnected claimer");
 }
 
 #[tokio::test]
 async fn mixed_batch_and_huge_numbers() {
-    let s = server(&[("DISPATCH_BATCH_DEBOUNCE_MS", "300")]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_BATCH_DEBOUNCE_MS", "300")]);
+    let c = s.new_chat("echo").await;
     let r = s
-        .post(
-            &format!("/api/v1/chats/{c}/requests"),
+        .create_request(
+            &c,
             json!({ "type": "text_input", "title": "Why?", "config": {} }),
         )
         .await;
     let rid = r.body["id"].as_str().unwrap().to_string();
-    user_msg(&s, &c, "first").await;
+    s.post_user(&c, "first").await;
     assert_eq!(
-        s.post(
-            &format!("/api/v1/requests/{rid}/resolve"),
-            json!({ "text": "because" })
-        )
-        .await
-        .status,
+        s.resolve(&rid, json!({ "text": "because" })).await.status,
         200
     );
-    let b = claim_with(
-        &s,
-        json!({ "workerId": "w", "waitMs": 5000, "leaseMs": u64::MAX }),
-    )
-    .await;
+    let b = s
+        .claim_with(json!({ "workerId": "w", "waitMs": 5000, "leaseMs": u64::MAX }))
+        .await;
     assert_eq!(b.status, 200, "{}", b.text);
     assert_eq!(
         b.body["kind"], "user_batch",
@@ -761,25 +684,24 @@ async fn mixed_batch_and_huge_numbers() {
     );
     let id = b.body["batchId"].as_str().unwrap();
     let r = s
-        .post(
-            &format!("/api/v1/dispatch/{id}/heartbeat"),
-            json!({ "workerId": "w", "extendMs": u64::MAX }),
-        )
+        .heartbeat(&id, json!({ "workerId": "w", "extendMs": u64::MAX }))
         .await;
     assert_eq!(r.status, 204);
     assert_eq!(
-        claim(&s, "other", 0).await.status,
+        s.claim("other", 0).await.status,
         204,
         "the lease still holds"
     );
     let r = s
-        .post(
-            &format!("/api/v1/dispatch/{id}/fail"),
+        .fail_with(
+            &id,
             json!({ "workerId": "w", "reason": "x", "retryable": true, "retryDelayMs": u64::MAX }),
         )
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
-    let r = claim_with(&s, json!({ "workerId": "w", "waitMs": 1e300 })).await;
+    let r = s
+        .claim_with(json!({ "workerId": "w", "waitMs": 1e300 }))
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    assert_eq!(s.get("/api/v1/health").await.status, 200);
+    assert_eq!(s.api_health().await.status, 200);
 }

@@ -1,17 +1,16 @@
 //! Chat and dispatch API: the SSE event stream (frames, replay, ephemeral events, overflow).
 
-mod api_support;
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use api_support::*;
 use futures_util::StreamExt;
 use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn frames_and_headers() {
-    let s = server(&[]);
+    let s = TestApp::with_fast_dispatch(&[]);
     let res = s
         .client
         .get(s.url("/api/v1/events/stream"))
@@ -32,7 +31,7 @@ async fn frames_and_headers() {
             .unwrap();
         text.push_str(std::str::from_utf8(&first).unwrap());
         assert!(text.starts_with(": stream opened\n\n"), "{text:?}");
-        chat(&s).await
+        s.new_chat("echo").await
     };
     while !text.contains("chat.created") {
         let b = tokio::time::timeout(Duration::from_secs(5), body.next())
@@ -69,17 +68,13 @@ async fn frames_and_headers() {
 
 #[tokio::test]
 async fn replay_by_cursor_and_last_event_id() {
-    let s = server(&[]);
-    let mut live = sse(&s, "", None).await;
-    let c = chat(&s).await;
-    user_msg(&s, &c, "one").await;
-    s.post(
-        &format!("/api/v1/chats/{c}/typing"),
-        json!({ "agentId": "echo" }),
-    )
-    .await;
-    user_msg(&s, &c, "two").await;
-    let seen = collect(&mut live, Duration::from_millis(800)).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let mut live = s.events("", None).await;
+    let c = s.new_chat("echo").await;
+    s.post_user(&c, "one").await;
+    s.typing(&c, json!({ "agentId": "echo" })).await;
+    s.post_user(&c, "two").await;
+    let seen = live.collect(Duration::from_millis(800)).await;
     let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(
         kinds,
@@ -98,8 +93,8 @@ async fn replay_by_cursor_and_last_event_id() {
         (format!("?cursor={first}"), None),
         (String::new(), Some(first.as_str())),
     ] {
-        let mut rx = sse(&s, &query, header).await;
-        let got = collect(&mut rx, Duration::from_millis(600)).await;
+        let mut rx = s.events(&query, header).await;
+        let got = rx.collect(Duration::from_millis(600)).await;
         let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(
             &kinds[..2],
@@ -110,16 +105,16 @@ async fn replay_by_cursor_and_last_event_id() {
         assert_eq!(got[0].data["payload"]["contentFinal"], "one");
         assert_eq!(got[1].id, seen[3].id);
         // Live events follow the replay without duplicates.
-        s.post(&format!("/api/v1/chats/{c}/mark-read"), json!(null))
-            .await;
-        let e = next_matching(&mut rx, Duration::from_secs(5), |_| true)
+        s.chat_action(&c, "mark-read").await;
+        let e = rx
+            .next_matching(Duration::from_secs(5), |_| true)
             .await
             .unwrap();
         assert_eq!(e.event, "chat.read");
     }
     // Small replay pages still deliver everything in order.
-    let mut rx = sse(&s, &format!("?cursor={first}&limit=1"), None).await;
-    let got = collect(&mut rx, Duration::from_millis(600)).await;
+    let mut rx = s.events(&format!("?cursor={first}&limit=1"), None).await;
+    let got = rx.collect(Duration::from_millis(600)).await;
     assert_eq!(got.len(), 4, "{got:?}");
     assert_eq!(got[3].event, "chat.read");
 
@@ -134,31 +129,25 @@ async fn replay_by_cursor_and_last_event_id() {
 
 #[tokio::test]
 async fn ephemeral_filter() {
-    let s = server(&[]);
-    let c = chat(&s).await;
-    let mut rx = sse(&s, "?ephemeral=false", None).await;
-    s.post(
-        &format!("/api/v1/chats/{c}/typing"),
-        json!({ "agentId": "echo" }),
-    )
-    .await;
-    s.post(&format!("/api/v1/chats/{c}/user-typing"), json!(null))
-        .await;
-    s.post(&format!("/api/v1/chats/{c}/archive"), json!(null))
-        .await;
-    let got = collect(&mut rx, Duration::from_millis(600)).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
+    let mut rx = s.events("?ephemeral=false", None).await;
+    s.typing(&c, json!({ "agentId": "echo" })).await;
+    s.user_typing(&c).await;
+    s.chat_action(&c, "archive").await;
+    let got = rx.collect(Duration::from_millis(600)).await;
     let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(kinds, ["chat.archived"]);
 }
 
 #[tokio::test]
 async fn replay_overflow_closes_the_stream() {
-    let s = server(&[]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
     let first = {
-        let mut rx = sse(&s, "", None).await;
-        user_msg(&s, &c, "start").await;
-        next_matching(&mut rx, Duration::from_secs(5), |_| true)
+        let mut rx = s.events("", None).await;
+        s.post_user(&c, "start").await;
+        rx.next_matching(Duration::from_secs(5), |_| true)
             .await
             .unwrap()
             .id
@@ -166,7 +155,7 @@ async fn replay_overflow_closes_the_stream() {
     // A big backlog, read slowly, while many live events arrive: the server gives up.
     // About 12 MB of backlog: more than the socket buffers hold, so the replay blocks.
     for i in 0..120 {
-        let r = s.post(&format!("/api/v1/chats/{c}/messages"), json!({ "role": "tool", "senderId": "tool", "content": format!("{i} {}", "x".repeat(100_000)) })).await;
+        let r = s.post_message(&c, json!({ "role": "tool", "senderId": "tool", "content": format!("{i} {}", "x".repeat(100_000)) })).await;
         assert_eq!(r.status, 201);
     }
     let res = s
@@ -177,9 +166,8 @@ async fn replay_overflow_closes_the_stream() {
         .unwrap();
     // While the client reads nothing, more live events arrive than the replay may queue.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let tp = format!("/api/v1/chats/{c}/typing");
     for _ in 0..12 {
-        let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
+        let calls = (0..100).map(|_| s.typing(&c, json!({ "agentId": "echo" })));
         futures_util::future::join_all(calls).await;
     }
     let mut body = res.bytes_stream();
@@ -209,8 +197,8 @@ async fn replay_overflow_closes_the_stream() {
 
 #[tokio::test]
 async fn slow_client_is_dropped_not_buffered() {
-    let s = server(&[]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
     // A client that never reads: the server must keep going (and the client gets dropped).
     let res = s
         .client
@@ -218,64 +206,44 @@ async fn slow_client_is_dropped_not_buffered() {
         .send()
         .await
         .unwrap();
-    let tp = format!("/api/v1/chats/{c}/typing");
     for _ in 0..20 {
-        let calls = (0..100).map(|_| s.post(&tp, json!({ "agentId": "echo" })));
+        let calls = (0..100).map(|_| s.typing(&c, json!({ "agentId": "echo" })));
         futures_util::future::join_all(calls).await;
     }
-    let r = s.get("/api/v1/health").await;
+    let r = s.api_health().await;
     assert_eq!(r.status, 200);
     drop(res);
 }
 
 #[tokio::test]
 async fn event_payloads() {
-    let s = server(&[]);
-    let mut rx = sse(&s, "", None).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let mut rx = s.events("", None).await;
     let r = s
-        .post(
-            "/api/v1/chats",
-            json!({ "agentIds": ["echo"], "firstMessage": "hi" }),
-        )
+        .create_chat(json!({ "agentIds": ["echo"], "firstMessage": "hi" }))
         .await;
     let c = r.body["id"].as_str().unwrap().to_string();
-    let p = |path: &str| format!("/api/v1/chats/{c}/{path}");
-    s.send(
-        s.client
-            .patch(s.url(&format!("/api/v1/chats/{c}")))
-            .json(&json!({ "pinned": true })),
-    )
-    .await;
-    s.post(&p("archive"), json!(null)).await;
-    s.post(&p("unarchive"), json!(null)).await;
-    s.post(&p("mark-read"), json!(null)).await;
-    s.post(&p("mark-unread"), json!(null)).await;
-    let req = s.post(&p("requests"), json!({ "type": "choice", "title": "Pick", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
+    s.patch_chat(&c, json!({ "pinned": true })).await;
+    s.chat_action(&c, "archive").await;
+    s.chat_action(&c, "unarchive").await;
+    s.chat_action(&c, "mark-read").await;
+    s.chat_action(&c, "mark-unread").await;
+    let req = s.create_request(&c, json!({ "type": "choice", "title": "Pick", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
     let rid = req.body["id"].as_str().unwrap().to_string();
-    s.post(
-        &format!("/api/v1/requests/{rid}/resolve"),
-        json!({ "selectedOptionIds": ["a"] }),
-    )
-    .await;
+    s.resolve(&rid, json!({ "selectedOptionIds": ["a"] })).await;
     let req2 = s
-        .post(
-            &p("requests"),
+        .create_request(
+            &c,
             json!({ "type": "text_input", "title": "Say", "config": {}, "trace": { "t": 1 } }),
         )
         .await;
     let rid2 = req2.body["id"].as_str().unwrap().to_string();
-    s.post(&format!("/api/v1/requests/{rid2}/cancel"), json!(null))
-        .await;
-    let m = s
-        .post(
-            &p("messages"),
-            json!({ "role": "agent", "senderId": "echo", "streaming": true }),
-        )
-        .await;
+    s.cancel_request(&rid2).await;
+    let m = s.stream_message(&c, "echo").await;
     let mid = m.body["id"].as_str().unwrap().to_string();
-    s.post(&p("messages/cancel-streaming"), json!(null)).await;
+    s.cancel_streaming(&c).await;
 
-    let got = collect(&mut rx, Duration::from_millis(800)).await;
+    let got = rx.collect(Duration::from_millis(800)).await;
     let kinds: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(
         kinds,

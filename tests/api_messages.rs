@@ -1,17 +1,15 @@
 //! Chat and dispatch API: messages, streaming, typing, interactive requests.
 
-mod api_support;
-mod common;
+mod support;
 
-use api_support::*;
 use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn message_rules_and_listing() {
-    let s = server(&[]);
-    let c = chat(&s).await;
-    let path = format!("/api/v1/chats/{c}/messages");
-    let r = s.post(&path, json!({ "role": "user", "senderId": "user:primary", "content": "  hello  ", "trace": { "kind": "note" } })).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
+    let r = s.post_message(&c, json!({ "role": "user", "senderId": "user:primary", "content": "  hello  ", "trace": { "kind": "note" } })).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let m = &r.body;
     assert_eq!(m["content_final"], "hello");
@@ -23,8 +21,8 @@ async fn message_rules_and_listing() {
     assert_eq!(m["trace"]["kind"], "note");
     for (role, sender) in [("agent", "echo"), ("system", "system"), ("tool", "tool")] {
         let r = s
-            .post(
-                &path,
+            .post_message(
+                &c,
                 json!({ "role": role, "senderId": sender, "content": "x", "modelId": "ignored" }),
             )
             .await;
@@ -44,13 +42,13 @@ async fn message_rules_and_listing() {
         json!({ "role": "agent", "senderId": "echo", "streaming": true, "content": "" }),
         json!({ "role": "agent", "senderId": "echo", "content": 5 }),
     ] {
-        let r = s.post(&path, bad.clone()).await;
+        let r = s.post_message(&c, bad.clone()).await;
         assert_error(&r, 400, "VALIDATION_ERROR");
         let _ = bad;
     }
     let r = s
-        .post(
-            &path,
+        .post_message(
+            &c,
             json!({ "role": "agent", "senderId": "echo", "streaming": true, "content": "" }),
         )
         .await;
@@ -60,26 +58,23 @@ async fn message_rules_and_listing() {
     );
     // Attachment-only content is fine.
     let r = s
-        .post(
-            &path,
+        .post_message(
+            &c,
             json!({ "role": "user", "senderId": "user:primary", "trace": { "mediaIds": ["m1"] } }),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["content_final"], "");
     let r = s
-        .post(
-            "/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/messages",
-            json!({ "role": "user", "senderId": "user:primary", "content": "x" }),
-        )
+        .post_message("AAAAAAAAAAAAAAAAAAAAA", user_message("x"))
         .await;
     assert_error(&r, 404, "NOT_FOUND");
 
     // Newest first, cursor walks older.
     for i in 0..5 {
-        user_msg(&s, &c, &format!("n{i}")).await;
+        s.post_user(&c, &format!("n{i}")).await;
     }
-    let r = s.get(&format!("{path}?limit=3")).await;
+    let r = s.list_messages(&c, "?limit=3").await;
     assert_eq!(r.status, 200);
     let d = r.body["data"].as_array().unwrap();
     assert_eq!(d.len(), 3);
@@ -87,53 +82,35 @@ async fn message_rules_and_listing() {
     assert_eq!(d[2]["content_final"], "n2");
     assert_eq!(r.body["cursor"]["hasMore"], true);
     let next = r.body["cursor"]["next"].as_str().unwrap();
-    let r = s.get(&format!("{path}?limit=3&cursor={next}")).await;
+    let r = s
+        .list_messages(&c, &format!("?limit=3&cursor={next}"))
+        .await;
     assert_eq!(r.body["data"][0]["content_final"], "n1");
-    let all = messages(&s, &c).await;
+    let all = s.messages(&c).await;
     assert_eq!(all.len(), 10);
-    let r = s.get(&format!("{path}?limit=201")).await;
+    let r = s.list_messages(&c, "?limit=201").await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s.get("/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/messages").await;
+    let r = s.list_messages("AAAAAAAAAAAAAAAAAAAAA", "").await;
     assert_error(&r, 404, "NOT_FOUND");
 }
 
 #[tokio::test]
 async fn streaming_messages() {
-    let s = server(&[]);
-    let c = chat(&s).await;
-    let mut ev = sse(&s, "", None).await;
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{c}/messages"),
-            json!({ "role": "agent", "senderId": "echo", "streaming": true }),
-        )
-        .await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
+    let mut ev = s.events("", None).await;
+    let r = s.stream_message(&c, "echo").await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["stream_state"], "streaming");
     assert!(r.body["content_final"].is_null());
     let mid = r.body["id"].as_str().unwrap().to_string();
     for part in ["Hel", "lo"] {
-        let r = s
-            .post(
-                &format!("/api/v1/messages/{mid}/chunks"),
-                json!({ "deltaText": part }),
-            )
-            .await;
+        let r = s.chunk(&mid, part).await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let r = s
-        .post(
-            &format!("/api/v1/messages/{mid}/chunks"),
-            json!({ "deltaText": "" }),
-        )
-        .await;
+    let r = s.chunk(&mid, "").await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let m = s
-        .post(
-            &format!("/api/v1/messages/{mid}/chunks"),
-            json!({ "deltaText": "!" }),
-        )
-        .await;
+    let m = s.chunk(&mid, "!").await;
     assert_eq!(m.body["content_partial"], "Hello!");
     let r = s
         .post_raw(
@@ -147,12 +124,7 @@ async fn streaming_messages() {
     assert!(r.body["content_partial"].is_null());
     assert_eq!(r.body["stream_state"], "complete");
     // Not streaming any more → 409 with details.
-    let r = s
-        .post(
-            &format!("/api/v1/messages/{mid}/chunks"),
-            json!({ "deltaText": "x" }),
-        )
-        .await;
+    let r = s.chunk(&mid, "x").await;
     assert_error(&r, 409, "CONFLICT");
     assert_eq!(
         r.body["error"]["message"],
@@ -162,91 +134,71 @@ async fn streaming_messages() {
         r.body["error"]["details"],
         json!({ "messageId": mid, "streamState": "complete" })
     );
-    let r = s
-        .post(&format!("/api/v1/messages/{mid}/complete"), json!({}))
-        .await;
+    let r = s.complete_message(&mid, json!({})).await;
     assert_error(&r, 409, "CONFLICT");
-    let r = s
-        .post(
-            "/api/v1/messages/AAAAAAAAAAAAAAAAAAAAA/chunks",
-            json!({ "deltaText": "x" }),
-        )
-        .await;
+    let r = s.chunk("AAAAAAAAAAAAAAAAAAAAA", "x").await;
     assert_error(&r, 404, "NOT_FOUND");
 
     // Events: created, chunks (ephemeral), complete.
-    let created = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
-        e.event == "message.created"
-    })
-    .await
-    .unwrap();
+    let created = ev
+        .next_matching(std::time::Duration::from_secs(5), |e| {
+            e.event == "message.created"
+        })
+        .await
+        .unwrap();
     assert_eq!(created.data["payload"]["messageId"], mid);
     assert_eq!(created.data["payload"]["streamState"], "streaming");
-    let chunk = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
-        e.event == "message.streaming.chunk"
-    })
-    .await
-    .unwrap();
+    let chunk = ev
+        .next_matching(std::time::Duration::from_secs(5), |e| {
+            e.event == "message.streaming.chunk"
+        })
+        .await
+        .unwrap();
     assert_eq!(chunk.data["payload"]["deltaText"], "Hel");
     assert_eq!(chunk.id.len(), 21);
-    let done = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
-        e.event == "message.streaming.complete"
-    })
-    .await
-    .unwrap();
+    let done = ev
+        .next_matching(std::time::Duration::from_secs(5), |e| {
+            e.event == "message.streaming.complete"
+        })
+        .await
+        .unwrap();
     assert_eq!(done.data["payload"]["finalText"], "Hello!");
     assert_eq!(done.data["payload"]["role"], "agent");
 
     // finalText wins; cancel keeps the partial; cancel-streaming.
-    let sr = &s;
-    let mk = || {
-        let p = format!("/api/v1/chats/{c}/messages");
-        async move {
-            sr.post(
-                &p,
-                json!({ "role": "agent", "senderId": "echo", "streaming": true }),
-            )
-            .await
-        }
-    };
-    let a = mk().await.body["id"].as_str().unwrap().to_string();
-    s.post(
-        &format!("/api/v1/messages/{a}/chunks"),
-        json!({ "deltaText": "draft" }),
-    )
-    .await;
+    let a = s.stream_message(&c, "echo").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.chunk(&a, "draft").await;
     let r = s
-        .post(
-            &format!("/api/v1/messages/{a}/complete"),
-            json!({ "finalText": "final" }),
-        )
+        .complete_message(&a, json!({ "finalText": "final" }))
         .await;
     assert_eq!(r.body["content_final"], "final");
-    let b = mk().await.body["id"].as_str().unwrap().to_string();
-    s.post(
-        &format!("/api/v1/messages/{b}/chunks"),
-        json!({ "deltaText": "half" }),
-    )
-    .await;
-    let r = s
-        .post(&format!("/api/v1/messages/{b}/cancel"), json!(null))
-        .await;
+    let b = s.stream_message(&c, "echo").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.chunk(&b, "half").await;
+    let r = s.cancel_message(&b).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["stream_state"], "cancelled");
     assert_eq!(r.body["content_partial"], "half");
     assert!(r.body["content_final"].is_null());
-    let x = mk().await.body["id"].as_str().unwrap().to_string();
-    let y = mk().await.body["id"].as_str().unwrap().to_string();
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{c}/messages/cancel-streaming"),
-            json!(null),
-        )
-        .await;
+    let x = s.stream_message(&c, "echo").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let y = s.stream_message(&c, "echo").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.cancel_streaming(&c).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["cancelledMessageIds"], json!([x, y]));
     // Cancelled messages without content are hidden; the cancelled one with text is listed.
-    let ids: Vec<String> = messages(&s, &c)
+    let ids: Vec<String> = s
+        .messages(&c)
         .await
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_string())
@@ -256,29 +208,15 @@ async fn streaming_messages() {
 
 #[tokio::test]
 async fn idle_streams_are_cancelled() {
-    let s = server(&[("STREAM_TIMEOUT_SECONDS", "1")]);
-    let c = chat(&s).await;
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{c}/messages"),
-            json!({ "role": "agent", "senderId": "echo", "streaming": true }),
-        )
-        .await;
+    let s = TestApp::with_fast_dispatch(&[("STREAM_TIMEOUT_SECONDS", "1")]);
+    let c = s.new_chat("echo").await;
+    let r = s.stream_message(&c, "echo").await;
     let mid = r.body["id"].as_str().unwrap().to_string();
-    s.post(
-        &format!("/api/v1/messages/{mid}/chunks"),
-        json!({ "deltaText": "partial" }),
-    )
-    .await;
-    let ok = common::wait_until(std::time::Duration::from_secs(5), || async {
-        let r = s
-            .post(
-                &format!("/api/v1/messages/{mid}/chunks"),
-                json!({ "deltaText": "" }),
-            )
-            .await;
+    s.chunk(&mid, "partial").await;
+    let ok = wait_until(std::time::Duration::from_secs(5), || async {
+        let r = s.chunk(&mid, "").await;
         let _ = r;
-        messages(&s, &c)
+        s.messages(&c)
             .await
             .iter()
             .any(|m| m["id"] == mid.as_str() && m["stream_state"] == "cancelled")
@@ -289,43 +227,33 @@ async fn idle_streams_are_cancelled() {
 
 #[tokio::test]
 async fn typing_indicators() {
-    let s = server(&[]);
-    let c = chat(&s).await;
-    let mut ev = sse(&s, "", None).await;
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{c}/typing"),
-            json!({ "agentId": "echo" }),
-        )
-        .await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
+    let mut ev = s.events("", None).await;
+    let r = s.typing(&c, json!({ "agentId": "echo" })).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert!(r.text.is_empty());
-    let r = s
-        .post(&format!("/api/v1/chats/{c}/user-typing"), json!(null))
-        .await;
+    let r = s.user_typing(&c).await;
     assert_eq!(r.status, 204);
-    let r = s
-        .post(&format!("/api/v1/chats/{c}/typing"), json!({}))
-        .await;
+    let r = s.typing(&c, json!({})).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let r = s
-        .post(
-            "/api/v1/chats/AAAAAAAAAAAAAAAAAAAAA/typing",
-            json!({ "agentId": "echo" }),
-        )
+        .typing("AAAAAAAAAAAAAAAAAAAAA", json!({ "agentId": "echo" }))
         .await;
     assert_error(&r, 404, "NOT_FOUND");
-    let t = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
-        e.event == "chat.typing"
-    })
-    .await
-    .unwrap();
+    let t = ev
+        .next_matching(std::time::Duration::from_secs(5), |e| {
+            e.event == "chat.typing"
+        })
+        .await
+        .unwrap();
     assert_eq!(t.data["payload"], json!({ "chatId": c, "agentId": "echo" }));
-    let u = next_matching(&mut ev, std::time::Duration::from_secs(5), |e| {
-        e.event == "chat.user_typing"
-    })
-    .await
-    .unwrap();
+    let u = ev
+        .next_matching(std::time::Duration::from_secs(5), |e| {
+            e.event == "chat.user_typing"
+        })
+        .await
+        .unwrap();
     assert_eq!(
         u.data["payload"],
         json!({ "chatId": c, "senderId": "user:primary" })
@@ -334,24 +262,17 @@ async fn typing_indicators() {
 
 #[tokio::test]
 async fn interactive_requests() {
-    let s = server(&[("DISPATCH_MODE", "immediate")]);
-    let c = chat(&s).await;
-    let path = format!("/api/v1/chats/{c}/requests");
+    let s = TestApp::with_fast_dispatch(&[("DISPATCH_MODE", "immediate")]);
+    let c = s.new_chat("echo").await;
     let choice = s
-        .post(&path, json!({ "type": "choice", "title": " Pick ", "config": { "options": [{ "id": "a", "label": "A", "variant": "primary" }, { "id": "b", "label": "B" }], "maxSelections": 2 } }))
+        .create_request(&c, json!({ "type": "choice", "title": " Pick ", "config": { "options": [{ "id": "a", "label": "A", "variant": "primary" }, { "id": "b", "label": "B" }], "maxSelections": 2 } }))
         .await;
     assert_eq!(choice.status, 201, "{}", choice.text);
     assert_eq!(choice.body["title"], "Pick");
     assert_eq!(choice.body["status"], "pending");
     assert_eq!(choice.body["config"]["minSelections"], 0);
-    assert_eq!(
-        s.get(&format!("/api/v1/chats/{c}")).await.body["pending_requests_count"],
-        1
-    );
-    assert_eq!(
-        s.get("/api/v1/chats/pending-summary").await.body["pending_requests_total"],
-        1
-    );
+    assert_eq!(s.chat(&c).await.body["pending_requests_count"], 1);
+    assert_eq!(s.pending_summary().await.body["pending_requests_total"], 1);
     let cid = choice.body["id"].as_str().unwrap().to_string();
 
     for bad in [
@@ -367,30 +288,27 @@ async fn interactive_requests() {
         json!({ "type": "choice", "title": "  ", "config": { "options": [{ "id": "a", "label": "A" }] } }),
         json!({ "type": "choice", "title": "x" }),
     ] {
-        let r = s.post(&path, bad.clone()).await;
+        let r = s.create_request(&c, bad.clone()).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text);
     }
 
     // Resolution validation.
-    let sr = &s;
-    let resolve = |id: &str, body: serde_json::Value| {
-        let p = format!("/api/v1/requests/{id}/resolve");
-        async move { sr.post(&p, body).await }
-    };
     assert_eq!(
-        resolve(&cid, json!({ "selectedOptionIds": ["zzz"] }))
+        s.resolve(&cid, json!({ "selectedOptionIds": ["zzz"] }))
             .await
             .status,
         400
     );
     assert_eq!(
-        resolve(&cid, json!({ "selectedOptionIds": ["a", "a"] }))
+        s.resolve(&cid, json!({ "selectedOptionIds": ["a", "a"] }))
             .await
             .status,
         400
     );
-    assert_eq!(resolve(&cid, json!({})).await.status, 400);
-    let r = resolve(&cid, json!({ "selectedOptionIds": ["a", "b"] })).await;
+    assert_eq!(s.resolve(&cid, json!({})).await.status, 400);
+    let r = s
+        .resolve(&cid, json!({ "selectedOptionIds": ["a", "b"] }))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "resolved");
     assert_eq!(r.body["resolved_by"], "user");
@@ -399,15 +317,13 @@ async fn interactive_requests() {
         json!({ "selectedOptionIds": ["a", "b"] })
     );
     // Not pending any more → 400.
-    let r = resolve(&cid, json!({ "selectedOptionIds": ["a"] })).await;
+    let r = s.resolve(&cid, json!({ "selectedOptionIds": ["a"] })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s
-        .post(&format!("/api/v1/requests/{cid}/cancel"), json!(null))
-        .await;
+    let r = s.cancel_request(&cid).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
 
     // The resolution became a request_batch.
-    let b = claim_one(&s, "w").await;
+    let b = s.claim_one("w").await;
     assert_eq!(b["kind"], "request_batch");
     assert_eq!(b["items"][0]["sourceKind"], "request_resolved");
     assert_eq!(b["items"][0]["sourceId"], cid);
@@ -416,28 +332,30 @@ async fn interactive_requests() {
         b["compiledContent"],
         "[Request resolved: \"Pick\"] Selected: a, b"
     );
-    assert_eq!(complete(&s, &b, "w").await.status, 204);
+    assert_eq!(s.complete(&b, "w").await.status, 204);
 
     // text_input by the backend; form; cancel.
-    let t = s.post(&path, json!({ "type": "text_input", "title": "Name?", "body": "Tell me", "config": { "placeholder": "name", "validation": { "minLength": 2, "pattern": "^[a-z]+$" } } })).await;
+    let t = s.create_request(&c, json!({ "type": "text_input", "title": "Name?", "body": "Tell me", "config": { "placeholder": "name", "validation": { "minLength": 2, "pattern": "^[a-z]+$" } } })).await;
     assert_eq!(t.status, 201, "{}", t.text);
     let tid = t.body["id"].as_str().unwrap().to_string();
-    assert_eq!(resolve(&tid, json!({ "text": "A" })).await.status, 400);
-    assert_eq!(resolve(&tid, json!({ "text": "   " })).await.status, 400);
-    let r = resolve(&tid, json!({ "text": " bob ", "resolvedBy": "backend" })).await;
+    assert_eq!(s.resolve(&tid, json!({ "text": "A" })).await.status, 400);
+    assert_eq!(s.resolve(&tid, json!({ "text": "   " })).await.status, 400);
+    let r = s
+        .resolve(&tid, json!({ "text": " bob ", "resolvedBy": "backend" }))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["resolved_by"], "backend");
-    let b = claim_one(&s, "w").await;
+    let b = s.claim_one("w").await;
     assert_eq!(b["items"][0]["senderId"], "backend");
     assert_eq!(
         b["compiledContent"],
         "[Request resolved: \"Name?\"] Response: bob"
     );
-    complete(&s, &b, "w").await;
+    s.complete(&b, "w").await;
 
     let f = s
-        .post(
-            &path,
+        .create_request(
+            &c,
             json!({ "type": "form", "title": "Form", "config": { "fields": [
             { "name": "who", "type": "text", "required": true },
             { "name": "ok", "type": "checkbox" },
@@ -449,35 +367,35 @@ async fn interactive_requests() {
     assert_eq!(f.status, 201, "{}", f.text);
     let fid = f.body["id"].as_str().unwrap().to_string();
     assert_eq!(
-        resolve(&fid, json!({ "values": { "ok": true } }))
+        s.resolve(&fid, json!({ "values": { "ok": true } }))
             .await
             .status,
         400,
         "required missing"
     );
     assert_eq!(
-        resolve(&fid, json!({ "values": { "who": "me", "zzz": 1 } }))
+        s.resolve(&fid, json!({ "values": { "who": "me", "zzz": 1 } }))
             .await
             .status,
         400,
         "unknown field"
     );
     assert_eq!(
-        resolve(&fid, json!({ "values": { "who": "me", "ok": "yes" } }))
+        s.resolve(&fid, json!({ "values": { "who": "me", "ok": "yes" } }))
             .await
             .status,
         400,
         "checkbox type"
     );
     assert_eq!(
-        resolve(&fid, json!({ "values": { "who": "me", "pick": "z" } }))
+        s.resolve(&fid, json!({ "values": { "who": "me", "pick": "z" } }))
             .await
             .status,
         400,
         "select option"
     );
     assert_eq!(
-        resolve(
+        s.resolve(
             &fid,
             json!({ "values": { "who": "me", "many": ["x", "q"] } })
         )
@@ -486,85 +404,74 @@ async fn interactive_requests() {
         400,
         "multiselect"
     );
-    let r = resolve(
-        &fid,
-        json!({ "values": { "who": "me", "ok": true, "many": ["y"] } }),
-    )
-    .await;
+    let r = s
+        .resolve(
+            &fid,
+            json!({ "values": { "who": "me", "ok": true, "many": ["y"] } }),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let b = claim_one(&s, "w").await;
+    let b = s.claim_one("w").await;
     assert_eq!(
         b["compiledContent"],
         "[Request resolved: \"Form\"] Form values: {\"many\":[\"y\"],\"ok\":true,\"who\":\"me\"}"
     );
-    complete(&s, &b, "w").await;
+    s.complete(&b, "w").await;
 
-    let x = s.post(&path, json!({ "type": "choice", "title": "Later", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
+    let x = s.create_request(&c, json!({ "type": "choice", "title": "Later", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
     let xid = x.body["id"].as_str().unwrap().to_string();
     let r = s
-        .send(
-            s.client
-                .patch(s.url(&format!("/api/v1/requests/{xid}")))
-                .json(&json!({ "title": "Sooner", "body": null })),
-        )
+        .patch_request(&xid, json!({ "title": "Sooner", "body": null }))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["title"], "Sooner");
-    let r = s
-        .send(
-            s.client
-                .patch(s.url(&format!("/api/v1/requests/{xid}")))
-                .json(&json!({ "status": "resolved" })),
-        )
-        .await;
+    let r = s.patch_request(&xid, json!({ "status": "resolved" })).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
-    let r = s
-        .post(&format!("/api/v1/requests/{xid}/cancel"), json!(null))
-        .await;
+    let r = s.cancel_request(&xid).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "cancelled");
     assert_eq!(
-        claim(&s, "w", 300).await.status,
+        s.claim("w", 300).await.status,
         204,
         "cancel does not dispatch"
     );
-    let r = s
-        .post("/api/v1/requests/AAAAAAAAAAAAAAAAAAAAA/cancel", json!(null))
-        .await;
+    let r = s.cancel_request("AAAAAAAAAAAAAAAAAAAAA").await;
     assert_error(&r, 404, "NOT_FOUND");
 
     // Listing by status.
-    let list = |q: &str| {
-        let p = format!("{path}{q}");
-        async move { sr.get(&p).await }
-    };
-    assert_eq!(list("").await.body["data"].as_array().unwrap().len(), 0);
     assert_eq!(
-        list("?status=all").await.body["data"]
+        s.requests(&c, "").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        s.requests(&c, "?status=all").await.body["data"]
             .as_array()
             .unwrap()
             .len(),
         4
     );
     assert_eq!(
-        list("?status=resolved").await.body["data"]
+        s.requests(&c, "?status=resolved").await.body["data"]
             .as_array()
             .unwrap()
             .len(),
         3
     );
-    assert_eq!(list("?status=cancelled").await.body["data"][0]["id"], xid);
-    assert_eq!(list("?status=bogus").await.status, 400);
     assert_eq!(
-        s.get(&format!("/api/v1/chats/{c}")).await.body["pending_requests_count"],
-        0
+        s.requests(&c, "?status=cancelled").await.body["data"][0]["id"],
+        xid
     );
+    assert_eq!(s.requests(&c, "?status=bogus").await.status, 400);
+    assert_eq!(s.chat(&c).await.body["pending_requests_count"], 0);
 }
 
 #[tokio::test]
 async fn request_idempotency() {
-    let s = server(&[]);
-    let c = chat(&s).await;
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
     let path = format!("/api/v1/chats/{c}/requests");
     let body = json!({ "type": "choice", "title": "Q", "config": { "options": [{ "id": "a", "label": "A" }] } });
     let send = |key: &str, b: serde_json::Value| {
@@ -580,7 +487,7 @@ async fn request_idempotency() {
     let b = send("r1", body.clone()).await;
     assert_eq!(b.status, 201);
     assert_eq!(a.body, b.body);
-    let r = s.get(&format!("{path}?status=all")).await;
+    let r = s.requests(&c, "?status=all").await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     let r = send("r1", json!({ "type": "choice", "title": "Other", "config": { "options": [{ "id": "a", "label": "A" }] } })).await;
     assert_error(&r, 409, "CONFLICT");

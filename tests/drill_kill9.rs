@@ -1,15 +1,13 @@
 //! Fault drills: `kill -9` of agentd with 100 workers running, and in the middle of a stream of
 //! user messages.
 
-#[allow(clippy::derivable_impls, clippy::let_and_return)]
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::sup;
-use common::{pid_alive, wait_until, TestServer};
 use serde_json::{json, Value};
+use support::{group_members, pid_alive, started, user_message, wait_until, Remains, TestApp};
 
 const WORKERS: usize = 100;
 
@@ -24,19 +22,19 @@ fn sleeper() -> Value {
     })
 }
 
-fn sleepers(dir: Option<tempfile::TempDir>) -> TestServer {
-    let mut b = TestServer::builder()
+fn sleepers(after: Option<Remains>) -> TestApp {
+    let mut b = TestApp::builder()
         .env("WORKERS_MAX", "120")
         .graph_file("sleeper", sleeper());
-    if let Some(d) = dir {
-        b = b.in_dir(d);
+    if let Some(r) = after {
+        b = b.after(r);
     }
     b.start()
 }
 
 /// Live members (zombies excluded) of the process group `pgid`.
 fn live_members(pgid: i32) -> Vec<i32> {
-    sup::group_members(pgid)
+    group_members(pgid)
         .into_iter()
         .filter(|p| pid_alive(*p))
         .collect()
@@ -47,11 +45,11 @@ async fn kill_9_with_100_workers_leaves_none_and_the_next_start_is_clean() {
     let s = sleepers(None);
     let starts = (0..WORKERS).map(|i| {
         let s = &s;
-        async move { sup::start(s, &format!("w{i}"), "sleeper", json!({})).await }
+        async move { s.start(&format!("w{i}"), "sleeper", json!({})).await }
     });
     let replies = futures_util::future::join_all(starts).await;
-    let pgids: Vec<i32> = replies.iter().map(sup::pid).collect();
-    assert_eq!(sup::list(&s).await.len(), WORKERS);
+    let pgids: Vec<i32> = replies.iter().map(|r| started(r).pid).collect();
+    assert_eq!(s.list().await.len(), WORKERS);
     // Each group has its leader and the background sleep.
     assert!(
         wait_until(Duration::from_secs(5), || async {
@@ -65,7 +63,7 @@ async fn kill_9_with_100_workers_leaves_none_and_the_next_start_is_clean() {
         .collect();
     assert_eq!(grandchildren.len(), WORKERS);
 
-    let dir = s.kill9();
+    let remains = s.kill9();
     // Every leader dies with agentd (PR_SET_PDEATHSIG).
     assert!(
         wait_until(Duration::from_secs(5), || async {
@@ -77,7 +75,7 @@ async fn kill_9_with_100_workers_leaves_none_and_the_next_start_is_clean() {
     );
 
     // The next start sweeps what was left (the grandchildren) before it listens.
-    let s = sleepers(Some(dir));
+    let s = sleepers(Some(remains));
     let survivors: Vec<i32> = pgids.iter().flat_map(|g| live_members(*g)).collect();
     assert!(
         survivors.is_empty(),
@@ -85,65 +83,39 @@ async fn kill_9_with_100_workers_leaves_none_and_the_next_start_is_clean() {
     );
     assert!(grandchildren.iter().all(|p| !pid_alive(*p)));
     assert!(s.output().contains("left behind"), "{}", s.output());
-    assert!(sup::list(&s).await.is_empty());
-    let run = sup::run_files(&s);
+    assert!(s.list().await.is_empty());
+    let run = s.run_files();
     assert!(run.is_empty(), "leftover per-worker files: {run:?}");
     // New starts work, on old channel names too, and stop cleanly.
     for i in 0..3 {
-        let pid = sup::pid(&sup::start(&s, &format!("w{i}"), "sleeper", json!({})).await);
+        let pid = s.start_ok(&format!("w{i}"), "sleeper", json!({})).await.pid;
         assert!(pid_alive(pid));
-        assert_eq!(sup::stop(&s, &format!("w{i}")).await.status, 200);
+        assert_eq!(s.stop(&format!("w{i}")).await.status, 200);
         assert!(live_members(pid).is_empty());
     }
 }
 
 /// Echo workers answer through the built-in worker; every message is its own batch.
-fn chat_server(dir: Option<tempfile::TempDir>) -> TestServer {
-    let mut b = TestServer::builder()
+fn chat_server(after: Option<Remains>) -> TestApp {
+    let mut b = TestApp::builder()
         .bundled()
         .env("DISPATCH_MODE", "immediate")
         .env("DISPATCH_LEASE_MS", "1500")
         .env("DISPATCH_RETRY_BASE_MS", "100")
         .env("WRITE_RATE_LIMIT_MAX", "100000");
-    if let Some(d) = dir {
-        b = b.in_dir(d);
+    if let Some(r) = after {
+        b = b.after(r);
     }
     b.start()
 }
 
-async fn start_echo(s: &TestServer, channel: &str) -> (String, i32) {
+async fn start_echo(s: &TestApp, channel: &str) -> (String, i32) {
     // A slow answer (word by word), so batches are pending and one is half streamed at the kill.
     let props = json!({"echo": {"chunk_delay_ms": 30}});
-    let r = sup::start(
-        s,
-        channel,
-        "echo",
-        json!({"timeout": -1, "properties": props}),
-    )
-    .await;
-    let pid = sup::pid(&r);
-    (r.body["data"]["chat_id"].as_str().unwrap().to_string(), pid)
-}
-
-/// Every message of a chat, oldest first.
-async fn all_messages(s: &TestServer, chat: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/api/v1/chats/{chat}/messages?limit=100");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let r = s.get(&path).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        out.extend(r.body["data"].as_array().cloned().unwrap_or_default());
-        match r.body["cursor"]["next"].as_str() {
-            Some(c) if r.body["cursor"]["hasMore"] == true => cursor = Some(c.to_string()),
-            _ => break,
-        }
-    }
-    out.reverse();
-    out
+    let w = s
+        .start_ok(channel, "echo", json!({"timeout": -1, "properties": props}))
+        .await;
+    (w.chat(), w.pid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +133,7 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
                 let text = format!("message {n} alpha beta gamma");
                 let res = client
                     .post(format!("{url}/api/v1/chats/{chat}/messages"))
-                    .json(&json!({"role": "user", "senderId": "user:primary", "content": text}))
+                    .json(&user_message(&text))
                     .send()
                     .await;
                 let Ok(res) = res else { return n };
@@ -179,17 +151,16 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
     };
     // Let answers flow, then kill agentd while messages are still coming and an answer is
     // being streamed.
-    let path = format!("/api/v1/chats/{chat}/messages?limit=5");
     assert!(
         wait_until(Duration::from_secs(10), || async {
             acked.lock().unwrap().len() >= 25
-                && s.get(&path).await.body["data"]
+                && s.list_messages(&chat, "?limit=5").await.body["data"]
                     .as_array()
                     .is_some_and(|a| a.iter().any(|m| m["stream_state"] == "streaming"))
         })
         .await
     );
-    let dir = s.kill9();
+    let remains = s.kill9();
     let sent = tokio::time::timeout(Duration::from_secs(10), poster)
         .await
         .expect("poster stops")
@@ -199,9 +170,9 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
     assert!(wait_until(Duration::from_secs(3), || async { !pid_alive(first_pid) }).await);
 
     let restarted = std::time::Instant::now();
-    let s = chat_server(Some(dir));
+    let s = chat_server(Some(remains));
     // Every acknowledged message is stored, in order.
-    let stored = all_messages(&s, &chat).await;
+    let stored = s.history(&chat).await;
     let users: Vec<&Value> = stored.iter().filter(|m| m["role"] == "user").collect();
     let user_ids: Vec<&str> = users.iter().map(|m| m["id"].as_str().unwrap()).collect();
     for (id, _) in &acked {
@@ -233,11 +204,11 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         .collect();
     // Well within the 30 s lease the dead worker took: its leases are handed back at the start.
     let settled = wait_until(Duration::from_secs(25), || async {
-        let all = all_messages(&s, &chat).await;
+        let all = s.history(&chat).await;
         texts.iter().all(|t| answered(&all, t) >= 1)
     })
     .await;
-    let all = all_messages(&s, &chat).await;
+    let all = s.history(&chat).await;
     let summary = |m: &Value| format!("{} {} {}", m["role"], m["stream_state"], m["content_final"]);
     assert!(
         settled,

@@ -2,14 +2,13 @@
 //! `/events`, and `/api/v1/events/stream`) while many large events flow. agentd's memory stays
 //! bounded and a client that reads keeps getting every event.
 
-#[allow(clippy::derivable_impls, clippy::let_and_return)]
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use futures_util::StreamExt;
 use serde_json::json;
+use support::{rss_kib, TestApp};
 
 const MESSAGES: usize = 2000;
 const CONTENT_BYTES: usize = 8 * 1024;
@@ -17,34 +16,25 @@ const CONTENT_BYTES: usize = 8 * 1024;
 const PLATEAU_FROM: usize = 1200;
 
 /// agentd's resident set in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+fn rss(s: &TestApp) -> u64 {
+    rss_kib(s.pid()).expect("agentd's VmRSS")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_hold_no_unbounded_memory_nor_stall_others() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("WRITE_RATE_LIMIT_MAX", "1000000")
         .env("SSE_PING_INTERVAL_MS", "50")
         .start();
     let r = s
-        .post(
-            "/conversations",
-            json!({"title": "drill", "participants": ["a", "b"]}),
-        )
+        .create_conversation(json!({"title": "drill", "participants": ["a", "b"]}))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let conv = r.body["id"].as_str().unwrap().to_string();
-    let path = format!("/messages/{conv}");
     let post = |n: usize| {
         let content = format!("{n:06} {}", "x".repeat(CONTENT_BYTES));
-        s.post(
-            &path,
+        s.post_to_conversation(
+            &conv,
             json!({"from": "a", "to": "b", "type": "text", "content": content}),
         )
     };
@@ -52,7 +42,7 @@ async fn clients_that_never_read_hold_no_unbounded_memory_nor_stall_others() {
     for n in 0..50 {
         assert_eq!(post(n).await.status, 201);
     }
-    let base = rss_kib(s.pid());
+    let base = rss(&s);
 
     // Three clients that never read a byte after the headers.
     let sse = |path: &str| {
@@ -107,7 +97,7 @@ async fn clients_that_never_read_hold_no_unbounded_memory_nor_stall_others() {
         for r in replies {
             assert_eq!(r.status, 201, "{}", r.text);
         }
-        peak = peak.max(rss_kib(s.pid()));
+        peak = peak.max(rss(&s));
     }
     let posted = Instant::now();
     let (seen, last_at) = tokio::time::timeout(Duration::from_secs(10), reading)
@@ -138,7 +128,7 @@ async fn clients_that_never_read_hold_no_unbounded_memory_nor_stall_others() {
         (peak - half) / 1024
     );
     // Still healthy, and the stuck clients' tasks do not block new ones.
-    assert_eq!(s.get("/health").await.status, 200);
+    assert_eq!(s.health().await.status, 200);
     let mut fresh = sse(&format!("/stream/{conv}"))
         .await
         .unwrap()

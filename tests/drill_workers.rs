@@ -1,14 +1,12 @@
 //! Fault drills for workers and disks: a crash storm, a worker frozen under a watchdog, and
 //! directories or log files that cannot be written.
 
-#[allow(clippy::derivable_impls, clippy::let_and_return)]
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::sup;
-use common::{pid_alive, wait_until, TestServer};
 use serde_json::{json, Value};
+use support::{pid_alive, started, user_message, wait_until, TestApp};
 
 /// A graph whose worker is `sh -c SCRIPT` (agentd's `--property FILE` lands in `$0`/`$1`).
 fn shell(script: &str, runtime: Value) -> Value {
@@ -28,7 +26,7 @@ const STORM: usize = 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file(
             "dead_on_arrival",
             shell(
@@ -53,7 +51,7 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
         .start();
 
     // Crashing before it is ready: /start says so, with the exit status and the output.
-    let r = sup::start(&s, "doa", "dead_on_arrival", json!({})).await;
+    let r = s.start("doa", "dead_on_arrival", json!({})).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (502, Some("10101")),
@@ -69,26 +67,22 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
         r.text
     );
     assert!(r.text.contains("boom from"), "{}", r.text);
-    assert!(sup::get_gone(&s, "doa").await);
+    assert!(s.gone("doa").await);
 
     // Ready, then crashing at once after every restart, on many channels together.
-    sup::pid(&sup::start(&s, "steady", "steady", json!({})).await);
+    s.start_ok("steady", "steady", json!({})).await;
     let starts = (0..STORM).map(|i| {
         let s = &s;
-        async move { sup::start(s, &format!("storm{i}"), "storm", json!({})).await }
+        async move { s.start(&format!("storm{i}"), "storm", json!({})).await }
     });
     for r in futures_util::future::join_all(starts).await {
-        sup::pid(&r);
+        started(&r);
     }
     // While the storm runs, health and the other channel answer quickly.
     let mut slowest = Duration::ZERO;
     let t = Instant::now();
     let mut rounds = 0;
-    while !sup::list(&s)
-        .await
-        .iter()
-        .all(|e| e["channel_name"] == "steady")
-    {
+    while !s.list().await.iter().all(|e| e["channel_name"] == "steady") {
         assert!(t.elapsed() < Duration::from_secs(20), "storm never ended");
         for path in ["/health", "/api/v1/health"] {
             let t0 = Instant::now();
@@ -96,7 +90,7 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
             slowest = slowest.max(t0.elapsed());
         }
         let t0 = Instant::now();
-        assert_eq!(sup::ping(&s, "steady").await.status, 200);
+        assert_eq!(s.ping("steady").await.status, 200);
         slowest = slowest.max(t0.elapsed());
         rounds += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -109,7 +103,7 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
     assert!(slowest < Duration::from_millis(500), "{slowest:?}");
     // Bounded: the first run and max_restarts restarts, then given up; the cause is in the logs.
     for i in 0..STORM {
-        let log = sup::log(&s, &format!("storm{i}"));
+        let log = s.log(&format!("storm{i}"));
         assert_eq!(log.matches("storm ").count(), 4, "{log}");
         assert!(log.contains("giving up after 3 restarts"), "{log}");
         assert!(
@@ -118,13 +112,13 @@ async fn crash_storm_stays_bounded_and_agentd_stays_responsive() {
         );
     }
     assert!(s.output().contains("giving up"), "{}", s.output());
-    assert_eq!(sup::list(&s).await.len(), 1);
-    assert!(sup::run_files(&s).len() <= 1);
+    assert_eq!(s.list().await.len(), 1);
+    assert!(s.run_files().len() <= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_is_killed_by_the_watchdog_and_its_batch_redelivered() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .env("DISPATCH_MODE", "immediate")
         .env("DISPATCH_RETRY_BASE_MS", "100")
@@ -139,21 +133,17 @@ async fn a_frozen_worker_is_killed_by_the_watchdog_and_its_batch_redelivered() {
             }),
         )
         .start();
-    let r = sup::start(&s, "frozen", "slow_echo", json!({"timeout": -1})).await;
-    let first = sup::pid(&r);
-    let chat = r.body["data"]["chat_id"].as_str().unwrap().to_string();
-    let text = "one two three four five six seven eight nine ten eleven twelve";
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{chat}/messages"),
-            json!({"role": "user", "senderId": "user:primary", "content": text}),
-        )
+    let w = s
+        .start_ok("frozen", "slow_echo", json!({"timeout": -1}))
         .await;
+    let (first, chat) = (w.pid, w.chat());
+    let text = "one two three four five six seven eight nine ten eleven twelve";
+    let r = s.post_message(&chat, user_message(text)).await;
     assert_eq!(r.status, 201, "{}", r.text);
     // Freeze it mid-answer: the batch is in its hands.
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            agent(&s, &chat)
+            s.agent_answers(&chat)
                 .await
                 .iter()
                 .any(|m| m["stream_state"] == "streaming")
@@ -167,18 +157,13 @@ async fn a_frozen_worker_is_killed_by_the_watchdog_and_its_batch_redelivered() {
     assert!(wait_until(Duration::from_secs(5), || async { !pid_alive(first) }).await);
     let killed_after = frozen_at.elapsed();
     assert!(
-        sup::wait_log(
-            &s,
-            "frozen",
-            "killed by the watchdog",
-            Duration::from_secs(2)
-        )
-        .await
+        s.wait_log("frozen", "killed by the watchdog", Duration::from_secs(2))
+            .await
     );
     // Restarted under a new pid, and the batch is answered by the new worker.
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            sup::list(&s)
+            s.list()
                 .await
                 .first()
                 .is_some_and(|e| e["state"] == "running" && e["pid"].as_i64() != Some(first as i64))
@@ -186,14 +171,14 @@ async fn a_frozen_worker_is_killed_by_the_watchdog_and_its_batch_redelivered() {
         .await
     );
     let answered = wait_until(Duration::from_secs(15), || async {
-        agent(&s, &chat)
+        s.agent_answers(&chat)
             .await
             .iter()
             .any(|m| m["stream_state"] == "complete" && m["content_final"] == text)
     })
     .await;
-    let answers = agent(&s, &chat).await;
-    assert!(answered, "{answers:#?}\n{}", sup::log(&s, "frozen"));
+    let answers = s.agent_answers(&chat).await;
+    assert!(answered, "{answers:#?}\n{}", s.log("frozen"));
     let complete = answers
         .iter()
         .filter(|m| m["stream_state"] == "complete")
@@ -203,22 +188,9 @@ async fn a_frozen_worker_is_killed_by_the_watchdog_and_its_batch_redelivered() {
         answers.iter().all(|m| m["stream_state"] != "streaming"),
         "{answers:#?}"
     );
-    assert_eq!(sup::list(&s).await[0]["restarts"], 1);
+    assert_eq!(s.list().await[0]["restarts"], 1);
     println!("drill: frozen worker killed after {killed_after:?}");
     assert!(killed_after < Duration::from_secs(3), "{killed_after:?}");
-}
-
-/// The agent messages of `chat`.
-async fn agent(s: &TestServer, chat: &str) -> Vec<Value> {
-    s.get(&format!("/api/v1/chats/{chat}/messages?limit=50"))
-        .await
-        .body["data"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m["role"] == "agent")
-        .collect()
 }
 
 #[test]
@@ -227,7 +199,7 @@ fn unwritable_data_dir_or_log_path_stops_the_start_with_a_clear_error() {
     let blocker = tempfile::NamedTempFile::new().unwrap();
     for var in ["DATA_DIR", "LOG_PATH"] {
         let bad = blocker.path().join("sub");
-        let out = TestServer::builder()
+        let out = TestApp::builder()
             .env(var, bad.to_str().unwrap())
             .try_start()
             .err()
@@ -252,7 +224,7 @@ async fn a_worker_whose_log_cannot_be_written_does_not_take_agentd_down() {
          while :; do echo \"$i $l\"; i=$((i+1)); echo $i > \"$AGENTD_CHANNEL.count\"; sleep 0.002; done",
         json!({"ready": "settle", "settle_ms": 50}),
     );
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("LOG_MAX_BYTES", "4096")
         .graph_file("ticker", ticker)
         .start();
@@ -271,15 +243,15 @@ async fn a_worker_whose_log_cannot_be_written_does_not_take_agentd_down() {
     };
     // A full disk: the channel's log file is /dev/full, where every write fails (even for root).
     let logs = s.root().join("logs");
-    std::os::unix::fs::symlink("/dev/full", sup::log_path(&s, "full")).unwrap();
-    let full = sup::pid(&sup::start(&s, "full", "ticker", json!({})).await);
+    std::os::unix::fs::symlink("/dev/full", s.log_path("full")).unwrap();
+    let full = s.start_ok("full", "ticker", json!({})).await.pid;
     // A log directory that vanishes mid-run (replaced by a file): rotation cannot reopen.
-    let gone = sup::pid(&sup::start(&s, "gone", "ticker", json!({})).await);
+    let gone = s.start_ok("gone", "ticker", json!({})).await.pid;
     let moved = s.root().join("logs.moved");
     std::fs::rename(&logs, &moved).unwrap();
     std::fs::write(&logs, b"not a directory").unwrap();
     // A new worker can still start (its log cannot even be opened).
-    let late = sup::pid(&sup::start(&s, "late", "ticker", json!({})).await);
+    let late = s.start_ok("late", "ticker", json!({})).await.pid;
     let before: Vec<u64> = ["full", "gone", "late"].iter().map(|c| count(c)).collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Every worker keeps writing well past a pipe's 64 KiB: agentd drains what it cannot log.
@@ -293,10 +265,10 @@ async fn a_worker_whose_log_cannot_be_written_does_not_take_agentd_down() {
     for pid in [full, gone, late] {
         assert!(pid_alive(pid));
     }
-    assert_eq!(s.get("/health").await.status, 200);
-    assert_eq!(sup::list(&s).await.len(), 3);
+    assert_eq!(s.health().await.status, 200);
+    assert_eq!(s.list().await.len(), 3);
     for ch in ["full", "gone", "late"] {
-        let r = sup::stop(&s, ch).await;
+        let r = s.stop(ch).await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.body["data"]["how"], "exited", "{}", r.text);
     }
@@ -307,6 +279,9 @@ async fn a_worker_whose_log_cannot_be_written_does_not_take_agentd_down() {
     // Once the directory is back, logging resumes.
     std::fs::remove_file(&logs).unwrap();
     std::fs::rename(&moved, &logs).unwrap();
-    sup::pid(&sup::start(&s, "back", "ticker", json!({})).await);
-    assert!(sup::wait_log(&s, "back", "0000000000", Duration::from_secs(10)).await);
+    s.start_ok("back", "ticker", json!({})).await;
+    assert!(
+        s.wait_log("back", "0000000000", Duration::from_secs(10))
+            .await
+    );
 }

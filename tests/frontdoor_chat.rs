@@ -1,41 +1,29 @@
 //! The chat API front door (`/agents/:id/...`, `/teams/:id/chat`) against the real server and
 //! real workers started on demand.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{wait_until, TestServer};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
+use support::{wait_until, TestApp};
 
 fn broken_graph() -> Value {
     json!({"nodes": [{"name": "echo", "addon": "echo", "property": {}}],
            "runtime": {"command": ["sh", "-c", "echo 'no model configured' >&2; exit 3"], "restart": "never"}})
 }
 
-async fn workers(server: &TestServer) -> Vec<Value> {
-    server.get("/list").await.body["data"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-async fn pid_of(server: &TestServer, channel: &str) -> Option<u64> {
-    workers(server)
-        .await
-        .iter()
-        .find(|w| w["channel_name"] == channel)
-        .and_then(|w| w["pid"].as_u64())
+async fn pid_of(server: &TestApp, channel: &str) -> Option<u64> {
+    server.worker(channel).await.and_then(|w| w["pid"].as_u64())
 }
 
 #[tokio::test]
 async fn first_message_starts_the_agent_and_later_ones_reuse_it() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     assert!(pid_of(&server, "agent:echo").await.is_none());
 
     let r = server
-        .post("/agents/echo/chat", json!({"message": "hello there"}))
+        .agent_chat("echo", json!({"message": "hello there"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["response"], "hello there");
@@ -45,9 +33,7 @@ async fn first_message_starts_the_agent_and_later_ones_reuse_it() {
         .await
         .expect("worker started on demand");
 
-    let r = server
-        .post("/agents/echo/chat", json!({"message": "again"}))
-        .await;
+    let r = server.agent_chat("echo", json!({"message": "again"})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["response"], "again");
     assert_eq!(
@@ -56,7 +42,7 @@ async fn first_message_starts_the_agent_and_later_ones_reuse_it() {
         "the worker is reused"
     );
 
-    let h = server.get("/agents/echo/history?limit=10").await;
+    let h = server.agent_history("echo", "?limit=10").await;
     assert_eq!(h.status, 200, "{}", h.text);
     let msgs = h.body["messages"].as_array().unwrap();
     let pairs: Vec<(String, String)> = msgs
@@ -77,19 +63,17 @@ async fn first_message_starts_the_agent_and_later_ones_reuse_it() {
             ("assistant".into(), "again".into()),
         ]
     );
-    let h = server.get("/agents/echo/history?limit=1").await;
+    let h = server.agent_history("echo", "?limit=1").await;
     assert_eq!(h.body["messages"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn idle_agents_are_reaped_and_started_again() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .env("WORKER_QUIT_TIMEOUT_SECONDS", "1")
         .start();
-    let r = server
-        .post("/agents/echo/chat", json!({"message": "one"}))
-        .await;
+    let r = server.agent_chat("echo", json!({"message": "one"})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(pid_of(&server, "agent:echo").await.is_some());
     assert!(
@@ -99,26 +83,24 @@ async fn idle_agents_are_reaped_and_started_again() {
         .await,
         "the idle worker was not reaped"
     );
-    let r = server
-        .post("/agents/echo/chat", json!({"message": "two"}))
-        .await;
+    let r = server.agent_chat("echo", json!({"message": "two"})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["response"], "two");
 }
 
 #[tokio::test]
 async fn concurrent_first_messages_start_one_worker() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .env("DISPATCH_MODE", "immediate")
         .start();
-    let calls =
-        (0..8).map(|i| server.post("/agents/echo/chat", json!({"message": format!("m{i}")})));
+    let calls = (0..8).map(|i| server.agent_chat("echo", json!({"message": format!("m{i}")})));
     let replies = futures_util::future::join_all(calls).await;
     for r in &replies {
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let echo_workers = workers(&server)
+    let echo_workers = server
+        .list()
         .await
         .iter()
         .filter(|w| w["graph_name"] == "echo")
@@ -128,12 +110,12 @@ async fn concurrent_first_messages_start_one_worker() {
 
 #[tokio::test]
 async fn an_agent_that_cannot_start_is_unavailable_and_the_message_is_kept() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .graph_file("flaky", broken_graph())
         .start();
     let r = server
-        .post("/agents/flaky/chat", json!({"message": "are you there?"}))
+        .agent_chat("flaky", json!({"message": "are you there?"}))
         .await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "AGENT_UNAVAILABLE");
@@ -145,7 +127,7 @@ async fn an_agent_that_cannot_start_is_unavailable_and_the_message_is_kept() {
         "{reason}"
     );
 
-    let h = server.get("/agents/flaky/history").await;
+    let h = server.agent_history("flaky", "").await;
     assert_eq!(
         h.body["messages"][0]["content"], "are you there?",
         "{}",
@@ -158,10 +140,8 @@ async fn an_agent_that_cannot_start_is_unavailable_and_the_message_is_kept() {
     std::fs::write(server.root().join("graphs/flaky.json"), fixed.to_string()).unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            server.get("/graphs").await.text.contains("flaky") && {
-                let r = server
-                    .post("/agents/flaky/chat", json!({"message": "now?"}))
-                    .await;
+            server.graphs().await.text.contains("flaky") && {
+                let r = server.agent_chat("flaky", json!({"message": "now?"})).await;
                 r.status == 200
             }
         })
@@ -170,7 +150,7 @@ async fn an_agent_that_cannot_start_is_unavailable_and_the_message_is_kept() {
     );
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            let h = server.get("/agents/flaky/history?limit=50").await;
+            let h = server.agent_history("flaky", "?limit=50").await;
             let answers: Vec<String> = h.body["messages"]
                 .as_array()
                 .unwrap()
@@ -187,33 +167,32 @@ async fn an_agent_that_cannot_start_is_unavailable_and_the_message_is_kept() {
 
 #[tokio::test]
 async fn streamed_chat_sends_text_frames_then_done() {
-    let server = TestServer::builder().bundled().start();
-    let res = server
-        .client
-        .post(server.url("/agents/echo/chat/stream"))
-        .json(&json!({"message": "stream me please"}))
-        .send()
+    let server = TestApp::builder().bundled().start();
+    let mut events = server
+        .agent_chat_stream("echo", json!({"message": "stream me please"}))
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"]
+        .expect("a stream");
+    assert_eq!(events.status, 200);
+    assert!(events.headers["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+    let frames = match events
+        .until(Duration::from_secs(20), |e| e.raw == "[DONE]")
+        .await
+    {
+        Some(frames) => frames,
+        None => events.seen().to_vec(),
+    };
     let mut text = String::new();
     let mut saw_done = false;
     let mut saw_end = false;
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
-        .await
-        .unwrap()
-    {
-        let ev = ev.unwrap();
-        if ev.data == "[DONE]" {
+    for ev in frames {
+        if ev.raw == "[DONE]" {
             saw_end = true;
             break;
         }
-        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        let v = ev.data;
         match v["type"].as_str().unwrap() {
             "text" => text.push_str(v["content"].as_str().unwrap()),
             "done" => saw_done = true,
@@ -226,17 +205,17 @@ async fn streamed_chat_sends_text_frames_then_done() {
 
 #[tokio::test]
 async fn conversations_are_created_renamed_used_and_deleted() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     let c = server
-        .post("/agents/echo/conversations", json!({"title": "Trip"}))
+        .create_agent_conversation("echo", json!({"title": "Trip"}))
         .await;
     assert_eq!(c.status, 201, "{}", c.text);
     let id = c.body["id"].as_str().unwrap().to_string();
     assert_eq!(c.body["title"], "Trip");
 
     let r = server
-        .post(
-            "/agents/echo/chat",
+        .agent_chat(
+            "echo",
             json!({"message": "in the trip", "conversation_id": id}),
         )
         .await;
@@ -244,17 +223,12 @@ async fn conversations_are_created_renamed_used_and_deleted() {
     assert_eq!(r.body["conversation_id"], id);
 
     let r = server
-        .send(
-            server
-                .client
-                .put(server.url(&format!("/agents/echo/conversations/{id}")))
-                .json(&json!({"title": "Holiday"})),
-        )
+        .update_agent_conversation("echo", &id, json!({"title": "Holiday"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["title"], "Holiday");
 
-    let list = server.get("/agents/echo/conversations").await;
+    let list = server.agent_conversations("echo").await;
     assert!(list.body["conversations"]
         .as_array()
         .unwrap()
@@ -262,7 +236,7 @@ async fn conversations_are_created_renamed_used_and_deleted() {
         .any(|c| c["id"] == id && c["title"] == "Holiday"));
 
     let h = server
-        .get(&format!("/agents/echo/history?conversation_id={id}"))
+        .agent_history("echo", &format!("?conversation_id={id}"))
         .await;
     assert_eq!(
         h.body["messages"].as_array().unwrap().len(),
@@ -270,61 +244,52 @@ async fn conversations_are_created_renamed_used_and_deleted() {
         "{}",
         h.text
     );
-    let default = server.get("/agents/echo/history").await;
+    let default = server.agent_history("echo", "").await;
     assert!(
         default.body["messages"].as_array().unwrap().is_empty(),
         "the default conversation is separate"
     );
 
-    let d = server
-        .send(
-            server
-                .client
-                .delete(server.url(&format!("/agents/echo/conversations/{id}"))),
-        )
-        .await;
+    let d = server.delete_agent_conversation("echo", &id).await;
     assert_eq!(d.status, 200, "{}", d.text);
     assert_eq!(d.body["messages_deleted"], 2);
     let h = server
-        .get(&format!("/agents/echo/history?conversation_id={id}"))
+        .agent_history("echo", &format!("?conversation_id={id}"))
         .await;
     assert_eq!(h.status, 404);
     assert_eq!(h.body["error"]["code"], "CONVERSATION_NOT_FOUND");
     // Another agent cannot reach into this agent's conversations.
-    let c2 = server.post("/agents/echo/conversations", json!({})).await;
+    let c2 = server.create_agent_conversation("echo", json!({})).await;
     let id2 = c2.body["id"].as_str().unwrap();
     let r = server
-        .post(
-            "/agents/faq/chat",
-            json!({"message": "x", "conversation_id": id2}),
-        )
+        .agent_chat("faq", json!({"message": "x", "conversation_id": id2}))
         .await;
     assert_eq!(r.status, 404);
 }
 
 #[tokio::test]
 async fn inbox_lists_unread_answers_until_marked_read() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     let r = server
-        .post("/agents/echo/chat", json!({"message": "note this"}))
+        .agent_chat("echo", json!({"message": "note this"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let inbox = server.get("/agents/echo/inbox").await;
+    let inbox = server.agent_inbox("echo").await;
     assert_eq!(inbox.status, 200);
     assert_eq!(inbox.body["unread"], 1, "{}", inbox.text);
     assert_eq!(inbox.body["messages"][0]["content"], "note this");
-    let m = server.post("/agents/echo/mark-read", json!({})).await;
+    let m = server.agent_mark_read("echo").await;
     assert_eq!(m.status, 200, "{}", m.text);
     assert_eq!(m.body["ok"], true);
-    assert_eq!(server.get("/agents/echo/inbox").await.body["unread"], 0);
+    assert_eq!(server.agent_inbox("echo").await.body["unread"], 0);
 }
 
 #[tokio::test]
 async fn team_members_answer_in_parallel_with_a_summary() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     let r = server
-        .post(
-            "/teams/helpdesk/chat",
+        .team_chat(
+            "helpdesk",
             json!({"message": "what are your opening hours?", "mode": "parallel"}),
         )
         .await;
@@ -347,54 +312,43 @@ async fn team_members_answer_in_parallel_with_a_summary() {
     );
 
     let r = server
-        .post(
-            "/teams/helpdesk/chat",
-            json!({"message": "x", "mode": "shouting"}),
-        )
+        .team_chat("helpdesk", json!({"message": "x", "mode": "shouting"}))
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["details"]["field"], "mode");
-    let r = server
-        .post("/teams/nobody/chat", json!({"message": "x"}))
-        .await;
+    let r = server.team_chat("nobody", json!({"message": "x"})).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "TEAM_NOT_FOUND");
 }
 
 #[tokio::test]
 async fn bad_requests_get_the_chat_envelope() {
-    let server = TestServer::builder().bundled().start();
-    let r = server
-        .post("/agents/nobody/chat", json!({"message": "hi"}))
-        .await;
+    let server = TestApp::builder().bundled().start();
+    let r = server.agent_chat("nobody", json!({"message": "hi"})).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "AGENT_NOT_FOUND");
-    let r = server.post("/agents/echo/chat", json!({})).await;
+    let r = server.agent_chat("echo", json!({})).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["code"], "INVALID_MESSAGE");
     assert_eq!(r.body["error"]["details"]["field"], "message");
-    let r = server
-        .post("/agents/echo/chat", json!({"message": 5}))
-        .await;
+    let r = server.agent_chat("echo", json!({"message": 5})).await;
     assert_eq!(r.status, 400);
     let r = server
         .post_raw("/agents/echo/chat", "application/json", "{nope")
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["code"], "INVALID_REQUEST");
-    let r = server.get("/agents/echo/history?limit=0").await;
+    let r = server.agent_history("echo", "?limit=0").await;
     assert_eq!(r.status, 400);
 }
 
 #[tokio::test]
 async fn the_key_guards_the_chat_api() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .env("AGENTD_API_KEY", "sekrit")
         .start();
-    let r = server
-        .post("/agents/echo/chat", json!({"message": "hi"}))
-        .await;
+    let r = server.agent_chat("echo", json!({"message": "hi"})).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "UNAUTHORIZED");
     let r = server
@@ -420,7 +374,7 @@ async fn the_key_guards_the_chat_api() {
 
 #[tokio::test]
 async fn a_streamed_chat_to_an_agent_that_cannot_start_is_unavailable_and_kept() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .graph_file("flaky", broken_graph())
         .start();
@@ -432,7 +386,7 @@ async fn a_streamed_chat_to_an_agent_that_cannot_start_is_unavailable_and_kept()
         .await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "AGENT_UNAVAILABLE");
-    let h = server.get("/agents/flaky/history").await;
+    let h = server.agent_history("flaky", "").await;
     assert_eq!(
         h.body["messages"][0]["content"], "stream to nobody",
         "{}",

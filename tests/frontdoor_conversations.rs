@@ -1,20 +1,16 @@
 //! The conversations front door (`/conversations`, `/messages/:id`, `/stream/:id`, `/events`)
 //! against the real server, with bots answered by real workers started on demand.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{wait_until, TestServer};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
+use support::{wait_until, Ev, EventStream, TestApp};
 
-async fn new_conversation(server: &TestServer) -> String {
+async fn new_conversation(server: &TestApp) -> String {
     let r = server
-        .post(
-            "/conversations",
-            json!({"title": "Contract 45AB Support", "participants": ["user_prod7", "user_buyer1"], "metadata": {"contractId": "contract_45ab"}}),
-        )
+        .create_conversation(json!({"title": "Contract 45AB Support", "participants": ["user_prod7", "user_buyer1"], "metadata": {"contractId": "contract_45ab"}}))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["title"], "Contract 45AB Support");
@@ -22,72 +18,47 @@ async fn new_conversation(server: &TestServer) -> String {
     r.body["id"].as_str().unwrap().to_string()
 }
 
-/// Reads SSE frames until `pred` accepts one; returns every (event, id, data) seen.
-async fn read_until(
-    events: &mut (impl futures_util::Stream<Item = Result<eventsource_stream::Event, impl std::fmt::Debug>>
-              + Unpin),
-    mut pred: impl FnMut(&eventsource_stream::Event) -> bool,
-) -> Vec<eventsource_stream::Event> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(20), events.next())
-            .await
-            .expect("no SSE frame within 20 s")
-            .expect("stream ended")
-            .expect("bad frame");
-        let stop = pred(&ev);
-        seen.push(ev);
-        if stop {
-            return seen;
-        }
-    }
+/// Frames until one that `pred` accepts, which must come within 20 s.
+async fn read_until(events: &mut EventStream, pred: impl Fn(&Ev) -> bool) -> Vec<Ev> {
+    events
+        .until(Duration::from_secs(20), pred)
+        .await
+        .expect("no such frame within 20 s")
 }
 
 #[tokio::test]
 async fn participants_talk_and_an_enabled_bot_answers_on_the_stream() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .env("SSE_PING_INTERVAL_MS", "200")
         .start();
     let conv = new_conversation(&server).await;
-    let b = server
-        .post(
-            &format!("/conversations/{conv}/bots"),
-            json!({"bot": "echo", "enabled": true}),
-        )
-        .await;
+    let b = server.set_bot(&conv, "echo", true).await;
     assert_eq!(b.status, 200, "{}", b.text);
     assert_eq!(b.body["bots"], json!(["echo"]));
 
-    let res = server
-        .client
-        .get(server.url(&format!("/stream/{conv}")))
-        .header("accept", "text/event-stream")
-        .send()
+    let mut events = server
+        .conversation_stream(&conv, None)
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+        .expect("a stream");
+    assert_eq!(events.status, 200);
 
     let m = server
-        .post(
-            &format!("/messages/{conv}"),
-            json!({"from": "user_prod7", "to": "user_buyer1", "type": "text", "content": "Shipment is on schedule.",
-                   "attachments": [{"url": "https://cdn.example.org/uploads/photo.jpg", "contentType": "image/jpeg"}]}),
-        )
+        .post_to_conversation(&conv, json!({"from": "user_prod7", "to": "user_buyer1", "type": "text", "content": "Shipment is on schedule.",
+                   "attachments": [{"url": "https://cdn.example.org/uploads/photo.jpg", "contentType": "image/jpeg"}]}))
         .await;
     assert_eq!(m.status, 201, "{}", m.text);
     assert_eq!(m.body["isAutomated"], false);
     assert_eq!(m.body["attachments"][0]["contentType"], "image/jpeg");
 
     let seen = read_until(&mut events, |e| {
-        e.event == "message" && e.data.contains("\"isAutomated\":true")
+        e.event == "message" && e.raw.contains("\"isAutomated\":true")
     })
     .await;
     let msgs: Vec<Value> = seen
         .iter()
         .filter(|e| e.event == "message")
-        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .map(|e| serde_json::from_str(&e.raw).unwrap())
         .collect();
     assert_eq!(msgs[0]["from"], "user_prod7");
     assert_eq!(msgs[0]["conversationId"], conv.as_str());
@@ -100,23 +71,18 @@ async fn participants_talk_and_an_enabled_bot_answers_on_the_stream() {
     read_until(&mut events, |e| e.event == "ping").await;
 
     // History with isAutomated, and read receipts.
-    let list = server.get(&format!("/messages/{conv}?limit=50")).await;
+    let list = server.conversation_messages(&conv, "?limit=50").await;
     assert_eq!(list.status, 200, "{}", list.text);
     let arr = list.body.as_array().unwrap();
     assert_eq!(arr.len(), 2);
     assert_eq!(arr[1]["isAutomated"], true);
-    let r = server
-        .post(
-            &format!("/messages/{conv}/read"),
-            json!({"participant": "user_buyer1"}),
-        )
-        .await;
+    let r = server.mark_conversation_read(&conv, "user_buyer1").await;
     assert_eq!(r.body["marked"], 2, "{}", r.text);
-    let list = server.get(&format!("/messages/{conv}")).await;
+    let list = server.conversation_messages(&conv, "").await;
     assert_eq!(list.body[0]["readBy"][0]["participant"], "user_buyer1");
 
     // Delivery logs: the bot invocation was delivered, with its reply.
-    let logs = server.get(&format!("/messages/{conv}/deliverylogs")).await;
+    let logs = server.delivery_logs(&conv).await;
     assert_eq!(logs.status, 200);
     let log = &logs.body["logs"][0];
     assert_eq!(log["bot"], "echo");
@@ -126,19 +92,19 @@ async fn participants_talk_and_an_enabled_bot_answers_on_the_stream() {
 
 #[tokio::test]
 async fn summaries_pagination_and_replay() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     let conv = new_conversation(&server).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let m = server
-            .post(
-                &format!("/messages/{conv}"),
+            .post_to_conversation(
+                &conv,
                 json!({"from": "user_buyer1", "type": "text", "content": format!("m{i}")}),
             )
             .await;
         ids.push(m.body["id"].as_str().unwrap().to_string());
     }
-    let list = server.get("/conversations?participant=user_prod7").await;
+    let list = server.conversations("?participant=user_prod7").await;
     assert_eq!(list.status, 200);
     let s = &list.body[0];
     assert_eq!(s["id"], conv.as_str());
@@ -146,7 +112,7 @@ async fn summaries_pagination_and_replay() {
     assert_eq!(s["lastMessage"]["preview"], "m4");
     assert_eq!(s["contractId"], "contract_45ab");
     assert!(server
-        .get("/conversations?participant=nobody")
+        .conversations("?participant=nobody")
         .await
         .body
         .as_array()
@@ -154,7 +120,7 @@ async fn summaries_pagination_and_replay() {
         .is_empty());
 
     let page = server
-        .get(&format!("/messages/{conv}?limit=2&before={}", ids[4]))
+        .conversation_messages(&conv, &format!("?limit=2&before={}", ids[4]))
         .await;
     let contents: Vec<&str> = page
         .body
@@ -167,14 +133,10 @@ async fn summaries_pagination_and_replay() {
     assert_eq!(page.headers["x-has-more"], "true");
 
     // Replay from a message id with Last-Event-ID.
-    let res = server
-        .client
-        .get(server.url(&format!("/stream/{conv}")))
-        .header("last-event-id", ids[2].as_str())
-        .send()
+    let mut events = server
+        .conversation_stream(&conv, Some(&ids[2]))
         .await
-        .unwrap();
-    let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+        .expect("a stream");
     let seen = read_until(&mut events, |e| e.id == ids[4]).await;
     let replayed: Vec<&str> = seen
         .iter()
@@ -186,31 +148,21 @@ async fn summaries_pagination_and_replay() {
 
 #[tokio::test]
 async fn a_disabled_bot_stays_quiet_and_the_global_feed_records_everything() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     let conv = new_conversation(&server).await;
-    server
-        .post(
-            &format!("/conversations/{conv}/bots"),
-            json!({"bot": "echo", "enabled": true}),
-        )
-        .await;
-    let off = server
-        .post(
-            &format!("/conversations/{conv}/bots"),
-            json!({"bot": "echo", "enabled": false}),
-        )
-        .await;
+    server.set_bot(&conv, "echo", true).await;
+    let off = server.set_bot(&conv, "echo", false).await;
     assert_eq!(off.body["bots"], json!([]));
     server
-        .post(
-            &format!("/messages/{conv}"),
+        .post_to_conversation(
+            &conv,
             json!({"from": "user_prod7", "content": "quiet please"}),
         )
         .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         server
-            .get(&format!("/messages/{conv}"))
+            .conversation_messages(&conv, "")
             .await
             .body
             .as_array()
@@ -218,15 +170,12 @@ async fn a_disabled_bot_stays_quiet_and_the_global_feed_records_everything() {
             .len(),
         1
     );
-    assert!(server
-        .get(&format!("/messages/{conv}/deliverylogs"))
-        .await
-        .body["logs"]
+    assert!(server.delivery_logs(&conv).await.body["logs"]
         .as_array()
         .unwrap()
         .is_empty());
 
-    let feed = server.get("/events").await;
+    let feed = server.feed("").await;
     assert_eq!(feed.status, 200);
     let types: Vec<&str> = feed.body["events"]
         .as_array()
@@ -244,37 +193,25 @@ async fn a_disabled_bot_stays_quiet_and_the_global_feed_records_everything() {
         ]
     );
     let after = feed.body["events"][1]["seq"].as_i64().unwrap();
-    let rest = server.get(&format!("/events?after={after}")).await;
+    let rest = server.feed(&format!("?after={after}")).await;
     assert_eq!(rest.body["events"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn a_bot_that_cannot_start_is_logged_and_answers_later() {
     let broken = json!({"nodes": [{"name": "e", "addon": "echo"}], "runtime": {"command": ["sh", "-c", "exit 4"], "restart": "never"}});
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .graph_file("helper", broken)
         .start();
     let conv = new_conversation(&server).await;
+    server.set_bot(&conv, "helper", true).await;
     server
-        .post(
-            &format!("/conversations/{conv}/bots"),
-            json!({"bot": "helper", "enabled": true}),
-        )
-        .await;
-    server
-        .post(
-            &format!("/messages/{conv}"),
-            json!({"from": "user_prod7", "content": "help me"}),
-        )
+        .post_to_conversation(&conv, json!({"from": "user_prod7", "content": "help me"}))
         .await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            server
-                .get(&format!("/messages/{conv}/deliverylogs"))
-                .await
-                .body["logs"][0]["status"]
-                == "unavailable"
+            server.delivery_logs(&conv).await.body["logs"][0]["status"] == "unavailable"
         })
         .await
     );
@@ -286,14 +223,14 @@ async fn a_bot_that_cannot_start_is_logged_and_answers_later() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     server
-        .post(
-            &format!("/messages/{conv}"),
+        .post_to_conversation(
+            &conv,
             json!({"from": "user_prod7", "content": "still there?"}),
         )
         .await;
     assert!(
         wait_until(Duration::from_secs(15), || async {
-            let list = server.get(&format!("/messages/{conv}")).await;
+            let list = server.conversation_messages(&conv, "").await;
             let bot: Vec<String> = list
                 .body
                 .as_array()
@@ -311,11 +248,11 @@ async fn a_bot_that_cannot_start_is_logged_and_answers_later() {
 
 #[tokio::test]
 async fn validation_and_auth_errors() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .env("AGENTD_API_KEY", "k")
         .start();
-    let r = server.post("/conversations", json!({"title": "x"})).await;
+    let r = server.create_conversation(json!({"title": "x"})).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "UNAUTHORIZED");
     let with_key = |req: reqwest::RequestBuilder| req.header("x-api-key", "k");
@@ -363,11 +300,9 @@ async fn validation_and_auth_errors() {
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "CONVERSATION_NOT_FOUND");
     // Streams accept the key in the query string (EventSource cannot set headers).
-    let res = server
-        .client
-        .get(server.url(&format!("/stream/{conv}?token=k")))
-        .send()
+    let stream = server
+        .open_stream(server.request(reqwest::Method::GET, &format!("/stream/{conv}?token=k")))
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+        .expect("a stream");
+    assert_eq!(stream.status, 200);
 }

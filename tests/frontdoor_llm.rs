@@ -2,23 +2,20 @@
 //! OpenAI-compatible stand-in: streaming through a front door, conversation memory by
 //! userId/roomId, context reaching the model, and reported model and token usage.
 
-mod common;
 #[path = "fixtures/openai_standin.rs"]
 mod openai_standin;
+mod support;
 
 use std::time::Duration;
 
-use common::TestServer;
-use futures_util::StreamExt;
 use openai_standin::Standin;
 use serde_json::{json, Value};
+use support::TestApp;
 
-fn server(standin: &Standin) -> TestServer {
-    TestServer::builder()
+fn server(standin: &Standin) -> TestApp {
+    TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "gpt-test")
+        .openai(&standin.url, "sk-test", "gpt-test")
         .start()
 }
 
@@ -27,10 +24,7 @@ async fn agent_messages_continue_by_user_and_room_and_carry_context() {
     let standin = Standin::start();
     let s = server(&standin);
     let first = s
-        .post(
-            "/v1/agents/assistant/messages",
-            json!({"text": "my name is Ada", "userId": "u7", "roomId": "r1", "context": {"platform": "discord"}}),
-        )
+        .agent_message("assistant", json!({"text": "my name is Ada", "userId": "u7", "roomId": "r1", "context": {"platform": "discord"}}))
         .await;
     assert_eq!(first.status, 200, "{}\n{}", first.text, s.output());
     assert_eq!(first.body["data"]["response"], "You said: my name is Ada");
@@ -52,8 +46,8 @@ async fn agent_messages_continue_by_user_and_room_and_carry_context() {
     );
 
     let second = s
-        .post(
-            "/v1/agents/assistant/messages",
+        .agent_message(
+            "assistant",
             json!({"text": "what is my name?", "userId": "u7", "roomId": "r1"}),
         )
         .await;
@@ -75,8 +69,8 @@ async fn agent_messages_continue_by_user_and_room_and_carry_context() {
     );
 
     // Another room is another conversation: no memory of Ada.
-    s.post(
-        "/v1/agents/assistant/messages",
+    s.agent_message(
+        "assistant",
         json!({"text": "hello", "userId": "u7", "roomId": "r2"}),
     )
     .await;
@@ -89,22 +83,22 @@ async fn llm_answers_stream_through_both_front_doors() {
     let standin = Standin::start();
     let s = server(&standin);
 
-    let res = s
-        .client
-        .post(s.url("/v1/agents/assistant/messages/stream"))
-        .json(&json!({"text": "tell me a story", "userId": "streamer"}))
-        .send()
+    let mut events = s
+        .agent_message_stream(
+            "assistant",
+            json!({"text": "tell me a story", "userId": "streamer"}),
+        )
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+        .expect("a stream");
+    assert_eq!(events.status, 200);
+    let frames = events
+        .until(Duration::from_secs(20), |e| e.data["type"] == "done")
+        .await
+        .unwrap_or_default();
     let mut tokens = Vec::new();
     let mut done = Value::Null;
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
-        .await
-        .unwrap()
-    {
-        let v: Value = serde_json::from_str(&ev.unwrap().data).unwrap();
+    for ev in frames {
+        let v: Value = serde_json::from_str(&ev.raw).unwrap();
         match v["type"].as_str().unwrap() {
             "token" => tokens.push(v["content"].as_str().unwrap().to_string()),
             "done" => {
@@ -118,20 +112,17 @@ async fn llm_answers_stream_through_both_front_doors() {
     assert_eq!(done["data"]["response"], "You said: tell me a story");
     assert_eq!(done["data"]["metadata"]["model"], "gpt-test");
 
-    let res = s
-        .client
-        .post(s.url("/agents/assistant/chat/stream"))
-        .json(&json!({"message": "and another"}))
-        .send()
+    let mut events = s
+        .agent_chat_stream("assistant", json!({"message": "and another"}))
         .await
-        .unwrap();
-    let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+        .expect("a stream");
+    let frames = events
+        .until(Duration::from_secs(20), |e| e.raw == "[DONE]")
+        .await
+        .unwrap_or_default();
     let mut text = String::new();
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
-        .await
-        .unwrap()
-    {
-        let data = ev.unwrap().data;
+    for ev in frames {
+        let data = ev.raw;
         if data == "[DONE]" {
             break;
         }
@@ -146,15 +137,11 @@ async fn llm_answers_stream_through_both_front_doors() {
 #[tokio::test]
 async fn a_provider_failure_is_an_honest_front_door_error() {
     let standin = Standin::start();
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "unauthorized")
+        .openai(&standin.url, "sk-test", "unauthorized")
         .start();
-    let r = s
-        .post("/v1/agents/assistant/messages", json!({"text": "hi"}))
-        .await;
+    let r = s.agent_message("assistant", json!({"text": "hi"})).await;
     assert_eq!(r.status, 502, "{}", r.text);
     assert_eq!(r.body["success"], false);
     assert_eq!(r.body["error"]["code"], "AGENT_FAILED");

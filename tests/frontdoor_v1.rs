@@ -1,29 +1,18 @@
 //! The agent messages front door (`/v1/agents/:agentId/messages`) against the real server and
 //! real workers started on demand.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::TestServer;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-
-fn header(r: &common::Reply, name: &str) -> String {
-    r.headers
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
+use support::TestApp;
 
 #[tokio::test]
 async fn a_message_gets_the_answer_in_the_success_envelope() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     let r = server
-        .post(
-            "/v1/agents/echo/messages",
-            json!({"text": "What is DeFi?", "userId": "user_123", "roomId": "room_abc", "context": {"platform": "discord"}}),
-        )
+        .agent_message("echo", json!({"text": "What is DeFi?", "userId": "user_123", "roomId": "room_abc", "context": {"platform": "discord"}}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["success"], true);
@@ -36,17 +25,17 @@ async fn a_message_gets_the_answer_in_the_success_envelope() {
     assert!(d["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(d["metadata"]["responseTime"].as_f64().unwrap() >= 0.0);
     assert_eq!(d["metadata"]["model"], "echo");
-    assert_eq!(header(&r, "x-ratelimit-limit"), "60");
-    assert_eq!(header(&r, "x-ratelimit-remaining"), "59");
-    assert!(header(&r, "x-ratelimit-reset").parse::<u64>().unwrap() > 1_700_000_000);
+    assert_eq!(r.header("x-ratelimit-limit"), "60");
+    assert_eq!(r.header("x-ratelimit-remaining"), "59");
+    assert!(r.header("x-ratelimit-reset").parse::<u64>().unwrap() > 1_700_000_000);
 }
 
 #[tokio::test]
 async fn the_same_user_and_room_continue_one_conversation() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     let send = |text: &str, room: &str| {
-        server.post(
-            "/v1/agents/echo/messages",
+        server.agent_message(
+            "echo",
             json!({"text": text, "userId": "u1", "roomId": room}),
         )
     };
@@ -64,9 +53,7 @@ async fn the_same_user_and_room_continue_one_conversation() {
     );
     // The conversation holds both turns, in order, as the agent sees them.
     let chat = a.body["data"]["conversationId"].as_str().unwrap();
-    let msgs = server
-        .get(&format!("/api/v1/chats/{chat}/messages?limit=10"))
-        .await;
+    let msgs = server.list_messages(chat, "?limit=10").await;
     let texts: Vec<String> = msgs.body["data"]
         .as_array()
         .unwrap()
@@ -88,32 +75,32 @@ async fn the_same_user_and_room_continue_one_conversation() {
 
 #[tokio::test]
 async fn streaming_sends_tokens_then_done() {
-    let server = TestServer::builder().bundled().start();
+    let server = TestApp::builder().bundled().start();
     for path in [
         "/v1/agents/echo/messages/stream",
         "/v1/agents/echo/messages",
     ] {
-        let res = server
-            .client
-            .post(server.url(path))
-            .json(&json!({"text": "tokens one by one", "userId": "s", "stream": true}))
-            .send()
+        let mut events = server
+            .post_stream(
+                path,
+                json!({"text": "tokens one by one", "userId": "s", "stream": true}),
+            )
             .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        assert!(res.headers()["content-type"]
+            .expect("a stream");
+        assert_eq!(events.status, 200);
+        assert!(events.headers["content-type"]
             .to_str()
             .unwrap()
             .starts_with("text/event-stream"));
-        assert_eq!(res.headers()["x-ratelimit-limit"], "60");
-        let mut events = eventsource_stream::EventStream::new(res.bytes_stream());
+        assert_eq!(events.headers["x-ratelimit-limit"], "60");
+        let frames = events
+            .until(Duration::from_secs(20), |e| e.data["type"] == "done")
+            .await
+            .unwrap_or_default();
         let mut text = String::new();
         let mut done: Option<Value> = None;
-        while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), events.next())
-            .await
-            .unwrap()
-        {
-            let v: Value = serde_json::from_str(&ev.unwrap().data).unwrap();
+        for ev in frames {
+            let v: Value = serde_json::from_str(&ev.raw).unwrap();
             match v["type"].as_str().unwrap() {
                 "token" => text.push_str(v["content"].as_str().unwrap()),
                 "done" => {
@@ -130,28 +117,26 @@ async fn streaming_sends_tokens_then_done() {
 
 #[tokio::test]
 async fn the_per_minute_limit_answers_429_with_headers() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .env("AGENT_RATE_LIMIT_PER_MINUTE", "2")
         .start();
     for i in 0..2 {
         let r = server
-            .post("/v1/agents/echo/messages", json!({"text": format!("m{i}")}))
+            .agent_message("echo", json!({"text": format!("m{i}")}))
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
     let r = server
-        .post("/v1/agents/echo/messages", json!({"text": "one too many"}))
+        .agent_message("echo", json!({"text": "one too many"}))
         .await;
     assert_eq!(r.status, 429, "{}", r.text);
     assert_eq!(r.body["success"], false);
     assert_eq!(r.body["error"]["code"], "RATE_LIMITED");
-    assert_eq!(header(&r, "x-ratelimit-remaining"), "0");
-    assert!(header(&r, "retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(r.header("x-ratelimit-remaining"), "0");
+    assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
     // Other agents have their own budget.
-    let r = server
-        .post("/v1/agents/faq/messages", json!({"text": "hours?"}))
-        .await;
+    let r = server.agent_message("faq", json!({"text": "hours?"})).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
@@ -159,17 +144,17 @@ async fn the_per_minute_limit_answers_429_with_headers() {
 async fn the_concurrency_limit_answers_429() {
     // A worker that is up but never answers keeps the first request in flight.
     let silent = json!({"nodes": [], "runtime": {"command": ["sh", "-c", "exec sleep 600"], "ready": "settle", "settle_ms": 50}});
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .graph_file("silent", silent)
         .env("AGENT_MAX_CONCURRENT", "1")
         .env("CHAT_REPLY_TIMEOUT_MS", "3000")
         .start();
-    let first = server.post("/v1/agents/silent/messages", json!({"text": "hello?"}));
+    let first = server.agent_message("silent", json!({"text": "hello?"}));
     let second = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         server
-            .post("/v1/agents/silent/messages", json!({"text": "anyone?"}))
+            .agent_message("silent", json!({"text": "anyone?"}))
             .await
     };
     let (a, b) = tokio::join!(first, second);
@@ -182,35 +167,28 @@ async fn the_concurrency_limit_answers_429() {
 #[tokio::test]
 async fn errors_use_the_documented_codes() {
     let broken = json!({"nodes": [{"name": "e", "addon": "echo"}], "runtime": {"command": ["sh", "-c", "exit 7"], "restart": "never"}});
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .graph_file("broken", broken)
         .start();
-    let r = server
-        .post("/v1/agents/echo/messages", json!({"userId": "x"}))
-        .await;
+    let r = server.agent_message("echo", json!({"userId": "x"})).await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.body,
         json!({"success": false, "error": {"code": "INVALID_MESSAGE", "message": "Field 'text' is required", "details": {"field": "text", "reason": "Field 'text' is required"}}})
     );
-    let r = server
-        .post("/v1/agents/echo/messages", json!({"text": "   "}))
-        .await;
+    let r = server.agent_message("echo", json!({"text": "   "})).await;
     assert_eq!(
         r.body["error"]["details"]["reason"],
         "Field cannot be empty"
     );
     let r = server
-        .post(
-            "/v1/agents/echo/messages",
-            json!({"text": "x", "context": "flat"}),
-        )
+        .agent_message("echo", json!({"text": "x", "context": "flat"}))
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["details"]["field"], "context");
     let r = server
-        .post("/v1/agents/agent_a1b2c3/messages", json!({"text": "x"}))
+        .agent_message("agent_a1b2c3", json!({"text": "x"}))
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "AGENT_NOT_FOUND");
@@ -218,27 +196,23 @@ async fn errors_use_the_documented_codes() {
         r.body["error"]["message"],
         "Agent with ID 'agent_a1b2c3' not found"
     );
-    let r = server
-        .post("/v1/agents/broken/messages", json!({"text": "x"}))
-        .await;
+    let r = server.agent_message("broken", json!({"text": "x"})).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["error"]["code"], "AGENT_UNAVAILABLE");
     assert_eq!(r.body["error"]["details"]["status"], "error");
     assert!(
-        !header(&r, "x-ratelimit-limit").is_empty(),
+        !r.header("x-ratelimit-limit").is_empty(),
         "limits are reported on errors too"
     );
 }
 
 #[tokio::test]
 async fn the_key_guards_the_messages_api() {
-    let server = TestServer::builder()
+    let server = TestApp::builder()
         .bundled()
         .env("AGENTD_API_KEY", "k1")
         .start();
-    let r = server
-        .post("/v1/agents/echo/messages", json!({"text": "x"}))
-        .await;
+    let r = server.agent_message("echo", json!({"text": "x"})).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["success"], false);
     assert_eq!(r.body["error"]["code"], "UNAUTHORIZED");

@@ -2,66 +2,32 @@
 //! channel answers without waiting out the dead one's lease, 30 s by default), and workers are
 //! never slowed by the write rate limit meant for clients.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{wait_until, TestServer};
-use serde_json::{json, Value};
-
-async fn start(s: &TestServer, channel: &str) -> Value {
-    let r = s
-        .post(
-            "/start",
-            json!({"channel_name": channel, "graph_name": "echo", "timeout": -1}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["data"].clone()
-}
-
-async fn agent_answers(s: &TestServer, chat: &str) -> Vec<String> {
-    let r = s
-        .get(&format!("/api/v1/chats/{chat}/messages?limit=50"))
-        .await;
-    r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "agent" && m["stream_state"] == "complete")
-        .map(|m| m["content_final"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
+use serde_json::json;
+use support::{user_message, wait_until, TestApp};
 
 #[tokio::test]
 async fn a_stopped_workers_waiting_claim_takes_nothing() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .env("DISPATCH_MODE", "immediate")
         .start();
-    let chat = start(&s, "lr-1").await["chat_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let chat = s
+        .start_ok("lr-1", "echo", json!({"timeout": -1}))
+        .await
+        .chat();
     // The worker is now waiting in a long-poll claim; stopping it leaves that request behind.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        s.post("/stop", json!({"channel_name": "lr-1"}))
-            .await
-            .status,
-        200
-    );
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{chat}/messages"),
-            json!({"role": "user", "senderId": "user:primary", "content": "still there?"}),
-        )
-        .await;
+    assert_eq!(s.stop("lr-1").await.status, 200);
+    let r = s.post_message(&chat, user_message("still there?")).await;
     assert_eq!(r.status, 201);
-    start(&s, "lr-1").await;
+    s.start_ok("lr-1", "echo", json!({"timeout": -1})).await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            agent_answers(&s, &chat).await == ["still there?"]
+            s.answers(&chat).await == ["still there?"]
         })
         .await,
         "the new worker did not answer within 10 s (lease default 30 s)\n{}",
@@ -72,32 +38,21 @@ async fn a_stopped_workers_waiting_claim_takes_nothing() {
 #[tokio::test]
 async fn a_worker_killed_mid_answer_hands_its_batch_back_at_once() {
     let slow = json!({"name": "slow_echo", "nodes": [{"name": "echo", "addon": "echo", "property": {"chunk_delay_ms": 150}}]});
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .graph_file("slow_echo", slow)
         .env("DISPATCH_MODE", "immediate")
         .start();
-    let r = s
-        .post(
-            "/start",
-            json!({"channel_name": "lr-2", "graph_name": "slow_echo", "timeout": -1}),
-        )
+    let w = s
+        .start_ok("lr-2", "slow_echo", json!({"timeout": -1}))
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let chat = r.body["data"]["chat_id"].as_str().unwrap().to_string();
-    let pid = r.body["data"]["pid"].as_i64().unwrap() as i32;
+    let (chat, pid) = (w.chat(), w.pid);
     let text = "one two three four five six seven eight nine ten eleven twelve";
-    s.post(
-        &format!("/api/v1/chats/{chat}/messages"),
-        json!({"role": "user", "senderId": "user:primary", "content": text}),
-    )
-    .await;
+    s.post_message(&chat, user_message(text)).await;
     // Wait until the answer is being streamed, then kill the worker.
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            let r = s
-                .get(&format!("/api/v1/chats/{chat}/messages?limit=5"))
-                .await;
+            let r = s.list_messages(&chat, "?limit=5").await;
             r.body["data"]
                 .as_array()
                 .unwrap()
@@ -112,42 +67,33 @@ async fn a_worker_killed_mid_answer_hands_its_batch_back_at_once() {
     // The supervisor restarts it (on-failure); the batch is handed back at once, not after 30 s.
     assert!(
         wait_until(Duration::from_secs(12), || async {
-            agent_answers(&s, &chat).await.contains(&text.to_string())
+            s.answers(&chat).await.contains(&text.to_string())
         })
         .await,
         "the batch was not answered again within 12 s\n{}",
         s.output()
     );
-    assert_eq!(
-        agent_answers(&s, &chat).await.len(),
-        1,
-        "answered exactly once"
-    );
+    assert_eq!(s.answers(&chat).await.len(), 1, "answered exactly once");
 }
 
 #[tokio::test]
 async fn own_workers_are_not_held_to_the_client_write_rate_limit() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .env("DISPATCH_MODE", "immediate")
         .env("WRITE_RATE_LIMIT_MAX", "3")
         .env("WRITE_RATE_LIMIT_WINDOW_MS", "1000")
         .start();
-    let chat = start(&s, "ow-3").await["chat_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let chat = s
+        .start_ok("ow-3", "echo", json!({"timeout": -1}))
+        .await
+        .chat();
     let texts: Vec<String> = (0..10).map(|i| format!("message number {i}")).collect();
     let began = std::time::Instant::now();
     for t in &texts {
         // The client stays within its own budget: 3 writes a second.
         let r = loop {
-            let r = s
-                .post(
-                    &format!("/api/v1/chats/{chat}/messages"),
-                    json!({"role": "user", "senderId": "user:primary", "content": t}),
-                )
-                .await;
+            let r = s.post_message(&chat, user_message(t)).await;
             if r.status != 429 {
                 break r;
             }
@@ -162,11 +108,11 @@ async fn own_workers_are_not_held_to_the_client_write_rate_limit() {
     let left = Duration::from_secs(9).saturating_sub(began.elapsed());
     assert!(
         wait_until(left, || async {
-            agent_answers(&s, &chat).await.len() == texts.len()
+            s.answers(&chat).await.len() == texts.len()
         })
         .await,
         "{:?}\n{}",
-        agent_answers(&s, &chat).await,
+        s.answers(&chat).await,
         s.output()
     );
     assert!(
@@ -177,12 +123,7 @@ async fn own_workers_are_not_held_to_the_client_write_rate_limit() {
     // A client over its budget still gets 429.
     let mut limited = false;
     for _ in 0..10 {
-        let r = s
-            .post(
-                &format!("/api/v1/chats/{chat}/messages"),
-                json!({"role": "user", "senderId": "user:primary", "content": "flood"}),
-            )
-            .await;
+        let r = s.post_message(&chat, user_message("flood")).await;
         limited |= r.status == 429;
     }
     assert!(limited);

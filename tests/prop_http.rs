@@ -3,16 +3,15 @@
 //! one real server. Every answer must be a 2xx or a 4xx, never a 500 or a dropped connection,
 //! and the server must be healthy afterwards.
 
-#[allow(clippy::derivable_impls, clippy::let_and_return)]
-mod common;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
+use support::{user_message, TestApp};
 
 /// Field names the parsers look for, so generated bodies reach past the "unknown field" checks.
 const KEYS: &[&str] = &[
@@ -156,45 +155,19 @@ struct Fixtures {
     conversation: String,
 }
 
-async fn fixtures(s: &TestServer) -> Fixtures {
-    let r = s
-        .post(
-            "/api/v1/chats",
-            json!({"agentIds": ["echo"], "modelId": "default"}),
-        )
-        .await;
-    let chat = r.body["id"].as_str().unwrap().to_string();
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{chat}/messages"),
-            json!({"role": "agent", "senderId": "echo", "streaming": true}),
-        )
-        .await;
+async fn fixtures(s: &TestApp) -> Fixtures {
+    let chat = s.new_chat("echo").await;
+    let r = s.stream_message(&chat, "echo").await;
     let message = r.body["id"].as_str().unwrap().to_string();
-    s.post(
-        &format!("/api/v1/chats/{chat}/messages"),
-        json!({"role": "user", "senderId": "user:primary", "content": "hi"}),
-    )
-    .await;
+    s.post_message(&chat, user_message("hi")).await;
     let r = s
-        .post(
-            &format!("/api/v1/chats/{chat}/requests"),
-            json!({"type": "choice", "title": "Pick", "config": {"options": [{"id": "a", "label": "A"}]}}),
-        )
+        .create_request(&chat, json!({"type": "choice", "title": "Pick", "config": {"options": [{"id": "a", "label": "A"}]}}))
         .await;
     let request = r.body["id"].as_str().unwrap_or_default().to_string();
-    let r = s
-        .post(
-            "/api/v1/dispatch/claim",
-            json!({"workerId": "w", "waitMs": 3000}),
-        )
-        .await;
+    let r = s.claim_with(json!({"workerId": "w", "waitMs": 3000})).await;
     let batch = r.body["batchId"].as_str().unwrap_or("b").to_string();
     let r = s
-        .post(
-            "/conversations",
-            json!({"title": "t", "participants": ["a", "b"]}),
-        )
+        .create_conversation(json!({"title": "t", "participants": ["a", "b"]}))
         .await;
     let conversation = r.body["id"].as_str().unwrap().to_string();
     Fixtures {
@@ -372,7 +345,7 @@ fn every_write_route_answers_hostile_bodies_with_2xx_or_4xx() {
         .enable_all()
         .build()
         .unwrap();
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .env("WRITE_RATE_LIMIT_MAX", "1000000")
         .env("AGENT_RATE_LIMIT_PER_MINUTE", "1000000")
@@ -454,15 +427,15 @@ fn every_write_route_answers_hostile_bodies_with_2xx_or_4xx() {
         accepted.join("\n")
     );
     rt.block_on(async {
-        assert_eq!(s.get("/health").await.status, 200);
-        assert_eq!(s.get("/api/v1/health").await.status, 200);
-        let r = s.get(&format!("/api/v1/chats/{}/messages", f.chat)).await;
+        assert_eq!(s.health().await.status, 200);
+        assert_eq!(s.api_health().await.status, 200);
+        let r = s.list_messages(&f.chat, "").await;
         assert_eq!(r.status, 200);
     });
     assert!(!s.output().contains("panicked"), "{}", tail(&s));
 }
 
-fn tail(s: &TestServer) -> String {
+fn tail(s: &TestApp) -> String {
     let out = s.output();
     out[out.len().saturating_sub(3000)..].to_string()
 }

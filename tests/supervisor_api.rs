@@ -1,27 +1,25 @@
 //! Supervisor: the TEN envelope, every error code with its HTTP status, bad input, auth, list and
 //! graphs, and where worker output goes.
 
-// The shared harness trips two style lints that are not ours to change here.
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::sup::{self, graph};
-use common::TestServer;
 use serde_json::json;
+use support::{graph, started, wait_until, TestApp};
 
-fn code(r: &common::Reply) -> (u16, String) {
+fn code(r: &support::Reply) -> (u16, String) {
     (r.status, r.body["code"].as_str().unwrap_or("?").to_string())
 }
 
 #[tokio::test]
 async fn every_error_code_with_its_status() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("WORKERS_MAX", "1")
         .env("MAX_BODY_BYTES", "2048")
         .graph_file("coop", graph(&["coop.sh"], json!({})))
         .start();
-    let want = |r: &common::Reply, status: u16, c: &str| {
+    let want = |r: &support::Reply, status: u16, c: &str| {
         assert_eq!(code(r), (status, c.to_string()), "{}", r.text);
         assert!(
             r.body["msg"].is_string() && r.body.get("data").is_some(),
@@ -53,82 +51,71 @@ async fn every_error_code_with_its_status() {
         "10000",
     );
     want(
-        &sup::start(&s, "x", "coop", json!({"user_uid": "12"})).await,
+        &s.start("x", "coop", json!({"user_uid": "12"})).await,
         400,
         "10000",
     );
     want(
-        &sup::start(&s, "x", "coop", json!({"user_uid": -1})).await,
+        &s.start("x", "coop", json!({"user_uid": -1})).await,
         400,
         "10000",
     );
     want(
-        &sup::start(&s, "x", "coop", json!({"properties": [1]})).await,
+        &s.start("x", "coop", json!({"properties": [1]})).await,
         400,
         "10000",
     );
     want(
-        &sup::start(&s, "x", "coop", json!({"properties": {"main": 3}})).await,
+        &s.start("x", "coop", json!({"properties": {"main": 3}}))
+            .await,
         400,
         "10000",
     );
     let huge = json!({"channel_name": "x", "graph_name": "coop", "pad": "y".repeat(5000)});
     want(&s.post("/start", huge).await, 413, "10000");
     want(
-        &sup::start(&s, &"l".repeat(200), "coop", json!({})).await,
+        &s.start(&"l".repeat(200), "coop", json!({})).await,
         400,
         "10000",
     );
-    want(
-        &sup::start(&s, "bad\nname", "coop", json!({})).await,
-        400,
-        "10000",
-    );
-    want(&sup::start(&s, "x", "", json!({})).await, 400, "10000");
+    want(&s.start("bad\nname", "coop", json!({})).await, 400, "10000");
+    want(&s.start("x", "", json!({})).await, 400, "10000");
     want(
         &s.post_raw("/ping", "application/json", "{").await,
         400,
         "10000",
     );
-    want(&sup::ping(&s, "bad\u{1}name").await, 400, "10000");
+    want(&s.ping("bad\u{1}name").await, 400, "10000");
     // 10004: blank channel.
-    want(&sup::start(&s, "  ", "coop", json!({})).await, 400, "10004");
+    want(&s.start("  ", "coop", json!({})).await, 400, "10004");
     want(
         &s.post("/start", json!({"graph_name": "coop"})).await,
         400,
         "10004",
     );
-    want(&sup::ping(&s, "").await, 400, "10004");
-    want(&sup::stop(&s, " ").await, 400, "10004");
+    want(&s.ping("").await, 400, "10004");
+    want(&s.stop(" ").await, 400, "10004");
     // 10100: unknown graph.
-    want(&sup::start(&s, "x", "nope", json!({})).await, 404, "10100");
+    want(&s.start("x", "nope", json!({})).await, 404, "10100");
     // 10002: unknown channel.
-    want(&sup::ping(&s, "ghost").await, 404, "10002");
-    want(&sup::stop(&s, "ghost").await, 404, "10002");
+    want(&s.ping("ghost").await, 404, "10002");
+    want(&s.stop("ghost").await, 404, "10002");
     // Success, then 10003 and 10001.
-    let ok = sup::start(&s, "one", "coop", json!({})).await;
+    let ok = s.start("one", "coop", json!({})).await;
     assert_eq!(code(&ok), (200, "0".into()), "{}", ok.text);
     assert_eq!(ok.body["msg"], "success");
-    want(
-        &sup::start(&s, "one", "coop", json!({})).await,
-        409,
-        "10003",
-    );
-    want(
-        &sup::start(&s, "two", "coop", json!({})).await,
-        429,
-        "10001",
-    );
-    let r = sup::ping(&s, "one").await;
+    want(&s.start("one", "coop", json!({})).await, 409, "10003");
+    want(&s.start("two", "coop", json!({})).await, 429, "10001");
+    let r = s.ping("one").await;
     assert_eq!(code(&r), (200, "0".into()));
     assert_eq!(r.body["data"]["channel_name"], "one");
     // A timeout beyond what the clock can hold is "practically never", not a crash.
-    sup::stop(&s, "one").await;
-    let r = sup::start(&s, "big", "coop", json!({"timeout": i64::MAX})).await;
+    s.stop("one").await;
+    let r = s.start("big", "coop", json!({"timeout": i64::MAX})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(sup::ping(&s, "big").await.status, 200);
-    assert_eq!(sup::stop(&s, "big").await.status, 200);
-    let ok = sup::start(&s, "one", "coop", json!({})).await;
+    assert_eq!(s.ping("big").await.status, 200);
+    assert_eq!(s.stop("big").await.status, 200);
+    let ok = s.start("one", "coop", json!({})).await;
     assert_eq!(ok.status, 200, "{}", ok.text);
     // Unknown route.
     let r = s.get("/nope").await;
@@ -143,15 +130,15 @@ async fn every_error_code_with_its_status() {
 
 #[tokio::test]
 async fn list_graphs_and_health() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .graph_file("coop", graph(&["coop.sh"], json!({})))
         .start();
-    let h = s.get("/health").await;
+    let h = s.health().await;
     assert_eq!((h.status, h.body["code"].clone()), (200, json!("0")));
     assert_eq!(s.get("/").await.status, 200);
 
-    let g = s.get("/graphs").await;
+    let g = s.graphs().await;
     assert_eq!(g.status, 200);
     let graphs = g.body["data"].as_array().unwrap();
     let echo = graphs.iter().find(|x| x["name"] == "echo").unwrap();
@@ -161,9 +148,9 @@ async fn list_graphs_and_health() {
     let faq = graphs.iter().find(|x| x["name"] == "faq").unwrap();
     assert!(faq["source"].as_str().unwrap().ends_with("faq.json"));
 
-    let r = sup::start(&s, "L1", "coop", json!({"timeout": 30})).await;
-    let pid = sup::pid(&r);
-    let l = sup::list(&s).await;
+    let r = s.start("L1", "coop", json!({"timeout": 30})).await;
+    let pid = started(&r).pid;
+    let l = s.list().await;
     assert_eq!(l.len(), 1);
     let e = &l[0];
     for k in [
@@ -190,22 +177,22 @@ async fn list_graphs_and_health() {
 
 #[tokio::test]
 async fn auth_on_and_off() {
-    let off = TestServer::builder()
+    let off = TestApp::builder()
         .graph_file("coop", graph(&["coop.sh"], json!({})))
         .start();
     assert_eq!(off.get("/list").await.status, 200);
 
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("AGENTD_API_KEY", "s3cret")
         .graph_file("coop", graph(&["coop.sh"], json!({})))
         .start();
-    assert_eq!(s.get("/health").await.status, 200);
+    assert_eq!(s.health().await.status, 200);
     for r in [
         s.get("/list").await,
-        s.get("/graphs").await,
-        sup::start(&s, "a", "coop", json!({})).await,
-        sup::ping(&s, "a").await,
-        sup::stop(&s, "a").await,
+        s.graphs().await,
+        s.start("a", "coop", json!({})).await,
+        s.ping("a").await,
+        s.stop("a").await,
         s.send(s.client.get(s.url("/list")).bearer_auth("wrong"))
             .await,
         s.send(s.client.get(s.url("/list")).header("x-api-key", "s3cre"))
@@ -230,7 +217,7 @@ async fn auth_on_and_off() {
 
 #[tokio::test]
 async fn unsafe_channel_names_stay_inside_log_path() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file("coop", graph(&["coop.sh"], json!({})))
         .start();
     let logs = s.root().join("logs");
@@ -246,10 +233,10 @@ async fn unsafe_channel_names_stay_inside_log_path() {
         "a*b",
     ];
     for n in names {
-        let r = sup::start(&s, n, "coop", json!({})).await;
+        let r = s.start(n, "coop", json!({})).await;
         assert_eq!(r.status, 200, "{n}: {}", r.text);
     }
-    assert!(sup::wait_log(&s, "a_b", "started", Duration::from_secs(5)).await);
+    assert!(s.wait_log("a_b", "started", Duration::from_secs(5)).await);
     let files: Vec<_> = std::fs::read_dir(&logs)
         .unwrap()
         .filter_map(Result::ok)
@@ -260,16 +247,13 @@ async fn unsafe_channel_names_stay_inside_log_path() {
         "one file per channel, none shared: {files:?}"
     );
     for n in names {
-        let p = sup::log_path(&s, n);
+        let p = s.log_path(n);
         assert_eq!(p.parent().unwrap(), logs);
         assert!(
-            sup::wait_log(&s, n, "started", Duration::from_secs(5)).await,
+            s.wait_log(n, "started", Duration::from_secs(5)).await,
             "{n}"
         );
-        assert!(
-            sup::log(&s, n).contains(&format!("AGENTD_CHANNEL={n}")),
-            "{n}"
-        );
+        assert!(s.log(n).contains(&format!("AGENTD_CHANNEL={n}")), "{n}");
     }
     // Nothing was written outside the temp dir's logs and data.
     let mut top: Vec<String> = std::fs::read_dir(s.root())
@@ -282,29 +266,27 @@ async fn unsafe_channel_names_stay_inside_log_path() {
 
 #[tokio::test]
 async fn log_rotation_and_stdout_mode() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("LOG_MAX_BYTES", "2048")
         .env("LOG_MAX_FILES", "2")
         .graph_file("chatty", graph(&["chatty.sh", "400"], json!({})))
         .start();
-    sup::pid(&sup::start(&s, "talk", "chatty", json!({})).await);
-    assert!(sup::wait_log(&s, "talk", "line 399", Duration::from_secs(5)).await);
-    let p = sup::log_path(&s, "talk");
+    s.start_ok("talk", "chatty", json!({})).await;
+    assert!(s.wait_log("talk", "line 399", Duration::from_secs(5)).await);
+    let p = s.log_path("talk");
     assert!(std::fs::metadata(&p).unwrap().len() <= 2048);
     let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", p.display()));
     assert!(rotated(1).exists() && rotated(2).exists());
     assert!(!rotated(3).exists());
 
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("LOG_STDOUT", "true")
         .graph_file("chatty", graph(&["chatty.sh", "3"], json!({})))
         .start();
-    sup::pid(&sup::start(&s, "loud", "chatty", json!({})).await);
+    s.start_ok("loud", "chatty", json!({})).await;
     assert!(
-        common::wait_until(Duration::from_secs(5), || async {
-            s.output().contains("[loud] line 2 of the chatty worker")
-        })
-        .await,
+        s.wait_output("[loud] line 2 of the chatty worker", Duration::from_secs(5))
+            .await,
         "{}",
         s.output()
     );
@@ -319,7 +301,7 @@ async fn log_rotation_and_stdout_mode() {
 
 #[tokio::test]
 async fn stop_during_start_answers_both_calls() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file(
             "mute",
             graph(&["notify.py", "--no-ready"], json!({"ready": "notify"})),
@@ -327,19 +309,19 @@ async fn stop_during_start_answers_both_calls() {
         .start();
     let stopper = async {
         assert!(
-            common::wait_until(Duration::from_secs(5), || async {
-                sup::list(&s)
+            wait_until(Duration::from_secs(5), || async {
+                s.list()
                     .await
                     .iter()
                     .any(|e| e["state"] == "starting" && !e["pid"].is_null())
             })
             .await
         );
-        sup::stop(&s, "m").await
+        s.stop("m").await
     };
-    let (start, stop) = tokio::join!(sup::start(&s, "m", "mute", json!({})), stopper);
+    let (start, stop) = tokio::join!(s.start("m", "mute", json!({})), stopper);
     assert_eq!(code(&start), (409, "10101".into()), "{}", start.text);
     assert_eq!(stop.status, 200, "{}", stop.text);
-    assert!(sup::list(&s).await.is_empty());
-    assert!(sup::run_files(&s).is_empty());
+    assert!(s.list().await.is_empty());
+    assert!(s.run_files().is_empty());
 }

@@ -6,19 +6,21 @@
 //! The cgroup tests need a machine where agentd can make cgroups (cgroup2 mounted and writable,
 //! e.g. as root); elsewhere they say so and return.
 
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::sup::{self, graph};
-use common::{pid_alive, pid_exists, wait_until, Builder, TestServer};
-use serde_json::json;
+use serde_json::{json, Value};
+use support::{
+    graph, group_and_session, group_members, numbers_after, pid_alive, pid_exists, wait_until,
+    Builder, TestApp,
+};
 
 /// Boots `b` with cgroups on; `None` (after saying why) where agentd gets none on this machine.
-async fn with_cgroups(b: Builder) -> Option<TestServer> {
+async fn with_cgroups(b: Builder) -> Option<TestApp> {
     let s = b.env("WORKER_CGROUPS", "auto").start();
-    let h = sup::health(&s).await;
+    let h = health(&s).await;
     if h["containment"] == "cgroup" {
         return Some(s);
     }
@@ -29,30 +31,35 @@ async fn with_cgroups(b: Builder) -> Option<TestServer> {
     None
 }
 
+/// The `data` of `GET /health`.
+async fn health(s: &TestApp) -> Value {
+    s.health().await.body["data"].clone()
+}
+
 /// A server with the `escape` graph: a worker whose child calls `setsid()` and ignores SIGTERM.
 fn escaping() -> Builder {
-    TestServer::builder()
+    TestApp::builder()
         .env("WORKER_STOP_GRACE_MS", "300")
         .graph_file("escape", graph(&["setsid.sh"], json!({})))
 }
 
 /// Starts `escape` on `channel`: the worker's pid, its escaped descendant's pid, its cgroup.
-async fn start_escape(s: &TestServer, channel: &str) -> (i32, i32, PathBuf) {
-    let escaped = || sup::numbers_after(&sup::log(s, channel), "escaped");
+async fn start_escape(s: &TestApp, channel: &str) -> (i32, i32, PathBuf) {
+    let escaped = || numbers_after(&s.log(channel), "escaped");
     let before = escaped().len();
-    let pid = sup::pid(&sup::start(s, channel, "escape", json!({})).await);
+    let pid = s.start_ok(channel, "escape", json!({})).await.pid;
     let printed = wait_until(Duration::from_secs(5), || async {
         escaped().len() > before
     })
     .await;
-    assert!(printed, "{}", sup::log(s, channel));
+    assert!(printed, "{}", s.log(channel));
     let esc = escaped()[before];
     // It really left: its own process group and session, not the worker's.
-    let (group, session) = sup::group_and_session(esc).expect("the descendant runs");
-    let (_, worker_session) = sup::group_and_session(pid).expect("the worker runs");
+    let (group, session) = group_and_session(esc).expect("the descendant runs");
+    let (_, worker_session) = group_and_session(pid).expect("the worker runs");
     assert_ne!(group, pid);
     assert_ne!(session, worker_session);
-    let e = sup::entry(s, channel).await.expect("listed");
+    let e = s.worker(channel).await.expect("listed");
     assert_eq!(e["containment"], "cgroup", "{e}");
     let cgroup = PathBuf::from(e["cgroup"].as_str().expect("a cgroup path"));
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
@@ -85,7 +92,7 @@ async fn a_setsid_descendant_is_gone_after_stop() {
     };
     let (pid, esc, cgroup) = start_escape(&s, "e").await;
     let _guard = Leftovers(vec![esc]);
-    let r = sup::stop(&s, "e").await;
+    let r = s.stop("e").await;
     assert_eq!(r.status, 200, "{}", r.text);
     // Gone, and reaped: not even a zombie is left when /stop answers.
     assert!(
@@ -94,8 +101,8 @@ async fn a_setsid_descendant_is_gone_after_stop() {
     );
     assert!(!pid_exists(pid));
     assert!(!cgroup.exists(), "{} is still there", cgroup.display());
-    assert!(sup::log(&s, "e").contains("got SIGTERM"));
-    assert!(sup::list(&s).await.is_empty());
+    assert!(s.log("e").contains("got SIGTERM"));
+    assert!(s.list().await.is_empty());
 }
 
 #[tokio::test]
@@ -103,7 +110,7 @@ async fn a_setsid_descendant_is_gone_after_sigterm_of_agentd() {
     let Some(mut s) = with_cgroups(escaping()).await else {
         return;
     };
-    let tree = PathBuf::from(sup::health(&s).await["cgroup"].as_str().unwrap());
+    let tree = PathBuf::from(health(&s).await["cgroup"].as_str().unwrap());
     let (pid, esc, cgroup) = start_escape(&s, "e").await;
     let _guard = Leftovers(vec![esc]);
     let status = s.terminate(Duration::from_secs(10)).expect("agentd exits");
@@ -135,7 +142,7 @@ async fn a_setsid_descendant_is_gone_after_kill_9_and_a_restart() {
         "the cgroup is not recorded: {record}"
     );
 
-    let dir = s.kill9();
+    let remains = s.kill9();
     // The worker dies with agentd (PR_SET_PDEATHSIG); its setsid descendant does not.
     assert!(wait_until(Duration::from_secs(5), || async { !pid_alive(pid) }).await);
     assert!(
@@ -144,7 +151,10 @@ async fn a_setsid_descendant_is_gone_after_kill_9_and_a_restart() {
     );
 
     // The next start kills it (before it listens) and removes the cgroup.
-    let s = escaping().env("WORKER_CGROUPS", "auto").in_dir(dir).start();
+    let s = escaping()
+        .env("WORKER_CGROUPS", "auto")
+        .after(remains)
+        .start();
     assert!(
         !pid_alive(esc),
         "the setsid descendant {esc} survived the restart"
@@ -155,45 +165,45 @@ async fn a_setsid_descendant_is_gone_after_kill_9_and_a_restart() {
     // The channel works again.
     let (_, esc, _) = start_escape(&s, "e").await;
     let _guard = Leftovers(vec![esc]);
-    assert_eq!(sup::stop(&s, "e").await.status, 200);
+    assert_eq!(s.stop("e").await.status, 200);
     assert!(!pid_exists(esc));
 }
 
 /// Cooperative, SIGTERM-ignoring and grandchildren workers all stop cleanly, in `mode`.
-async fn stops_cleanly(s: &TestServer, mode: &str) {
-    let pid = sup::pid(&sup::start(s, "c", "coop", json!({})).await);
-    let e = sup::entry(s, "c").await.unwrap();
+async fn stops_cleanly(s: &TestApp, mode: &str) {
+    let pid = s.start_ok("c", "coop", json!({})).await.pid;
+    let e = s.worker("c").await.unwrap();
     assert_eq!(e["containment"], mode, "{e}");
-    let r = sup::stop(s, "c").await;
+    let r = s.stop("c").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["data"]["how"], "exited", "{}", r.text);
     assert_eq!(r.body["data"]["exit_code"], 0);
     assert!(!pid_exists(pid));
 
-    let pid = sup::pid(&sup::start(s, "i", "stubborn", json!({})).await);
+    let pid = s.start_ok("i", "stubborn", json!({})).await.pid;
     let t = Instant::now();
-    let r = sup::stop(s, "i").await;
+    let r = s.stop("i").await;
     assert_eq!(r.body["data"]["how"], "killed", "{}", r.text);
     assert_eq!(r.body["data"]["signal"], 9);
     assert!(t.elapsed() >= Duration::from_millis(500));
     assert!(!pid_exists(pid));
-    assert!(sup::group_members(pid).is_empty());
+    assert!(group_members(pid).is_empty());
 
-    let pid = sup::pid(&sup::start(s, "f", "family", json!({})).await);
-    assert!(sup::wait_log(s, "f", "started pid", Duration::from_secs(5)).await);
-    let gc = sup::numbers_after(&sup::log(s, "f"), "grandchild");
-    assert!(gc.len() >= 3, "{}", sup::log(s, "f"));
-    let members = sup::group_members(pid);
-    let r = sup::stop(s, "f").await;
+    let pid = s.start_ok("f", "family", json!({})).await.pid;
+    assert!(s.wait_log("f", "started pid", Duration::from_secs(5)).await);
+    let gc = numbers_after(&s.log("f"), "grandchild");
+    assert!(gc.len() >= 3, "{}", s.log("f"));
+    let members = group_members(pid);
+    let r = s.stop("f").await;
     assert_eq!(r.status, 200, "{}", r.text);
     for p in gc.iter().chain(members.iter()).chain([pid].iter()) {
         assert!(!pid_exists(*p), "pid {p} still exists (zombie or alive)");
     }
-    assert!(sup::list(s).await.is_empty());
+    assert!(s.list().await.is_empty());
 }
 
 fn three_workers(mode: &str) -> Builder {
-    TestServer::builder()
+    TestApp::builder()
         .env("WORKER_CGROUPS", mode)
         .env("WORKER_STOP_GRACE_MS", "500")
         .graph_file("coop", graph(&["coop.sh"], json!({})))
@@ -204,7 +214,7 @@ fn three_workers(mode: &str) -> Builder {
 #[tokio::test]
 async fn stop_in_process_group_mode() {
     let s = three_workers("off").start();
-    let h = sup::health(&s).await;
+    let h = health(&s).await;
     assert_eq!(h["containment"], "process-group", "{h}");
     assert_eq!(h["containment_reason"], "WORKER_CGROUPS=off", "{h}");
     assert!(h["cgroup"].is_null());
@@ -227,20 +237,20 @@ async fn stop_in_cgroup_mode() {
 
 #[tokio::test]
 async fn health_and_list_say_how_workers_are_held() {
-    let b = TestServer::builder().graph_file(
+    let b = TestApp::builder().graph_file(
         "limited",
         graph(&["coop.sh"], json!({"memory_max": "1G", "pids_max": 64})),
     );
     let Some(s) = with_cgroups(b).await else {
         return;
     };
-    let h = sup::health(&s).await;
+    let h = health(&s).await;
     let tree = PathBuf::from(h["cgroup"].as_str().expect("the subtree"));
     assert!(tree.is_dir(), "{h}");
     assert!(h["containment_reason"].is_null());
 
-    let pid = sup::pid(&sup::start(&s, "l", "limited", json!({})).await);
-    let e = sup::entry(&s, "l").await.unwrap();
+    let pid = s.start_ok("l", "limited", json!({})).await.pid;
+    let e = s.worker("l").await.unwrap();
     let cgroup = PathBuf::from(e["cgroup"].as_str().unwrap());
     assert_eq!(cgroup.parent(), Some(tree.as_path()));
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
@@ -265,28 +275,30 @@ async fn health_and_list_say_how_workers_are_held() {
             "{}",
             s.output()
         );
-        assert!(sup::log(&s, "l").contains("runtime.pids_max 64 is not enforced here"));
+        assert!(s
+            .log("l")
+            .contains("runtime.pids_max 64 is not enforced here"));
     }
-    assert_eq!(sup::stop(&s, "l").await.status, 200);
+    assert_eq!(s.stop("l").await.status, 200);
     assert!(!cgroup.exists());
 }
 
 /// A worker holding 32 MiB in a child shows at least that, and some CPU, in `/list`.
-async fn shows_memory_and_cpu(s: &TestServer) {
-    sup::pid(&sup::start(s, "m", "hold", json!({})).await);
-    assert!(sup::wait_log(s, "m", "holding", Duration::from_secs(10)).await);
+async fn shows_memory_and_cpu(s: &TestApp) {
+    s.start_ok("m", "hold", json!({})).await;
+    assert!(s.wait_log("m", "holding", Duration::from_secs(10)).await);
     let shown = wait_until(Duration::from_secs(5), || async {
-        let e = sup::entry(s, "m").await.unwrap_or_default();
+        let e = s.worker("m").await.unwrap_or_default();
         e["memory_bytes"].as_u64().unwrap_or(0) >= 32 << 20
             && e["cpu_seconds"].as_f64().unwrap_or(0.0) > 0.0
     })
     .await;
-    assert!(shown, "{:?}", sup::entry(s, "m").await);
-    assert_eq!(sup::stop(s, "m").await.status, 200);
+    assert!(shown, "{:?}", s.worker("m").await);
+    assert_eq!(s.stop("m").await.status, 200);
 }
 
 fn holding(mode: &str) -> Builder {
-    TestServer::builder()
+    TestApp::builder()
         .env("WORKER_CGROUPS", mode)
         .env("WORKER_SAMPLE_INTERVAL_MS", "200")
         .graph_file("hold", graph(&["hog.sh", "32"], json!({})))
@@ -306,7 +318,7 @@ async fn list_shows_memory_and_cpu_in_cgroup_mode() {
 
 #[tokio::test]
 async fn a_worker_over_memory_max_is_killed_and_restarted() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("WORKER_SAMPLE_INTERVAL_MS", "200")
         .graph_file(
             "hog",
@@ -316,42 +328,35 @@ async fn a_worker_over_memory_max_is_killed_and_restarted() {
             ),
         )
         .start();
-    sup::pid(&sup::start(&s, "h", "hog", json!({})).await);
-    let e = sup::entry(&s, "h").await.unwrap();
+    s.start_ok("h", "hog", json!({})).await;
+    let e = s.worker("h").await.unwrap();
     assert_eq!(e["memory_max"], 48u64 << 20);
     // Killed (by the kernel or by agentd's sampler), then restarted per its policy...
     let restarted = wait_until(Duration::from_secs(15), || async {
-        sup::entry(&s, "h")
-            .await
-            .is_some_and(|e| e["restarts"] == 1)
+        s.worker("h").await.is_some_and(|e| e["restarts"] == 1)
     })
     .await;
-    assert!(restarted, "{}\n{}", sup::log(&s, "h"), s.output());
+    assert!(restarted, "{}\n{}", s.log("h"), s.output());
     // ...killed again, and given up on after its one restart.
     assert!(
-        sup::wait_log(
-            &s,
-            "h",
-            "giving up after 1 restarts",
-            Duration::from_secs(15)
-        )
-        .await,
+        s.wait_log("h", "giving up after 1 restarts", Duration::from_secs(15))
+            .await,
         "{}",
-        sup::log(&s, "h")
+        s.log("h")
     );
-    let log = sup::log(&s, "h");
+    let log = s.log("h");
     assert_eq!(log.matches("over runtime.memory_max").count(), 2, "{log}");
     assert!(
         s.output().contains("over runtime.memory_max"),
         "{}",
         s.output()
     );
-    assert!(wait_until(Duration::from_secs(2), || sup::get_gone(&s, "h")).await);
+    assert!(wait_until(Duration::from_secs(2), || s.gone("h")).await);
 }
 
 #[tokio::test]
 async fn bad_containment_settings_and_limits_stop_agentd_with_their_name() {
-    let out = TestServer::builder()
+    let out = TestApp::builder()
         .env("WORKER_CGROUPS", "sometimes")
         .try_start()
         .err()
@@ -361,7 +366,7 @@ async fn bad_containment_settings_and_limits_stop_agentd_with_their_name() {
         "{out}"
     );
 
-    let out = TestServer::builder()
+    let out = TestApp::builder()
         .env("WORKER_SAMPLE_INTERVAL_MS", "5")
         .try_start()
         .err()
@@ -373,7 +378,7 @@ async fn bad_containment_settings_and_limits_stop_agentd_with_their_name() {
         (json!({"memory_max": 4096}), "at least 1M"),
         (json!({"pids_max": 0}), "pids_max"),
     ] {
-        let out = TestServer::builder()
+        let out = TestApp::builder()
             .graph_file("greedy", graph(&["coop.sh"], limits))
             .try_start()
             .err()

@@ -1,17 +1,15 @@
 //! Supervisor: crashes and restarts, the watchdog, generations, signals to agentd and `kill -9`.
 
-// The shared harness trips two style lints that are not ours to change here.
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::sup::{self, graph};
-use common::{pid_alive, wait_until, TestServer};
 use serde_json::json;
+use support::{graph, numbers_after, pid_alive, wait_until, TestApp};
 
 #[tokio::test]
 async fn crash_restart_with_backoff_then_give_up() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file(
             "flaky",
             graph(
@@ -32,11 +30,11 @@ async fn crash_restart_with_backoff_then_give_up() {
         )
         .start();
     let t = Instant::now();
-    let first = sup::pid(&sup::start(&s, "flaky", "flaky", json!({})).await);
+    let first = s.start_ok("flaky", "flaky", json!({})).await.pid;
     // It is seen restarting, with a restart count.
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            sup::list(&s)
+            s.list()
                 .await
                 .iter()
                 .any(|e| e["state"] == "restarting" && e["restarts"] == 1)
@@ -46,14 +44,14 @@ async fn crash_restart_with_backoff_then_give_up() {
     // Three runs in all (the first and two restarts), then it is gone for good.
     assert!(
         wait_until(Duration::from_secs(15), || async {
-            sup::list(&s).await.is_empty()
+            s.list().await.is_empty()
         })
         .await,
         "{:?}",
-        sup::list(&s).await
+        s.list().await
     );
     let elapsed = t.elapsed();
-    let log = sup::log(&s, "flaky");
+    let log = s.log("flaky");
     assert_eq!(log.matches("spawned pid").count(), 3, "{log}");
     assert!(
         log.contains("restart 1 in 500 ms") && log.contains("restart 2 in 1000 ms"),
@@ -64,28 +62,28 @@ async fn crash_restart_with_backoff_then_give_up() {
     assert!(elapsed >= Duration::from_millis(3000), "{elapsed:?}");
     assert!(!pid_alive(first));
     assert!(s.output().contains("exit code 3"), "{}", s.output());
-    let r = sup::ping(&s, "flaky").await;
+    let r = s.ping("flaky").await;
     assert_eq!((r.status, r.body["code"].as_str()), (404, Some("10002")));
-    let r = sup::stop(&s, "flaky").await;
+    let r = s.stop("flaky").await;
     assert_eq!((r.status, r.body["code"].as_str()), (404, Some("10002")));
-    assert!(sup::run_files(&s).is_empty());
+    assert!(s.run_files().is_empty());
 
     // restart: never, and a clean exit, are not restarted.
-    sup::pid(&sup::start(&s, "once", "once", json!({})).await);
-    sup::pid(&sup::start(&s, "clean", "clean", json!({})).await);
+    s.start_ok("once", "once", json!({})).await;
+    s.start_ok("clean", "clean", json!({})).await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            sup::list(&s).await.is_empty()
+            s.list().await.is_empty()
         })
         .await
     );
-    assert_eq!(sup::log(&s, "once").matches("spawned pid").count(), 1);
-    assert_eq!(sup::log(&s, "clean").matches("spawned pid").count(), 1);
+    assert_eq!(s.log("once").matches("spawned pid").count(), 1);
+    assert_eq!(s.log("clean").matches("spawned pid").count(), 1);
 }
 
 #[tokio::test]
 async fn watchdog_kills_a_silent_worker() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file(
             "wd",
             graph(
@@ -101,55 +99,50 @@ async fn watchdog_kills_a_silent_worker() {
             ),
         )
         .start();
-    let pid = sup::pid(&sup::start(&s, "wd", "wd", json!({})).await);
-    let steady = sup::pid(&sup::start(&s, "beat", "beating", json!({})).await);
+    let pid = s.start_ok("wd", "wd", json!({})).await.pid;
+    let steady = s.start_ok("beat", "beating", json!({})).await.pid;
     let since = Instant::now();
     assert!(wait_until(Duration::from_secs(6), || async { !pid_alive(pid) }).await);
-    assert!(
-        wait_until(Duration::from_secs(3), || async {
-            sup::get_gone(&s, "wd").await
-        })
-        .await
-    );
-    assert!(sup::log(&s, "wd").contains("killed by the watchdog"));
+    assert!(wait_until(Duration::from_secs(3), || async { s.gone("wd").await }).await);
+    assert!(s.log("wd").contains("killed by the watchdog"));
     assert!(s.output().contains("watchdog"), "{}", s.output());
     // A worker that keeps beating is left alone, well past its interval.
     tokio::time::sleep(Duration::from_millis(3000).saturating_sub(since.elapsed())).await;
     assert!(pid_alive(steady));
-    assert_eq!(sup::list(&s).await[0]["restarts"], 0);
+    assert_eq!(s.list().await[0]["restarts"], 0);
 }
 
 #[tokio::test]
 async fn an_old_worker_never_touches_a_newer_one_of_the_same_channel() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("WORKER_STOP_GRACE_MS", "300")
         .graph_file("coop", graph(&["coop.sh"], json!({})))
         .graph_file("stubborn", graph(&["ignore_term.sh"], json!({})))
         .start();
     for round in 0..3 {
-        let old = sup::pid(&sup::start(&s, "ch", "stubborn", json!({})).await);
-        let r = sup::stop(&s, "ch").await;
+        let old = s.start_ok("ch", "stubborn", json!({})).await.pid;
+        let r = s.stop("ch").await;
         assert_eq!(r.status, 200, "{}", r.text);
-        let new = sup::pid(&sup::start(&s, "ch", "coop", json!({})).await);
+        let new = s.start_ok("ch", "coop", json!({})).await.pid;
         assert_ne!(old, new);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let l = sup::list(&s).await;
+        let l = s.list().await;
         assert_eq!(l.len(), 1, "round {round}: {l:?}");
         assert_eq!(l[0]["pid"], new);
-        assert_eq!(sup::ping(&s, "ch").await.status, 200);
-        assert_eq!(sup::stop(&s, "ch").await.status, 200);
+        assert_eq!(s.ping("ch").await.status, 200);
+        assert_eq!(s.stop("ch").await.status, 200);
     }
 }
 
 #[tokio::test]
 async fn second_signal_kills_at_once() {
-    let mut s = TestServer::builder()
+    let mut s = TestApp::builder()
         .env("WORKER_STOP_GRACE_MS", "20000")
         .graph_file("stubborn", graph(&["ignore_term.sh"], json!({})))
         .start();
-    let pid = sup::pid(&sup::start(&s, "x", "stubborn", json!({})).await);
+    let pid = s.start_ok("x", "stubborn", json!({})).await.pid;
     unsafe {
-        libc::kill(s.pid() as i32, libc::SIGTERM);
+        libc::kill(s.pid(), libc::SIGTERM);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
@@ -163,19 +156,19 @@ async fn second_signal_kills_at_once() {
 
 #[tokio::test]
 async fn kill_9_of_agentd_leaves_no_worker_before_or_after_its_next_start() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file("family", graph(&["grandchildren.sh"], json!({})))
         .graph_file("coop", graph(&["coop.sh"], json!({})))
         .start();
-    let leader = sup::pid(&sup::start(&s, "f", "family", json!({})).await);
-    let plain = sup::pid(&sup::start(&s, "p", "coop", json!({})).await);
-    assert!(sup::wait_log(&s, "f", "started pid", Duration::from_secs(5)).await);
-    let gc = sup::numbers_after(&sup::log(&s, "f"), "grandchild");
+    let leader = s.start_ok("f", "family", json!({})).await.pid;
+    let plain = s.start_ok("p", "coop", json!({})).await.pid;
+    assert!(s.wait_log("f", "started pid", Duration::from_secs(5)).await);
+    let gc = numbers_after(&s.log("f"), "grandchild");
     assert!(!gc.is_empty());
     let record = std::fs::read_to_string(s.root().join("data").join("workers.json")).unwrap();
     assert!(record.contains(&leader.to_string()), "{record}");
 
-    let dir = s.kill9();
+    let remains = s.kill9();
     // The workers die with agentd (PR_SET_PDEATHSIG).
     assert!(
         wait_until(Duration::from_secs(3), || async {
@@ -184,15 +177,15 @@ async fn kill_9_of_agentd_leaves_no_worker_before_or_after_its_next_start() {
         .await
     );
     // Grandchildren that are not direct children are left for the next start to sweep.
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file("family", graph(&["grandchildren.sh"], json!({})))
-        .in_dir(dir)
+        .after(remains)
         .start();
     for p in &gc {
         assert!(!pid_alive(*p), "grandchild {p} survived the next start");
     }
     assert!(s.output().contains("left behind"), "{}", s.output());
-    assert!(sup::list(&s).await.is_empty());
+    assert!(s.list().await.is_empty());
 }
 
 #[tokio::test]
@@ -211,8 +204,8 @@ async fn sweep_spares_a_reused_pid() {
             .to_string(),
     )
     .unwrap();
-    let s = TestServer::builder().in_dir(dir).start();
-    assert_eq!(s.get("/health").await.status, 200);
+    let s = TestApp::builder().in_dir(dir).start();
+    assert_eq!(s.health().await.status, 200);
     assert!(pid_alive(pid));
     let _ = bystander.kill();
     let _ = bystander.wait();

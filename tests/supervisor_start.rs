@@ -1,15 +1,13 @@
 //! Supervisor: `/start` builds the per-worker file, waits for readiness, and reports workers that
 //! die during start; the worker environment contract.
 
-// The shared harness trips two style lints that are not ours to change here.
-mod common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::sup::{self, graph};
-use common::{pid_alive, wait_until, TestServer};
 use serde_json::{json, Value};
+use support::{fixture, graph, pid_alive, started, wait_until, TestApp};
 
 #[tokio::test]
 async fn deep_override_lands_merge_patched_with_start_fields() {
@@ -23,24 +21,24 @@ async fn deep_override_lands_merge_patched_with_start_fields() {
                 {"type": "extension", "name": "tts", "addon": "tts", "property": {"channel": "old", "voice": "v"}},
                 {"type": "extension", "name": "bare", "addon": "bare"}
             ], "connections": []},
-             "runtime": {"command": [common::fixture("coop.sh").to_string_lossy()]}},
+             "runtime": {"command": [fixture("coop.sh").to_string_lossy()]}},
             {"name": "other", "auto_start": true, "graph": {"nodes": [], "connections": []}}
         ]}
     });
-    let s = TestServer::builder().property_json(rich).start();
-    let r = sup::start(
-        &s,
-        "room-1",
-        "voice",
-        json!({
-            "user_uid": 42, "token": "tok",
-            "properties": {
-                "llm": {"params": {"deep": {"b": 3, "c": 4}, "drop": null}, "model": "m2"},
-                "bare": {"x": [1, 2]}
-            }
-        }),
-    )
-    .await;
+    let s = TestApp::builder().property_json(rich).start();
+    let r = s
+        .start(
+            "room-1",
+            "voice",
+            json!({
+                "user_uid": 42, "token": "tok",
+                "properties": {
+                    "llm": {"params": {"deep": {"b": 3, "c": 4}, "drop": null}, "model": "m2"},
+                    "bare": {"x": [1, 2]}
+                }
+            }),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let d = &r.body["data"];
     assert_eq!(d["channel_name"], "room-1");
@@ -48,7 +46,7 @@ async fn deep_override_lands_merge_patched_with_start_fields() {
     assert!(d["timeout"].as_i64().unwrap() > 0);
     assert!(d["chat_id"].is_string(), "{d}");
 
-    let files = sup::run_files(&s);
+    let files = s.run_files();
     assert_eq!(files.len(), 1, "{files:?}");
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -75,18 +73,14 @@ async fn deep_override_lands_merge_patched_with_start_fields() {
     assert_eq!(node("tts")["channel"], "room-1");
 
     // The file goes with the worker.
-    let stop = sup::stop(&s, "room-1").await;
+    let stop = s.stop("room-1").await;
     assert_eq!(stop.status, 200, "{}", stop.text);
-    assert!(sup::run_files(&s).is_empty());
+    assert!(s.run_files().is_empty());
 
     // A node the graph does not have: 400 listing its nodes.
-    let r = sup::start(
-        &s,
-        "room-2",
-        "voice",
-        json!({"properties": {"nope": {"a": 1}}}),
-    )
-    .await;
+    let r = s
+        .start("room-2", "voice", json!({"properties": {"nope": {"a": 1}}}))
+        .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["code"], "10100");
     assert!(
@@ -94,12 +88,12 @@ async fn deep_override_lands_merge_patched_with_start_fields() {
         "{}",
         r.text
     );
-    assert!(sup::list(&s).await.is_empty());
+    assert!(s.list().await.is_empty());
 }
 
 #[tokio::test]
 async fn worker_environment_contract() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("AGENTD_API_KEY", "k3y")
         .graph_file("g", graph(&["coop.sh"], json!({"watchdog_ms": 60000})))
         .start();
@@ -112,15 +106,18 @@ async fn worker_environment_contract() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(sup::wait_log(&s, "env-ch", "WATCHDOG_USEC", Duration::from_secs(5)).await);
-    let log = sup::log(&s, "env-ch");
+    assert!(
+        s.wait_log("env-ch", "WATCHDOG_USEC", Duration::from_secs(5))
+            .await
+    );
+    let log = s.log("env-ch");
     for want in [
         "AGENTD_CHANNEL=env-ch".to_string(),
         "AGENTD_GRAPH=g".into(),
         "AGENTD_AGENT_ID=g".into(),
         "AGENTD_REQUEST_ID=req-9".into(),
-        format!("AGENTD_SERVER_URL={}", s.url),
-        format!("AGENTD_API_URL={}/api/v1", s.url),
+        format!("AGENTD_SERVER_URL={}", s.base_url),
+        format!("AGENTD_API_URL={}/api/v1", s.base_url),
         "AGENTD_API_KEY=k3y".into(),
         format!(
             "AGENTD_CHAT_ID={}",
@@ -140,7 +137,7 @@ async fn worker_environment_contract() {
 
 #[tokio::test]
 async fn readiness_by_notify_and_by_settle() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("WORKER_START_TIMEOUT_MS", "2500")
         .graph_file(
             "slow",
@@ -157,8 +154,8 @@ async fn readiness_by_notify_and_by_settle() {
         .start();
 
     let t = Instant::now();
-    let r = sup::start(&s, "n1", "slow", json!({})).await;
-    let pid = sup::pid(&r);
+    let r = s.start("n1", "slow", json!({})).await;
+    let pid = started(&r).pid;
     assert!(
         t.elapsed() >= Duration::from_millis(800),
         "{:?}",
@@ -167,26 +164,26 @@ async fn readiness_by_notify_and_by_settle() {
     // The worker's own output reaches its log asynchronously, after the notification.
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            sup::log(&s, "n1").contains("sent READY=1")
+            s.log("n1").contains("sent READY=1")
         })
         .await
     );
     assert!(pid_alive(pid));
-    assert_eq!(sup::list(&s).await[0]["state"], "running");
+    assert_eq!(s.list().await[0]["state"], "running");
 
     // Never ready: 10101 after the start timeout, nothing left behind.
     let t = Instant::now();
-    let r = sup::start(&s, "n2", "mute", json!({})).await;
+    let r = s.start("n2", "mute", json!({})).await;
     assert_eq!(r.status, 504, "{}", r.text);
     assert_eq!(r.body["code"], "10101");
     assert!(t.elapsed() >= Duration::from_millis(2500));
     assert!(r.text.contains("notify worker up"), "{}", r.text);
-    assert_eq!(sup::list(&s).await.len(), 1);
-    assert_eq!(sup::run_files(&s).len(), 1);
+    assert_eq!(s.list().await.len(), 1);
+    assert_eq!(s.run_files().len(), 1);
 
     let t = Instant::now();
-    let r = sup::start(&s, "s1", "settle", json!({})).await;
-    assert!(pid_alive(sup::pid(&r)));
+    let r = s.start("s1", "settle", json!({})).await;
+    assert!(pid_alive(started(&r).pid));
     assert!(
         t.elapsed() >= Duration::from_millis(700),
         "{:?}",
@@ -196,7 +193,7 @@ async fn readiness_by_notify_and_by_settle() {
 
 #[tokio::test]
 async fn worker_dying_during_start_gives_10101_with_output() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file(
             "dies",
             graph(&["crash.sh", "0.05", "7"], json!({"settle_ms": 1500})),
@@ -206,7 +203,7 @@ async fn worker_dying_during_start_gives_10101_with_output() {
             json!({"nodes": [], "runtime": {"command": ["/nonexistent/worker"]}}),
         )
         .start();
-    let r = sup::start(&s, "d1", "dies", json!({})).await;
+    let r = s.start("d1", "dies", json!({})).await;
     assert_eq!(r.status, 502, "{}", r.text);
     assert_eq!(r.body["code"], "10101");
     assert_eq!(r.body["msg"], "start worker failed");
@@ -218,15 +215,15 @@ async fn worker_dying_during_start_gives_10101_with_output() {
         r.text
     );
     // Nothing left: no entry, no file, and the channel is free again.
-    assert!(sup::list(&s).await.is_empty());
-    assert!(sup::run_files(&s).is_empty());
-    assert_eq!(sup::ping(&s, "d1").await.status, 404);
+    assert!(s.list().await.is_empty());
+    assert!(s.run_files().is_empty());
+    assert_eq!(s.ping("d1").await.status, 404);
 
-    let r = sup::start(&s, "d2", "missing", json!({})).await;
+    let r = s.start("d2", "missing", json!({})).await;
     assert_eq!(r.status, 500, "{}", r.text);
     assert_eq!(r.body["code"], "10101");
     assert!(r.text.contains("/nonexistent/worker"), "{}", r.text);
-    assert!(sup::list(&s).await.is_empty());
+    assert!(s.list().await.is_empty());
 }
 
 #[tokio::test]
@@ -236,7 +233,7 @@ async fn env_placeholders_are_checked_not_resolved() {
         g["nodes"][0]["property"] = prop;
         g
     };
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("SET_VAR", "secret-value")
         .graph_file(
             "needs",
@@ -247,18 +244,18 @@ async fn env_placeholders_are_checked_not_resolved() {
             g(json!({"key": "${env:SET_VAR}", "d": "${env:UNSET_ONE|dflt}"})),
         )
         .start();
-    let r = sup::start(&s, "p1", "needs", json!({})).await;
+    let r = s.start("p1", "needs", json!({})).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["code"], "10100");
     assert_eq!(
         r.body["data"]["variables"],
         json!(["UNSET_ONE", "UNSET_TWO"])
     );
-    assert!(sup::list(&s).await.is_empty());
+    assert!(s.list().await.is_empty());
 
-    let r = sup::start(&s, "p2", "fine", json!({})).await;
+    let r = s.start("p2", "fine", json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let text = std::fs::read_to_string(&sup::run_files(&s)[0]).unwrap();
+    let text = std::fs::read_to_string(&s.run_files()[0]).unwrap();
     assert!(
         text.contains("${env:SET_VAR}") && !text.contains("secret-value"),
         "{text}"
@@ -267,13 +264,13 @@ async fn env_placeholders_are_checked_not_resolved() {
 
 #[tokio::test]
 async fn builtin_worker_refuses_unknown_addons() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file(
             "alien",
             json!({"nodes": [{"name": "ok", "addon": "echo"}, {"name": "weird", "addon": "martian"}]}),
         )
         .start();
-    let r = sup::start(&s, "a1", "alien", json!({})).await;
+    let r = s.start("a1", "alien", json!({})).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["code"], "10100");
     assert!(r.text.contains("alien") && r.text.contains("weird") && r.text.contains("martian"));
@@ -281,7 +278,7 @@ async fn builtin_worker_refuses_unknown_addons() {
 
 #[tokio::test]
 async fn hot_reload_of_a_graph_and_of_a_broken_file() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .graph_file("hot", graph(&["coop.sh"], json!({})))
         .start();
     let path = s.root().join("graphs").join("hot.json");
@@ -291,10 +288,10 @@ async fn hot_reload_of_a_graph_and_of_a_broken_file() {
     let mut seen = false;
     for i in 0..100 {
         let ch = format!("h{i}");
-        let r = sup::start(&s, &ch, "hot", json!({})).await;
+        let r = s.start(&ch, "hot", json!({})).await;
         assert_eq!(r.status, 200, "{}", r.text);
-        let text = std::fs::read_to_string(&sup::run_files(&s)[0]).unwrap();
-        sup::stop(&s, &ch).await;
+        let text = std::fs::read_to_string(&s.run_files()[0]).unwrap();
+        s.stop(&ch).await;
         if text.contains("reloaded") {
             seen = true;
             break;
@@ -306,17 +303,14 @@ async fn hot_reload_of_a_graph_and_of_a_broken_file() {
     // A broken edit keeps the last good catalog.
     std::fs::write(&path, b"{ not json").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let graphs = s.get("/graphs").await;
+    let graphs = s.graphs().await;
     assert!(graphs.text.contains("\"hot\""), "{}", graphs.text);
-    let r = sup::start(&s, "after-broken", "hot", json!({})).await;
+    let r = s.start("after-broken", "hot", json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let text = std::fs::read_to_string(&sup::run_files(&s)[0]).unwrap();
+    let text = std::fs::read_to_string(&s.run_files()[0]).unwrap();
     assert!(text.contains("reloaded"));
     assert!(
-        wait_until(Duration::from_secs(3), || async {
-            s.output().contains("hot.json")
-        })
-        .await,
+        s.wait_output("hot.json", Duration::from_secs(3)).await,
         "{}",
         s.output()
     );
@@ -325,13 +319,16 @@ async fn hot_reload_of_a_graph_and_of_a_broken_file() {
 #[tokio::test]
 async fn notify_from_outside_the_worker_group_is_ignored() {
     use std::os::linux::net::SocketAddrExt;
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .env("WORKER_START_TIMEOUT_MS", "2000")
         .graph_file("quiet", graph(&["coop.sh"], json!({"ready": "notify"})))
         .start();
     let spoof = async {
-        assert!(sup::wait_log(&s, "q", "NOTIFY_SOCKET=@", Duration::from_secs(5)).await);
-        let log = sup::log(&s, "q");
+        assert!(
+            s.wait_log("q", "NOTIFY_SOCKET=@", Duration::from_secs(5))
+                .await
+        );
+        let log = s.log("q");
         let name = log
             .lines()
             .find_map(|l| l.strip_prefix("NOTIFY_SOCKET=@"))
@@ -341,7 +338,7 @@ async fn notify_from_outside_the_worker_group_is_ignored() {
         let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
         sock.send_to_addr(b"READY=1", &addr).unwrap();
     };
-    let (r, ()) = tokio::join!(sup::start(&s, "q", "quiet", json!({})), spoof);
+    let (r, ()) = tokio::join!(s.start("q", "quiet", json!({})), spoof);
     assert_eq!(r.status, 504, "{}", r.text);
     assert_eq!(r.body["code"], "10101");
 }

@@ -1,141 +1,48 @@
 //! End to end: the real server starts the bundled graphs' real workers through `/start`, and the
 //! answers come back through the chat API and its event stream.
 
-mod common;
 #[path = "fixtures/openai_standin.rs"]
 mod openai_standin;
+mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_until, TestServer};
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use openai_standin::Standin;
 use serde_json::{json, Value};
-
-/// Generous: the machine may be loaded.
-const SOON: Duration = Duration::from_secs(30);
-
-/// Starts `graph` on `channel` through `/start`; returns its data (with `chat_id` and `pid`).
-async fn start(s: &TestServer, channel: &str, graph: &str) -> Value {
-    let r = s
-        .post(
-            "/start",
-            json!({"request_id": "r-1", "channel_name": channel, "graph_name": graph}),
-        )
-        .await;
-    assert_eq!(
-        r.body["code"],
-        "0",
-        "start {graph}: {}\n{}",
-        r.text,
-        s.output()
-    );
-    assert!(r.body["data"]["chat_id"].is_string(), "{}", r.text);
-    r.body["data"].clone()
-}
-
-async fn post_user(s: &TestServer, chat: &str, text: &str) -> Value {
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{chat}/messages"),
-            json!({"role": "user", "senderId": "user:primary", "content": text}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body
-}
-
-/// The chat's messages, oldest first.
-async fn messages(s: &TestServer, chat: &str) -> Vec<Value> {
-    let r = s
-        .get(&format!("/api/v1/chats/{chat}/messages?limit=200"))
-        .await;
-    let mut v = r.body["data"].as_array().cloned().unwrap_or_default();
-    v.reverse();
-    v
-}
-
-async fn agent_answers(s: &TestServer, chat: &str) -> Vec<Value> {
-    messages(s, chat)
-        .await
-        .into_iter()
-        .filter(|m| m["role"] == "agent")
-        .collect()
-}
-
-/// Waits for a complete agent message with exactly `text`.
-async fn wait_answer(s: &TestServer, chat: &str, text: &str) -> bool {
-    wait_until(SOON, || async {
-        agent_answers(s, chat)
-            .await
-            .iter()
-            .any(|m| m["stream_state"] == "complete" && m["content_final"] == text)
-    })
-    .await
-}
-
-/// Collects every event of `GET /api/v1/events/stream` in the background.
-fn follow_events(s: &TestServer) -> Arc<Mutex<Vec<Value>>> {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let o = out.clone();
-    let url = s.url("/api/v1/events/stream");
-    tokio::spawn(async move {
-        let Ok(res) = reqwest::Client::new().get(url).send().await else {
-            return;
-        };
-        let mut events = res.bytes_stream().eventsource();
-        while let Some(Ok(ev)) = events.next().await {
-            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                o.lock().unwrap().push(v);
-            }
-        }
-    });
-    out
-}
-
-fn events_of(events: &Arc<Mutex<Vec<Value>>>, kind: &str, chat: &str) -> Vec<Value> {
-    events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == kind && e["payload"]["chatId"] == chat)
-        .cloned()
-        .collect()
-}
-
-async fn stop(s: &TestServer, channel: &str) -> Value {
-    let r = s.post("/stop", json!({"channel_name": channel})).await;
-    assert_eq!(r.body["code"], "0", "stop: {}", r.text);
-    r.body
-}
+use support::{pid_alive, repo_root, wait_until, Ev, TestApp, WorkerProcess, SOON};
 
 #[tokio::test]
 async fn echo_answers_streamed_on_the_event_stream_and_in_the_list() {
-    let s = TestServer::builder().bundled().start();
-    let events = follow_events(&s);
-    let data = start(&s, "e2e-echo", "echo").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    // Let the event stream connect before the message goes out.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    post_user(&s, &chat, "hello agent world").await;
+    let s = TestApp::builder().bundled().start();
+    let mut events = s.events("", None).await;
+    let data = s.start_ok("e2e-echo", "echo", json!({})).await;
+    let chat = data.chat();
     assert!(
-        wait_answer(&s, &chat, "hello agent world").await,
+        s.ask(&chat, "hello agent world", "hello agent world")
+            .await
+            .is_some(),
         "{}",
         s.output()
     );
 
-    let answer = agent_answers(&s, &chat).await.pop().unwrap();
+    let answer = s.agent_answers(&chat).await.pop().unwrap();
     assert_eq!(answer["sender_id"], "echo");
     let id = answer["id"].as_str().unwrap().to_string();
-    assert!(
-        wait_until(SOON, || async {
-            !events_of(&events, "message.streaming.complete", &chat).is_empty()
-        })
+    let of =
+        |e: &Ev, kind: &str| e.data["type"] == kind && e.data["payload"]["chatId"] == chat.as_str();
+    assert!(events
+        .next_matching(SOON, |e| of(e, "message.streaming.complete"))
         .await
-    );
-    let created = events_of(&events, "message.created", &chat);
+        .is_some());
+    let events_of = |kind: &str| -> Vec<Value> {
+        events
+            .seen()
+            .iter()
+            .filter(|e| of(e, kind))
+            .map(|e| e.data.clone())
+            .collect()
+    };
+    let created = events_of("message.created");
     assert!(
         created
             .iter()
@@ -143,52 +50,52 @@ async fn echo_answers_streamed_on_the_event_stream_and_in_the_list() {
                 && e["payload"]["streamState"] == "streaming"),
         "{created:?}"
     );
-    let chunks: String = events_of(&events, "message.streaming.chunk", &chat)
+    let chunks: String = events_of("message.streaming.chunk")
         .iter()
         .filter(|e| e["payload"]["messageId"] == id.as_str())
         .map(|e| e["payload"]["deltaText"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(chunks, "hello agent world");
-    let done = &events_of(&events, "message.streaming.complete", &chat)[0];
+    let done = &events_of("message.streaming.complete")[0];
     assert_eq!(done["payload"]["finalText"], "hello agent world");
-    assert!(!events_of(&events, "chat.typing", &chat).is_empty());
+    assert!(!events_of("chat.typing").is_empty());
 
-    let r = s.post("/ping", json!({"channel_name": "e2e-echo"})).await;
+    let r = s.ping("e2e-echo").await;
     assert_eq!(r.body["code"], "0", "{}", r.text);
-    stop(&s, "e2e-echo").await;
-    let pid = data["pid"].as_i64().unwrap_or(0) as i32;
-    assert!(wait_until(SOON, || async { !common::pid_alive(pid) }).await);
+    s.stop_ok("e2e-echo").await;
+    let pid = data.pid;
+    assert!(wait_until(SOON, || async { !pid_alive(pid) }).await);
 }
 
 #[tokio::test]
 async fn faq_asks_a_choice_and_answers_the_resolution() {
-    let s = TestServer::builder().bundled().start();
-    let data = start(&s, "e2e-faq", "faq").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
+    let s = TestApp::builder().bundled().start();
+    let data = s.start_ok("e2e-faq", "faq", json!({})).await;
+    let chat = data.chat();
 
-    post_user(&s, &chat, "What are your opening hours?").await;
     assert!(
-        wait_answer(
-            &s,
+        s.ask(
             &chat,
+            "What are your opening hours?",
             "We are open Monday to Friday, 9:00 to 17:00 UTC."
         )
-        .await,
+        .await
+        .is_some(),
         "{}",
         s.output()
     );
 
-    post_user(&s, &chat, "help").await;
+    s.post_user(&chat, "help").await;
     assert!(
         wait_until(SOON, || async {
-            let r = s.get(&format!("/api/v1/chats/{chat}/requests")).await;
+            let r = s.requests(&chat, "").await;
             r.body["data"].as_array().is_some_and(|a| !a.is_empty())
         })
         .await,
         "no request asked\n{}",
         s.output()
     );
-    let r = s.get(&format!("/api/v1/chats/{chat}/requests")).await;
+    let r = s.requests(&chat, "").await;
     let request = r.body["data"][0].clone();
     assert_eq!(request["type"], "choice");
     let options: Vec<&str> = request["config"]["options"]
@@ -201,45 +108,42 @@ async fn faq_asks_a_choice_and_answers_the_resolution() {
 
     let rid = request["id"].as_str().unwrap();
     let r = s
-        .post(
-            &format!("/api/v1/requests/{rid}/resolve"),
-            json!({"selectedOptionIds": ["pricing"]}),
-        )
+        .resolve(rid, json!({"selectedOptionIds": ["pricing"]}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(
-        wait_answer(&s, &chat, "agentd is free and open source.").await,
+        s.wait_answer(&chat, "agentd is free and open source.")
+            .await
+            .is_some(),
         "{}",
         s.output()
     );
     // The choice was asked once.
-    let all = s
-        .get(&format!("/api/v1/chats/{chat}/requests?status=all"))
-        .await;
+    let all = s.requests(&chat, "?status=all").await;
     assert_eq!(all.body["data"].as_array().unwrap().len(), 1);
-    stop(&s, "e2e-faq").await;
+    s.stop_ok("e2e-faq").await;
 }
 
 #[tokio::test]
 async fn assistant_streams_from_an_openai_compatible_server_with_memory() {
     let standin = Standin::start();
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "gpt-test")
+        .openai(&standin.url, "sk-test", "gpt-test")
         .start();
-    let data = start(&s, "e2e-assistant", "assistant").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    post_user(&s, &chat, "my name is Ada").await;
+    let data = s.start_ok("e2e-assistant", "assistant", json!({})).await;
+    let chat = data.chat();
     assert!(
-        wait_answer(&s, &chat, "You said: my name is Ada").await,
+        s.ask(&chat, "my name is Ada", "You said: my name is Ada")
+            .await
+            .is_some(),
         "{}",
         s.output()
     );
-    post_user(&s, &chat, "what is my name?").await;
     assert!(
-        wait_answer(&s, &chat, "You said: what is my name?").await,
+        s.ask(&chat, "what is my name?", "You said: what is my name?")
+            .await
+            .is_some(),
         "{}",
         s.output()
     );
@@ -263,24 +167,22 @@ async fn assistant_streams_from_an_openai_compatible_server_with_memory() {
         "memory: {contents:?}"
     );
     assert_eq!(*contents.last().unwrap(), "what is my name?");
-    stop(&s, "e2e-assistant").await;
+    s.stop_ok("e2e-assistant").await;
 }
 
 #[tokio::test]
 async fn a_rejected_key_fails_the_batch_for_good_with_no_message_left_streaming() {
     let standin = Standin::start();
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-bad")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "unauthorized")
+        .openai(&standin.url, "sk-bad", "unauthorized")
         .start();
-    let data = start(&s, "e2e-401", "assistant").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    post_user(&s, &chat, "hello").await;
+    let data = s.start_ok("e2e-401", "assistant", json!({})).await;
+    let chat = data.chat();
+    s.post_user(&chat, "hello").await;
     assert!(
         wait_until(SOON, || async {
-            messages(&s, &chat).await.iter().any(|m| {
+            s.history(&chat).await.iter().any(|m| {
                 m["role"] == "system"
                     && m["content_final"].as_str().is_some_and(|t| {
                         t.starts_with("Dispatch failed after 1 attempts") && t.contains("401")
@@ -289,51 +191,51 @@ async fn a_rejected_key_fails_the_batch_for_good_with_no_message_left_streaming(
         })
         .await,
         "{:?}\n{}",
-        messages(&s, &chat).await,
+        s.history(&chat).await,
         s.output()
     );
-    assert!(agent_answers(&s, &chat)
+    assert!(s
+        .agent_answers(&chat)
         .await
         .iter()
         .all(|m| m["stream_state"] != "streaming"));
-    stop(&s, "e2e-401").await;
+    s.stop_ok("e2e-401").await;
 }
 
 #[tokio::test]
 async fn python_echo_answers_through_the_same_protocol() {
-    let s = TestServer::builder().bundled().start();
-    let data = start(&s, "e2e-python", "python_echo").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    post_user(&s, &chat, "hi from rust").await;
+    let s = TestApp::builder().bundled().start();
+    let data = s.start_ok("e2e-python", "python_echo", json!({})).await;
+    let chat = data.chat();
     assert!(
-        wait_answer(&s, &chat, "(python) hi from rust").await,
+        s.ask(&chat, "hi from rust", "(python) hi from rust")
+            .await
+            .is_some(),
         "{}",
         s.output()
     );
-    let r = s.post("/ping", json!({"channel_name": "e2e-python"})).await;
+    let r = s.ping("e2e-python").await;
     assert_eq!(r.body["code"], "0");
-    stop(&s, "e2e-python").await;
+    s.stop_ok("e2e-python").await;
 }
 
 #[tokio::test]
 async fn two_channels_never_see_each_others_messages() {
-    let s = TestServer::builder().bundled().start();
-    let a = start(&s, "e2e-a", "echo").await;
-    let b = start(&s, "e2e-b", "echo").await;
-    let (ca, cb) = (
-        a["chat_id"].as_str().unwrap().to_string(),
-        b["chat_id"].as_str().unwrap().to_string(),
-    );
+    let s = TestApp::builder().bundled().start();
+    let a = s.start_ok("e2e-a", "echo", json!({})).await;
+    let b = s.start_ok("e2e-b", "echo", json!({})).await;
+    let (ca, cb) = (a.chat(), b.chat());
     assert_ne!(ca, cb);
     for i in 0..3 {
-        post_user(&s, &ca, &format!("alpha {i}")).await;
-        post_user(&s, &cb, &format!("beta {i}")).await;
+        s.post_user(&ca, &format!("alpha {i}")).await;
+        s.post_user(&cb, &format!("beta {i}")).await;
     }
     let all_answered = |chat: String, word: &'static str| {
         let s = &s;
         async move {
             wait_until(SOON, || async {
-                let t: String = agent_answers(s, &chat)
+                let t: String = s
+                    .agent_answers(&chat)
                     .await
                     .iter()
                     .filter_map(|m| m["content_final"].as_str().map(str::to_string))
@@ -346,20 +248,20 @@ async fn two_channels_never_see_each_others_messages() {
     };
     assert!(all_answered(ca.clone(), "alpha").await, "{}", s.output());
     assert!(all_answered(cb.clone(), "beta").await, "{}", s.output());
-    for m in agent_answers(&s, &ca).await {
+    for m in s.agent_answers(&ca).await {
         assert!(
             !m["content_final"].as_str().unwrap_or("").contains("beta"),
             "{m}"
         );
     }
-    for m in agent_answers(&s, &cb).await {
+    for m in s.agent_answers(&cb).await {
         assert!(
             !m["content_final"].as_str().unwrap_or("").contains("alpha"),
             "{m}"
         );
     }
-    stop(&s, "e2e-a").await;
-    stop(&s, "e2e-b").await;
+    s.stop_ok("e2e-a").await;
+    s.stop_ok("e2e-b").await;
 }
 
 fn slow_echo() -> Value {
@@ -380,19 +282,19 @@ fn long_text() -> String {
 
 #[tokio::test]
 async fn a_worker_killed_mid_answer_is_restarted_and_answers_once() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .graph_file("slow_echo", slow_echo())
         .env("AGENTD_LEASE_MS", "2000")
         .start();
-    let data = start(&s, "e2e-kill", "slow_echo").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    let pid = data["pid"].as_i64().expect("pid") as i32;
+    let data = s.start_ok("e2e-kill", "slow_echo", json!({})).await;
+    let chat = data.chat();
+    let pid = data.pid;
     let text = long_text();
-    post_user(&s, &chat, &text).await;
+    s.post_user(&chat, &text).await;
     assert!(
         wait_until(SOON, || async {
-            agent_answers(&s, &chat).await.iter().any(|m| {
+            s.agent_answers(&chat).await.iter().any(|m| {
                 m["stream_state"] == "streaming"
                     && m["content_partial"].as_str().is_some_and(|p| p.len() > 6)
             })
@@ -406,19 +308,19 @@ async fn a_worker_killed_mid_answer_is_restarted_and_answers_once() {
     }
     assert!(
         wait_until(Duration::from_secs(60), || async {
-            agent_answers(&s, &chat)
+            s.agent_answers(&chat)
                 .await
                 .iter()
                 .any(|m| m["stream_state"] == "complete")
         })
         .await,
         "{:?}\n{}",
-        agent_answers(&s, &chat).await,
+        s.agent_answers(&chat).await,
         s.output()
     );
     // Give a duplicate the time to show up, if there were one.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let answers = agent_answers(&s, &chat).await;
+    let answers = s.agent_answers(&chat).await;
     let complete: Vec<_> = answers
         .iter()
         .filter(|m| m["stream_state"] == "complete")
@@ -431,21 +333,21 @@ async fn a_worker_killed_mid_answer_is_restarted_and_answers_once() {
     );
     let list = s.get("/list").await;
     assert!(list.text.contains("e2e-kill"), "{}", list.text);
-    stop(&s, "e2e-kill").await;
+    s.stop_ok("e2e-kill").await;
 }
 
 #[tokio::test]
 async fn stop_mid_stream_cancels_the_message_quickly() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .graph_file("slow_echo", slow_echo())
         .start();
-    let data = start(&s, "e2e-term", "slow_echo").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    post_user(&s, &chat, &long_text()).await;
+    let data = s.start_ok("e2e-term", "slow_echo", json!({})).await;
+    let chat = data.chat();
+    s.post_user(&chat, &long_text()).await;
     assert!(
         wait_until(SOON, || async {
-            agent_answers(&s, &chat)
+            s.agent_answers(&chat)
                 .await
                 .iter()
                 .any(|m| m["stream_state"] == "streaming" && !m["content_partial"].is_null())
@@ -455,7 +357,7 @@ async fn stop_mid_stream_cancels_the_message_quickly() {
         s.output()
     );
     let t = std::time::Instant::now();
-    let r = stop(&s, "e2e-term").await;
+    let r = s.stop_ok("e2e-term").await;
     // The worker exits 0 on SIGTERM, inside the 2 s grace: never killed.
     let data = &r["data"];
     assert_ne!(data["how"], "killed", "{r}");
@@ -470,7 +372,7 @@ async fn stop_mid_stream_cancels_the_message_quickly() {
         "{:?} {r}",
         t.elapsed()
     );
-    let answers = agent_answers(&s, &chat).await;
+    let answers = s.agent_answers(&chat).await;
     assert!(
         answers.iter().all(|m| m["stream_state"] == "cancelled"),
         "{answers:?}"
@@ -479,12 +381,10 @@ async fn stop_mid_stream_cancels_the_message_quickly() {
 
 #[tokio::test]
 async fn an_unscoped_worker_serves_several_chats_as_a_pool_worker() {
-    let s = TestServer::builder().bundled().start();
-    let dir = tempfile::tempdir().unwrap();
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_root().join("property.json")).unwrap(),
-    )
-    .unwrap();
+    let s = TestApp::builder().bundled().start();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("property.json")).unwrap())
+            .unwrap();
     let echo = doc["ten"]["predefined_graphs"]
         .as_array()
         .unwrap()
@@ -492,70 +392,37 @@ async fn an_unscoped_worker_serves_several_chats_as_a_pool_worker() {
         .find(|g| g["name"] == "echo")
         .unwrap()
         .clone();
-    let prop = dir.path().join("property.json");
-    std::fs::write(
-        &prop,
-        json!({"ten": {"predefined_graphs": [echo]}}).to_string(),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(common::agentd_bin())
-        .args(["worker", "--property"])
-        .arg(&prop)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let mut worker = WorkerProcess::builder(json!({"ten": {"predefined_graphs": [echo]}}))
         .env("AGENTD_API_URL", s.url("/api/v1"))
         .env("AGENTD_WORKER_ID", "pool-1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            std::process::Stdio::inherit()
-        } else {
-            std::process::Stdio::null()
-        })
-        .spawn()
-        .unwrap();
+        .spawn();
 
     let mut chats = Vec::new();
     for i in 0..3 {
         let r = s
-            .post(
-                "/api/v1/chats",
-                json!({"agentIds": ["echo"], "modelId": "default", "firstMessage": format!("pool {i}")}),
-            )
+            .create_chat(json!({"agentIds": ["echo"], "modelId": "default", "firstMessage": format!("pool {i}")}))
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         chats.push(r.body["id"].as_str().unwrap().to_string());
     }
     for (i, chat) in chats.iter().enumerate() {
         assert!(
-            wait_answer(&s, chat, &format!("pool {i}")).await,
+            s.wait_answer(chat, &format!("pool {i}")).await.is_some(),
             "chat {i}\n{}",
             s.output()
         );
-        let a = agent_answers(&s, chat).await;
+        let a = s.agent_answers(chat).await;
         assert_eq!(a[0]["sender_id"], "echo");
     }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let t = std::time::Instant::now();
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the worker ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (st, _) = worker
+        .terminate(Duration::from_secs(5))
+        .expect("the worker ignored SIGTERM");
     assert!(st.success(), "{st:?}");
 }
 
 #[tokio::test]
 async fn the_worker_uses_the_api_key_it_is_given() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .env("AGENTD_API_KEY", "s3cret")
         .start();
@@ -577,7 +444,7 @@ async fn the_worker_uses_the_api_key_it_is_given() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(
-        wait_answer(&s, &chat, "secret handshake").await,
+        s.wait_answer(&chat, "secret handshake").await.is_some(),
         "{}",
         s.output()
     );
@@ -590,35 +457,34 @@ async fn the_worker_uses_the_api_key_it_is_given() {
 #[tokio::test]
 async fn a_provider_hiccup_is_retried_and_answered_once() {
     let standin = Standin::start();
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OPENAI_BASE_URL", &standin.url)
-        .env("OPENAI_MODEL", "flaky")
+        .openai(&standin.url, "sk-test", "flaky")
         .start();
-    let data = start(&s, "e2e-flaky", "assistant").await;
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    post_user(&s, &chat, "are you there?").await;
+    let data = s.start_ok("e2e-flaky", "assistant", json!({})).await;
+    let chat = data.chat();
     assert!(
-        wait_answer(&s, &chat, "You said: are you there?").await,
+        s.ask(&chat, "are you there?", "You said: are you there?")
+            .await
+            .is_some(),
         "{}",
         s.output()
     );
     // The first try got a 500 and failed retryable; the retry answered.
     assert_eq!(standin.requests().len(), 2);
-    let all = messages(&s, &chat).await;
+    let all = s.history(&chat).await;
     assert!(all.iter().all(|m| m["role"] != "system"), "{all:?}");
     assert_eq!(
         all.iter().filter(|m| m["role"] == "agent").count(),
         1,
         "{all:?}"
     );
-    stop(&s, "e2e-flaky").await;
+    s.stop_ok("e2e-flaky").await;
 }
 
 #[tokio::test]
 async fn the_built_in_worker_keeps_a_watchdog_fed() {
-    let s = TestServer::builder()
+    let s = TestApp::builder()
         .bundled()
         .graph_file(
             "watched_echo",
@@ -630,17 +496,10 @@ async fn the_built_in_worker_keeps_a_watchdog_fed() {
             }),
         )
         .start();
-    let data = start(&s, "e2e-watchdog", "watched_echo").await;
-    let pid = data["pid"].as_i64().unwrap();
+    let data = s.start_ok("e2e-watchdog", "watched_echo", json!({})).await;
+    let pid = data.pid;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let l = s.get("/list").await;
-    let me = l.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["channel_name"] == "e2e-watchdog")
-        .cloned()
-        .unwrap();
+    let me = s.worker("e2e-watchdog").await.unwrap();
     assert_eq!(
         me["pid"],
         pid,
@@ -648,8 +507,11 @@ async fn the_built_in_worker_keeps_a_watchdog_fed() {
         s.output()
     );
     assert_eq!(me["restarts"], 0, "{me}");
-    let chat = data["chat_id"].as_str().unwrap().to_string();
-    post_user(&s, &chat, "still here").await;
-    assert!(wait_answer(&s, &chat, "still here").await, "{}", s.output());
-    stop(&s, "e2e-watchdog").await;
+    let chat = data.chat();
+    assert!(
+        s.ask(&chat, "still here", "still here").await.is_some(),
+        "{}",
+        s.output()
+    );
+    s.stop_ok("e2e-watchdog").await;
 }

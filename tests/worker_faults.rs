@@ -8,152 +8,39 @@
 //! every exchange, so the tests check the calls the worker sent as well as the server's answers.
 //! What `/start`-supervised workers do end to end is in `worker_e2e.rs`.
 
-mod common;
 #[path = "fixtures/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "fixtures/openai_standin.rs"]
 mod openai_standin;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{wait_until, TestServer};
 use fault_proxy::{Exchange, Fault, FaultProxy};
 use openai_standin::Standin;
 use serde_json::{json, Value};
+use support::{repo_root, wait_until, TestApp, WorkerProcess, SOON};
 
-/// Generous: the machine may be loaded.
-const SOON: Duration = Duration::from_secs(30);
-
-/// A worker process spawned by the test.
-struct Worker {
-    child: Child,
-    output: Arc<Mutex<String>>,
-    notify: UnixDatagram,
-    _dir: tempfile::TempDir,
-}
-
-impl Worker {
-    /// Runs `agentd worker --property FILE` for one graph of `nodes`, talking to `api`
-    /// (`.../api/v1`). `env` adds to (or overrides) the worker's environment; without
-    /// `AGENTD_CHAT_ID` the worker is an unscoped pool worker.
-    fn spawn(api: &str, nodes: Value, env: &[(&str, &str)]) -> Worker {
-        let dir = tempfile::tempdir().unwrap();
-        let prop = dir.path().join("property.json");
-        let doc = json!({"_ten": {"predefined_graphs": [
-            {"name": "g", "auto_start": true, "nodes": nodes, "connections": []}
-        ]}});
-        std::fs::write(&prop, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-        let sock_path = dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&sock_path).unwrap();
-        let mut cmd = Command::new(common::agentd_bin());
-        cmd.args(["worker", "--property"])
-            .arg(&prop)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env("AGENTD_API_URL", api)
-            .env("NOTIFY_SOCKET", &sock_path)
-            .env("AGENTD_WORKER_ID", "w-1")
-            .env("AGENTD_AGENT_ID", "echo")
-            // Short long-polls: a worker re-claims soon after a lease comes back.
-            .env("AGENTD_CLAIM_WAIT_MS", "2000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for s in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    if std::env::var_os("TEST_LOG").is_some() {
-                        eprintln!("[worker] {line}");
-                    }
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        Worker {
-            child,
-            output,
-            notify,
-            _dir: dir,
-        }
-    }
-
-    /// The next notify datagram, if one comes within `within`.
-    fn next_state(&self, within: Duration) -> Option<String> {
-        self.notify.set_read_timeout(Some(within)).unwrap();
-        let mut buf = [0u8; 256];
-        let n = self.notify.recv(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    /// Waits for `READY=1` (sent once the worker has reached the API).
-    fn ready(&self) {
-        let s = self.next_state(SOON);
-        assert_eq!(s.as_deref(), Some("READY=1"), "output:\n{}", self.output());
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then the exit status and how long it took.
-    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
-        let t = Instant::now();
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (st, t.elapsed());
-            }
-            assert!(t.elapsed() < SOON, "worker ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let t = Instant::now();
-        while t.elapsed() < within {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs `agentd worker --property FILE` for one graph of `nodes`, talking to `api`
+/// (`.../api/v1`). `env` adds to (or overrides) the worker's environment; without
+/// `AGENTD_CHAT_ID` the worker is an unscoped pool worker.
+fn spawn_worker(api: &str, nodes: Value, env: &[(&str, &str)]) -> WorkerProcess {
+    WorkerProcess::builder(json!({"_ten": {"predefined_graphs": [
+        {"name": "g", "auto_start": true, "nodes": nodes, "connections": []}
+    ]}}))
+    .env("AGENTD_API_URL", api)
+    .env("AGENTD_WORKER_ID", "w-1")
+    .env("AGENTD_AGENT_ID", "echo")
+    // Short long-polls: a worker re-claims soon after a lease comes back.
+    .env("AGENTD_CLAIM_WAIT_MS", "2000")
+    .envs(env)
+    .spawn()
 }
 
 /// A real server (bundled config plus `env`) and a proxy in front of it.
-fn server(env: &[(&str, &str)]) -> (TestServer, FaultProxy) {
-    let mut b = TestServer::builder().bundled();
-    for (k, v) in env {
-        b = b.env(k, *v);
-    }
-    let s = b.start();
-    let p = FaultProxy::start(&s.url);
+fn server(env: &[(&str, &str)]) -> (TestApp, FaultProxy) {
+    let s = TestApp::builder().bundled().envs(env).start();
+    let p = FaultProxy::start(&s.base_url);
     (s, p)
 }
 
@@ -164,70 +51,6 @@ fn api(p: &FaultProxy) -> String {
 
 fn echo(property: Value) -> Value {
     json!([{"type": "extension", "name": "echo", "addon": "echo", "property": property}])
-}
-
-/// A new chat of the echo agent; its id.
-async fn new_chat(s: &TestServer) -> String {
-    new_chat_of(s, "echo").await
-}
-
-/// A new chat of `agent`; its id.
-async fn new_chat_of(s: &TestServer, agent: &str) -> String {
-    let r = s
-        .post(
-            "/api/v1/chats",
-            json!({"agentIds": [agent], "modelId": "default"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
-async fn post_user(s: &TestServer, chat: &str, text: &str) -> Value {
-    let r = s
-        .post(
-            &format!("/api/v1/chats/{chat}/messages"),
-            json!({"role": "user", "senderId": "user:primary", "content": text}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body
-}
-
-/// The chat's messages, oldest first.
-async fn messages(s: &TestServer, chat: &str) -> Vec<Value> {
-    let r = s
-        .get(&format!("/api/v1/chats/{chat}/messages?limit=200"))
-        .await;
-    let mut v = r.body["data"].as_array().cloned().unwrap_or_default();
-    v.reverse();
-    v
-}
-
-async fn agent_answers(s: &TestServer, chat: &str) -> Vec<Value> {
-    messages(s, chat)
-        .await
-        .into_iter()
-        .filter(|m| m["role"] == "agent")
-        .collect()
-}
-
-/// Waits for a complete agent message with exactly `text`; returns it.
-async fn wait_answer(s: &TestServer, chat: &str, text: &str) -> Option<Value> {
-    let deadline = Instant::now() + SOON;
-    loop {
-        if let Some(m) = agent_answers(s, chat)
-            .await
-            .into_iter()
-            .find(|m| m["stream_state"] != "streaming" && m["content_final"] == text)
-        {
-            return Some(m);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Dispatch completions the server accepted (204), by batch id.
@@ -256,11 +79,10 @@ fn words(n: usize) -> String {
 #[tokio::test]
 async fn echo_speaks_the_dispatch_protocol_to_the_real_server() {
     let (s, p) = server(&[]);
-    let chat = new_chat(&s).await;
-    let mut w = Worker::spawn(&api(&p), echo(json!({})), &[("AGENTD_CHAT_ID", &chat)]);
-    w.ready();
-    post_user(&s, &chat, "hello big world").await;
-    let a = wait_answer(&s, &chat, "hello big world").await;
+    let chat = s.new_chat("echo").await;
+    let mut w = spawn_worker(&api(&p), echo(json!({})), &[("AGENTD_CHAT_ID", &chat)]);
+    w.ready(SOON);
+    let a = s.ask(&chat, "hello big world", "hello big world").await;
     let a = a.unwrap_or_else(|| panic!("no answer\n{}\n{}", w.output(), s.output()));
     assert_eq!(a["stream_state"], "complete");
     // Scoped to its chat: answers as its own agent id.
@@ -305,7 +127,7 @@ async fn echo_speaks_the_dispatch_protocol_to_the_real_server() {
         p.log()
     );
 
-    let (st, took) = w.terminate();
+    let (st, took) = w.terminate(SOON).expect("worker ignored SIGTERM");
     assert!(st.success(), "{st:?}\n{}", w.output());
     // Inside the supervisor's grace, with room for a loaded machine.
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -318,40 +140,35 @@ async fn echo_speaks_the_dispatch_protocol_to_the_real_server() {
 #[tokio::test]
 async fn whole_answers_when_the_node_says_stream_false() {
     let (s, p) = server(&[]);
-    let chat = new_chat(&s).await;
-    let w = Worker::spawn(
+    let chat = s.new_chat("echo").await;
+    let w = spawn_worker(
         &api(&p),
         echo(json!({"prefix": "> ", "stream": false})),
         &[("AGENTD_CHAT_ID", &chat)],
     );
-    w.ready();
-    post_user(&s, &chat, "hi").await;
-    assert!(
-        wait_answer(&s, &chat, "> hi").await.is_some(),
-        "{}",
-        w.output()
-    );
+    w.ready(SOON);
+    assert!(s.ask(&chat, "hi", "> hi").await.is_some(), "{}", w.output());
     assert!(wait_until(SOON, || async { completed(&p).len() == 1 }).await);
     let creates = p.calls("POST", "/api/v1/chats/*/messages");
     assert_eq!(creates.len(), 1);
     assert_eq!(creates[0].body["content"], "> hi");
     assert!(creates[0].body.get("streaming").is_none());
     assert!(p.calls("POST", "/api/v1/messages/*/chunks").is_empty());
-    assert_eq!(agent_answers(&s, &chat).await.len(), 1);
+    assert_eq!(s.agent_answers(&chat).await.len(), 1);
 }
 
 #[tokio::test]
 async fn sigterm_mid_stream_cancels_the_message_and_hands_the_batch_back() {
     let (s, p) = server(&[]);
-    let chat = new_chat(&s).await;
+    let chat = s.new_chat("echo").await;
     let text = words(60);
-    let mut w = Worker::spawn(
+    let mut w = spawn_worker(
         &api(&p),
         echo(json!({"chunk_delay_ms": 100})),
         &[("AGENTD_CHAT_ID", &chat)],
     );
-    w.ready();
-    post_user(&s, &chat, &text).await;
+    w.ready(SOON);
+    s.post_user(&chat, &text).await;
     assert!(
         wait_until(SOON, || async {
             p.calls("POST", "/api/v1/messages/*/chunks").len() >= 2
@@ -360,10 +177,10 @@ async fn sigterm_mid_stream_cancels_the_message_and_hands_the_batch_back() {
         "{}",
         w.output()
     );
-    let (st, took) = w.terminate();
+    let (st, took) = w.terminate(SOON).expect("worker ignored SIGTERM");
     assert!(st.success(), "{st:?}\n{}", w.output());
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    let first = agent_answers(&s, &chat).await;
+    let first = s.agent_answers(&chat).await;
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!(first[0]["stream_state"], "cancelled");
     let fail = p.calls("POST", "/api/v1/dispatch/*/fail");
@@ -374,24 +191,24 @@ async fn sigterm_mid_stream_cancels_the_message_and_hands_the_batch_back() {
     assert!(completed(&p).is_empty());
 
     // The real server offers the batch again at once: the next worker answers it, once.
-    let w2 = Worker::spawn(
+    let w2 = spawn_worker(
         &api(&p),
         echo(json!({})),
         &[("AGENTD_CHAT_ID", &chat), ("AGENTD_WORKER_ID", "w-2")],
     );
-    w2.ready();
-    let a = wait_answer(&s, &chat, &text).await;
+    w2.ready(SOON);
+    let a = s.wait_answer(&chat, &text).await;
     let a = a.unwrap_or_else(|| panic!("not answered again\n{}", w2.output()));
     assert_eq!(a["trace"]["batchId"], first[0]["trace"]["batchId"]);
     assert!(wait_until(SOON, || async { completed(&p).len() == 1 }).await);
-    let all = agent_answers(&s, &chat).await;
+    let all = s.agent_answers(&chat).await;
     assert_eq!(all.len(), 2, "{all:?}");
 }
 
 #[tokio::test]
 async fn a_lost_lease_cancels_the_message_and_drops_the_batch() {
     let (s, p) = server(&[("DISPATCH_LEASE_MS", "1000")]);
-    let chat = new_chat(&s).await;
+    let chat = s.new_chat("echo").await;
     // The first heartbeat is held until the 1 s lease has long run out on the server.
     p.fault(
         "POST",
@@ -400,23 +217,23 @@ async fn a_lost_lease_cancels_the_message_and_drops_the_batch() {
         Fault::Hold(Duration::from_secs(3)),
     );
     let text = words(50);
-    let w = Worker::spawn(
+    let w = spawn_worker(
         &api(&p),
         echo(json!({"chunk_delay_ms": 150})),
         &[("AGENTD_CHAT_ID", &chat), ("AGENTD_LEASE_MS", "1000")],
     );
-    w.ready();
-    post_user(&s, &chat, &text).await;
+    w.ready(SOON);
+    s.post_user(&chat, &text).await;
     assert!(
         wait_until(SOON, || async {
-            agent_answers(&s, &chat)
+            s.agent_answers(&chat)
                 .await
                 .first()
                 .is_some_and(|m| m["stream_state"] == "cancelled")
         })
         .await,
         "{:?}\n{}",
-        agent_answers(&s, &chat).await,
+        s.agent_answers(&chat).await,
         w.output()
     );
     let hb = p.calls("POST", "/api/v1/dispatch/*/heartbeat");
@@ -427,16 +244,16 @@ async fn a_lost_lease_cancels_the_message_and_drops_the_batch() {
     assert!(p.calls("POST", "/api/v1/dispatch/*/fail").is_empty());
 
     // The expired lease put the batch back; the worker claims it again and answers it, once.
-    let a = wait_answer(&s, &chat, &text).await;
+    let a = s.wait_answer(&chat, &text).await;
     let a = a.unwrap_or_else(|| panic!("not answered again\n{}", w.output()));
-    let first = agent_answers(&s, &chat).await[0].clone();
+    let first = s.agent_answers(&chat).await[0].clone();
     assert_eq!(a["trace"]["batchId"], first["trace"]["batchId"]);
     assert!(
         wait_until(SOON, || async { completed(&p).len() == 1 }).await,
         "{:?}",
         p.calls("POST", "/api/v1/dispatch/*/complete")
     );
-    let all = agent_answers(&s, &chat).await;
+    let all = s.agent_answers(&chat).await;
     let complete = all.iter().filter(|m| m["stream_state"] == "complete");
     assert_eq!(complete.count(), 1, "{all:?}");
     assert!(all.iter().all(|m| m["stream_state"] != "streaming"));
@@ -445,16 +262,15 @@ async fn a_lost_lease_cancels_the_message_and_drops_the_batch() {
 #[tokio::test]
 async fn earlier_attempts_are_never_answered_twice() {
     let (s, p) = server(&[]);
-    let (ca, cb) = (new_chat(&s).await, new_chat(&s).await);
-    post_user(&s, &ca, "first").await;
-    post_user(&s, &cb, "second").await;
+    let (ca, cb) = (s.new_chat("echo").await, s.new_chat("echo").await);
+    s.post_user(&ca, "first").await;
+    s.post_user(&cb, "second").await;
     // The test plays a worker that died mid-way: it claims both batches with a 1 s lease...
     let claim = |chat: String| {
         let s = &s;
         async move {
             let r = s
-                .post(
-                    "/api/v1/dispatch/claim",
+                .claim_with(
                     json!({"workerId": "w-dead", "leaseMs": 1000, "waitMs": 10000, "chatId": chat}),
                 )
                 .await;
@@ -465,8 +281,8 @@ async fn earlier_attempts_are_never_answered_twice() {
     let (ba, bb) = (claim(ca.clone()).await, claim(cb.clone()).await);
     // ...answers the first in full but never completes it...
     let r = s
-        .post(
-            &format!("/api/v1/chats/{ca}/messages"),
+        .post_message(
+            &ca,
             json!({"role": "agent", "senderId": "echo", "content": "first",
                    "trace": {"batchId": ba, "reply": "dead:1"}}),
         )
@@ -474,25 +290,20 @@ async fn earlier_attempts_are_never_answered_twice() {
     assert_eq!(r.status, 201, "{}", r.text);
     // ...and half streams the second.
     let r = s
-        .post(
-            &format!("/api/v1/chats/{cb}/messages"),
+        .post_message(
+            &cb,
             json!({"role": "agent", "senderId": "echo", "streaming": true,
                    "trace": {"batchId": bb, "reply": "dead:1"}}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let half = r.body["id"].as_str().unwrap().to_string();
-    let r = s
-        .post(
-            &format!("/api/v1/messages/{half}/chunks"),
-            json!({"deltaText": "sec"}),
-        )
-        .await;
+    let r = s.chunk(&half, "sec").await;
     assert_eq!(r.status, 200, "{}", r.text);
 
     // When the leases run out the batches come back to a live pool worker.
-    let w = Worker::spawn(&api(&p), echo(json!({"stream": false})), &[]);
-    w.ready();
+    let w = spawn_worker(&api(&p), echo(json!({"stream": false})), &[]);
+    w.ready(SOON);
     assert!(
         wait_until(SOON, || async {
             let c = completed(&p);
@@ -504,13 +315,13 @@ async fn earlier_attempts_are_never_answered_twice() {
         w.output()
     );
     // The first was already answered: only completed, nothing written.
-    let a = agent_answers(&s, &ca).await;
+    let a = s.agent_answers(&ca).await;
     assert_eq!(a.len(), 1, "{a:?}");
     assert!(p
         .calls("POST", &format!("/api/v1/chats/{ca}/messages"))
         .is_empty());
     // The half-written second was cancelled and answered anew.
-    let b = agent_answers(&s, &cb).await;
+    let b = s.agent_answers(&cb).await;
     assert_eq!(b.len(), 2, "{b:?}");
     assert_eq!(b[0]["id"], half.as_str());
     assert_eq!(b[0]["stream_state"], "cancelled");
@@ -528,7 +339,7 @@ async fn earlier_attempts_are_never_answered_twice() {
         1,
         Fault::LoseAnswer,
     );
-    post_user(&s, &ca, "third").await;
+    s.post_user(&ca, "third").await;
     assert!(
         wait_until(SOON, || async { completed(&p).len() == 3 }).await,
         "{:?}\n{}",
@@ -539,7 +350,8 @@ async fn earlier_attempts_are_never_answered_twice() {
     assert_eq!(creates.len(), 1, "resent: {creates:?}");
     assert_eq!(creates[0].fault, Some(Fault::LoseAnswer));
     assert_eq!(creates[0].status, Some(201));
-    let thirds: Vec<_> = agent_answers(&s, &ca)
+    let thirds: Vec<_> = s
+        .agent_answers(&ca)
         .await
         .into_iter()
         .filter(|m| m["content_final"] == "third")
@@ -550,13 +362,14 @@ async fn earlier_attempts_are_never_answered_twice() {
 #[tokio::test]
 async fn a_chunk_whose_answer_is_lost_is_not_sent_twice() {
     let (s, p) = server(&[]);
-    let chat = new_chat(&s).await;
+    let chat = s.new_chat("echo").await;
     p.fault("POST", "/api/v1/messages/*/chunks", 1, Fault::LoseAnswer);
-    let w = Worker::spawn(&api(&p), echo(json!({})), &[("AGENTD_CHAT_ID", &chat)]);
-    w.ready();
-    post_user(&s, &chat, "one two three").await;
+    let w = spawn_worker(&api(&p), echo(json!({})), &[("AGENTD_CHAT_ID", &chat)]);
+    w.ready(SOON);
     assert!(
-        wait_answer(&s, &chat, "one two three").await.is_some(),
+        s.ask(&chat, "one two three", "one two three")
+            .await
+            .is_some(),
         "{}",
         w.output()
     );
@@ -565,25 +378,25 @@ async fn a_chunk_whose_answer_is_lost_is_not_sent_twice() {
     assert_eq!(deltas(&chunks), ["one ", "two ", "three"], "{chunks:?}");
     assert_eq!(chunks[0].fault, Some(Fault::LoseAnswer));
     assert_eq!(chunks[0].status, Some(200), "the lost chunk was applied");
-    assert_eq!(agent_answers(&s, &chat).await.len(), 1);
+    assert_eq!(s.agent_answers(&chat).await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_request_whose_answer_is_lost_is_asked_once() {
     let (s, p) = server(&[]);
-    let chat = new_chat_of(&s, "faq").await;
+    let chat = s.new_chat("faq").await;
     p.fault("POST", "/api/v1/chats/*/requests", 1, Fault::LoseAnswer);
     let faq: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_root().join("graphs/faq.json")).unwrap(),
+        &std::fs::read_to_string(repo_root().join("graphs/faq.json")).unwrap(),
     )
     .unwrap();
-    let w = Worker::spawn(
+    let w = spawn_worker(
         &api(&p),
         faq["nodes"].clone(),
         &[("AGENTD_CHAT_ID", &chat), ("AGENTD_AGENT_ID", "faq")],
     );
-    w.ready();
-    post_user(&s, &chat, "help").await;
+    w.ready(SOON);
+    s.post_user(&chat, "help").await;
     assert!(
         wait_until(SOON, || async { completed(&p).len() == 1 }).await,
         "{:?}\n{}",
@@ -602,13 +415,11 @@ async fn a_request_whose_answer_is_lost_is_asked_once() {
     assert!(key.contains(&completed(&p)[0]), "{key}");
     assert_eq!(posts[1].idempotency_key.as_deref(), Some(key.as_str()));
     assert!(posts[1].status.is_some_and(|s| s < 300), "{posts:?}");
-    let r = s
-        .get(&format!("/api/v1/chats/{chat}/requests?status=all"))
-        .await;
+    let r = s.requests(&chat, "?status=all").await;
     let all = r.body["data"].as_array().cloned().unwrap_or_default();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["type"], "choice");
-    let a = agent_answers(&s, &chat).await;
+    let a = s.agent_answers(&chat).await;
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0]["sender_id"], "faq");
 }
@@ -616,13 +427,13 @@ async fn a_request_whose_answer_is_lost_is_asked_once() {
 #[tokio::test]
 async fn an_unscoped_pool_worker_answers_as_each_chats_agent() {
     let (s, p) = server(&[]);
-    let w = Worker::spawn(&api(&p), echo(json!({"stream": false})), &[]);
-    w.ready();
-    let (ca, cb) = (new_chat_of(&s, "echo").await, new_chat_of(&s, "faq").await);
-    post_user(&s, &ca, "one").await;
-    post_user(&s, &cb, "two").await;
-    let a = wait_answer(&s, &ca, "one").await;
-    let b = wait_answer(&s, &cb, "two").await;
+    let w = spawn_worker(&api(&p), echo(json!({"stream": false})), &[]);
+    w.ready(SOON);
+    let (ca, cb) = (s.new_chat("echo").await, s.new_chat("faq").await);
+    s.post_user(&ca, "one").await;
+    s.post_user(&cb, "two").await;
+    let a = s.wait_answer(&ca, "one").await;
+    let b = s.wait_answer(&cb, "two").await;
     let (a, b) = (
         a.unwrap_or_else(|| panic!("{}", w.output())),
         b.unwrap_or_else(|| panic!("{}", w.output())),
@@ -661,13 +472,13 @@ async fn provider_errors_fail_the_batch_honestly() {
     .into_iter()
     .enumerate()
     {
-        let chat = new_chat(&s).await;
-        let w = Worker::spawn(&api(&p), llm(&standin, model), &[("AGENTD_CHAT_ID", &chat)]);
-        w.ready();
-        post_user(&s, &chat, "a b c d e f").await;
+        let chat = s.new_chat("echo").await;
+        let w = spawn_worker(&api(&p), llm(&standin, model), &[("AGENTD_CHAT_ID", &chat)]);
+        w.ready(SOON);
+        s.post_user(&chat, "a b c d e f").await;
         assert!(
             wait_until(SOON, || async {
-                messages(&s, &chat).await.iter().any(|m| {
+                s.history(&chat).await.iter().any(|m| {
                     m["role"] == "system"
                         && m["content_final"]
                             .as_str()
@@ -676,7 +487,7 @@ async fn provider_errors_fail_the_batch_honestly() {
             })
             .await,
             "{model}: {:?}\n{}",
-            messages(&s, &chat).await,
+            s.history(&chat).await,
             w.output()
         );
         // The server's answer to the worker's `fail` (the system message may show first).
@@ -701,7 +512,7 @@ async fn provider_errors_fail_the_batch_honestly() {
         );
         assert!(!fail.body["reason"].as_str().unwrap().is_empty());
         // Never a message left streaming.
-        let answers = agent_answers(&s, &chat).await;
+        let answers = s.agent_answers(&chat).await;
         for m in &answers {
             assert_ne!(m["stream_state"], "streaming", "{model}: {m}");
         }
@@ -715,8 +526,8 @@ async fn provider_errors_fail_the_batch_honestly() {
 }
 
 /// A worker whose config is wrong stops before it needs any API.
-fn broken_worker(nodes: Value) -> Worker {
-    Worker::spawn("http://127.0.0.1:9/api/v1", nodes, &[])
+fn broken_worker(nodes: Value) -> WorkerProcess {
+    spawn_worker("http://127.0.0.1:9/api/v1", nodes, &[])
 }
 
 #[test]
@@ -727,10 +538,7 @@ fn a_missing_variable_stops_the_worker_naming_it() {
     );
     let st = w.wait_exit(SOON).expect("the worker must exit");
     assert!(!st.success());
-    let t = Instant::now();
-    while !w.output().contains("AGENTD_TEST_NOT_SET") && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    w.wait_output("AGENTD_TEST_NOT_SET", Duration::from_secs(5));
     assert!(w.output().contains("AGENTD_TEST_NOT_SET"), "{}", w.output());
 }
 
@@ -741,9 +549,6 @@ fn an_unknown_addon_stops_the_worker_naming_it() {
     );
     let st = w.wait_exit(SOON).expect("the worker must exit");
     assert!(!st.success());
-    let t = Instant::now();
-    while !w.output().contains("agora_rtc") && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    w.wait_output("agora_rtc", Duration::from_secs(5));
     assert!(w.output().contains("agora_rtc"), "{}", w.output());
 }

@@ -2,6 +2,9 @@
 //! runs it (stop, exit, inactivity deadline, watchdog and memory limit are branches of one
 //! `select!`), restarts it with backoff per its [`Plan`], and cleans up once the worker is gone
 //! for good. Everyone else reaches it through the [`Command`] sender the registry keeps.
+//!
+//! One piece: the phases (wait for ready, run, back off) share the child and its plan, and
+//! splitting them would only pass that state around.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
