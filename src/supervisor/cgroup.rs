@@ -179,6 +179,14 @@ impl Tree {
     }
 }
 
+impl Drop for Tree {
+    /// However agentd ends (a second signal skips the graceful shutdown), an empty subtree goes;
+    /// one with worker cgroups left is the next start's to sweep.
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// The path of agentd's own cgroup in the v2 hierarchy (`0::<path>` of `/proc/self/cgroup`).
 fn own_cgroup() -> Result<String, String> {
     let text = fs::read_to_string("/proc/self/cgroup")
