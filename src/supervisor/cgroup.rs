@@ -411,7 +411,7 @@ impl Cgroup {
         }
     }
 
-    /// Sends SIGKILL to the whole cgroup without waiting (for shutdown's last resort).
+    /// Sends SIGKILL to the whole cgroup without waiting.
     pub fn kill_now(&self) {
         if fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
             self.signal(Signal::SIGKILL);
