@@ -43,6 +43,11 @@ pub struct Runtime {
     pub timeout: Option<Timeout>,
     pub max_workers: Option<usize>,
     pub watchdog_ms: Option<u64>,
+    /// Most memory (bytes) a worker and everything it started may use; over it, the worker is
+    /// killed and handled by `restart`.
+    pub memory_max: Option<u64>,
+    /// Most processes (and threads) a worker's cgroup may hold.
+    pub pids_max: Option<u64>,
     /// Whether the chat front doors may start this graph's worker on demand.
     pub on_demand: bool,
     /// The property keys a `/start` request may set; `None`: every key that is not protected.
@@ -60,6 +65,8 @@ impl Default for Runtime {
             timeout: None,
             max_workers: None,
             watchdog_ms: None,
+            memory_max: None,
+            pids_max: None,
             on_demand: true,
             overridable: None,
         }

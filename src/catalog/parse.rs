@@ -170,6 +170,14 @@ fn parse_runtime(rt: &Value, base_dir: &Path) -> Result<Runtime, String> {
                 }
                 out.watchdog_ms = Some(n);
             }
+            "memory_max" => out.memory_max = Some(parse_bytes(v)?),
+            "pids_max" => {
+                let n = uint()?;
+                if n == 0 {
+                    return Err("\"pids_max\" must be >= 1".into());
+                }
+                out.pids_max = Some(n);
+            }
             "on_demand" => {
                 out.on_demand = v.as_bool().ok_or("\"on_demand\" must be true or false")?
             }
@@ -192,6 +200,48 @@ fn parse_runtime(rt: &Value, base_dir: &Path) -> Result<Runtime, String> {
         }
     }
     Ok(out)
+}
+
+/// The smallest `memory_max`: below it a worker could not even start.
+const MIN_MEMORY_MAX: u64 = 1 << 20;
+
+/// `memory_max`: a number of bytes, or a string of digits with an optional `K`, `M`, `G` or `T`
+/// suffix (powers of 1024, as cgroup's `memory.max` reads them).
+fn parse_bytes(v: &Value) -> Result<u64, String> {
+    const FORM: &str =
+        "\"memory_max\" must be a number of bytes or a string such as \"512M\" (K, M, G, T: powers of 1024)";
+    let n = match v {
+        Value::Number(n) => n.as_u64().ok_or(FORM)?,
+        Value::String(s) => {
+            let s = s.trim();
+            let (digits, shift) = match s.char_indices().last() {
+                Some((i, c)) if c.is_ascii_alphabetic() => {
+                    let shift = match c.to_ascii_uppercase() {
+                        'K' => 10,
+                        'M' => 20,
+                        'G' => 30,
+                        'T' => 40,
+                        _ => return Err(FORM.into()),
+                    };
+                    (&s[..i], shift)
+                }
+                _ => (s, 0),
+            };
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(FORM.into());
+            }
+            let n: u64 = digits.parse().map_err(|_| FORM)?;
+            n.checked_mul(1u64 << shift)
+                .ok_or("\"memory_max\" is too large")?
+        }
+        _ => return Err(FORM.into()),
+    };
+    if n < MIN_MEMORY_MAX {
+        return Err(format!(
+            "\"memory_max\" must be at least 1M ({MIN_MEMORY_MAX} bytes), not {n}"
+        ));
+    }
+    Ok(n)
 }
 
 /// Words that start with `./` or `../` are paths relative to the graph's file.
@@ -241,4 +291,45 @@ pub(super) fn parse_teams(v: &Value) -> Result<Vec<Team>, String> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn memory_max_reads_bytes_and_suffixes() {
+        assert_eq!(parse_bytes(&json!(1_048_576)), Ok(1 << 20));
+        assert_eq!(parse_bytes(&json!("512M")), Ok(512 << 20));
+        assert_eq!(parse_bytes(&json!("2g")), Ok(2 << 30));
+        assert_eq!(parse_bytes(&json!(" 4096K ")), Ok(4 << 20));
+        assert_eq!(parse_bytes(&json!("1T")), Ok(1 << 40));
+        assert_eq!(parse_bytes(&json!("3145728")), Ok(3 << 20));
+        for bad in [
+            json!("512MB"),
+            json!("M"),
+            json!("-5M"),
+            json!("1.5G"),
+            json!(-1),
+            json!(2.5),
+            json!(true),
+            json!("99999999999999999999T"),
+        ] {
+            assert!(parse_bytes(&bad).is_err(), "{bad}");
+        }
+        let small = parse_bytes(&json!("512K")).unwrap_err();
+        assert!(small.contains("at least 1M"), "{small}");
+    }
+
+    #[test]
+    fn limits_are_runtime_keys() {
+        let rt =
+            parse_runtime(&json!({"memory_max": "1G", "pids_max": 64}), Path::new("/")).unwrap();
+        assert_eq!((rt.memory_max, rt.pids_max), (Some(1 << 30), Some(64)));
+        let err = parse_runtime(&json!({"pids_max": 0}), Path::new("/")).unwrap_err();
+        assert!(err.contains("pids_max"), "{err}");
+        let err = parse_runtime(&json!({"pids_max": "many"}), Path::new("/")).unwrap_err();
+        assert!(err.contains("pids_max"), "{err}");
+    }
 }

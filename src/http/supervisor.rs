@@ -47,8 +47,18 @@ fn ok(data: Value) -> HttpResponse {
     HttpResponse::Ok().json(json!({"code": "0", "msg": "success", "data": data}))
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"code": "0", "msg": "ok", "data": null}))
+/// Health, and how workers are contained here (TEN's `data` is `null`; clients ignore it).
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let c = state.supervisor.containment();
+    HttpResponse::Ok().json(json!({"code": "0", "msg": "ok", "data": {
+        "containment": c.mode.as_str(),
+        "cgroup": c.cgroup.as_ref().map(|p| p.display().to_string()),
+        "containment_reason": c.reason,
+        "limits": {
+            "memory_max": if c.memory_max_by_kernel { "kernel" } else { "agentd" },
+            "pids_max": if c.pids_max_enforced { "kernel" } else { "not enforced" },
+        },
+    }}))
 }
 
 /// Answer for a route that does not exist.

@@ -41,6 +41,15 @@ impl DispatchMode {
     }
 }
 
+/// Whether workers get a cgroup of their own (`WORKER_CGROUPS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// A cgroup per worker where the machine allows it, else the process group.
+    Auto,
+    /// The process group only.
+    Off,
+}
+
 /// Dispatch queue settings; defaults are the Opengram reference's.
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
@@ -86,6 +95,10 @@ pub struct Settings {
     pub worker_settle: Duration,
     /// Program and arguments for graphs without `runtime.command`; `None` = agentd's own `worker`.
     pub worker_command: Option<Vec<String>>,
+    pub worker_cgroups: CgroupMode,
+    /// How often each worker's memory and CPU are sampled (and `runtime.memory_max` checked
+    /// where the kernel cannot enforce it).
+    pub worker_sample_interval: Duration,
 
     // Chat and dispatch API
     pub dispatch: DispatchSettings,

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{split_command, DispatchMode, DispatchSettings, Settings, SettingsError, WorkerToken};
+use super::{
+    split_command, CgroupMode, DispatchMode, DispatchSettings, Settings, SettingsError, WorkerToken,
+};
 
 /// Where settings come from; the process environment in production, a map in unit tests.
 pub trait Source {
@@ -191,6 +193,23 @@ impl Settings {
                     expected: "a program and its arguments separated by spaces (double quotes group words)",
                 })?),
             },
+            worker_cgroups: match r.raw("WORKER_CGROUPS").map(|v| v.to_ascii_lowercase()).as_deref() {
+                None | Some("auto") => CgroupMode::Auto,
+                Some("off") => CgroupMode::Off,
+                Some(other) => {
+                    return Err(SettingsError {
+                        var: "WORKER_CGROUPS",
+                        value: other.to_string(),
+                        expected: "auto or off",
+                    })
+                }
+            },
+            worker_sample_interval: Duration::from_millis(r.parse(
+                "WORKER_SAMPLE_INTERVAL_MS",
+                2000u64,
+                "a number of milliseconds >= 100",
+                |v| *v >= 100,
+            )?),
 
             dispatch: DispatchSettings {
                 mode: match r.raw("DISPATCH_MODE").as_deref() {
@@ -319,6 +338,16 @@ mod tests {
         assert_eq!(
             with(&[("CORS_ORIGINS", "example.com")]).unwrap_err().var,
             "CORS_ORIGINS"
+        );
+        assert_eq!(
+            with(&[("WORKER_CGROUPS", "maybe")]).unwrap_err().var,
+            "WORKER_CGROUPS"
+        );
+        assert_eq!(
+            with(&[("WORKER_SAMPLE_INTERVAL_MS", "10")])
+                .unwrap_err()
+                .var,
+            "WORKER_SAMPLE_INTERVAL_MS"
         );
         assert_eq!(
             with(&[("WORKER_COMMAND", "\"unterminated")])

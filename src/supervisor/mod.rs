@@ -7,7 +7,13 @@
 //! task ([`task`]) that holds its `Child`: stop, ping, exit, the inactivity deadline and the
 //! watchdog are branches of one `select!` there. Everyone else talks to it through the
 //! [`registry`], which holds only descriptions and a command sender.
+//!
+//! Each worker process and everything it starts is held by its process group and, where the
+//! machine allows, a cgroup of its own ([`cgroup`]); [`stop`] kills and reaps through both,
+//! [`reap`] collects the orphans agentd inherits, and [`usage`] samples every worker's memory and
+//! CPU (and enforces `runtime.memory_max` where the kernel cannot).
 
+pub mod cgroup;
 pub mod document;
 pub mod errors;
 pub mod fields;
@@ -16,26 +22,30 @@ pub mod logs;
 mod notify;
 pub mod overrides;
 mod plan;
+mod reap;
 pub mod records;
 mod registry;
 mod reserve;
 mod spawn;
 mod stop;
 mod task;
+mod usage;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::sys::signal::Signal;
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::catalog::watch::CatalogHandle;
 use crate::catalog::Timeout;
-use crate::settings::Settings;
+use crate::settings::{CgroupMode, Settings};
+use cgroup::{Cgroup, Tree};
 
 pub use errors::{ChannelError, StartError};
 pub use launch::StartedWorker;
-pub use registry::{timeout_secs, WorkerInfo, WorkerState};
+pub use registry::{timeout_secs, MemoryMax, WorkerInfo, WorkerState};
 pub use reserve::{check_channel, Reservation, StartSpec, MAX_CHANNEL_BYTES};
 pub use stop::StopOutcome;
 
@@ -46,6 +56,39 @@ use registry::{Command, Registry};
 pub enum SupervisorError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// How worker processes are held, so that everything a worker starts dies with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Containment {
+    /// A cgroup per worker process: a descendant that leaves the process group is still in it.
+    Cgroup,
+    /// The worker's process group only.
+    ProcessGroup,
+}
+
+impl Containment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Containment::Cgroup => "cgroup",
+            Containment::ProcessGroup => "process-group",
+        }
+    }
+}
+
+/// How this agentd contains its workers (for `/health`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainmentReport {
+    pub mode: Containment,
+    /// The subtree where workers' cgroups are made.
+    pub cgroup: Option<PathBuf>,
+    /// Why there are no cgroups (process-group mode).
+    pub reason: Option<String>,
+    /// `runtime.memory_max` is enforced by the kernel (`memory.max`), else by agentd's sampler.
+    pub memory_max_by_kernel: bool,
+    /// `runtime.pids_max` is enforced (by the kernel's `pids.max`); else it is not enforced.
+    pub pids_max_enforced: bool,
 }
 
 /// What every handle and task of the supervisor shares.
@@ -63,6 +106,9 @@ pub(crate) struct Inner {
     gone_hook: OnceLock<GoneHook>,
     /// Worker ids of the previous agentd's workers, all gone by the start-up sweep.
     leftovers: Mutex<Vec<String>>,
+    /// Where workers' cgroups are made; `None` in process-group mode.
+    tree: Option<Tree>,
+    containment: ContainmentReport,
 }
 
 /// See [`Supervisor::on_worker_gone`].
@@ -104,24 +150,35 @@ impl Supervisor {
                  stay zombies of init for a while"
             );
         }
+        let (tree, containment) = contain(&settings).await;
+        warn_unenforced(&catalog, &containment);
         let records = Arc::new(records::Records::new(&settings.data_dir));
-        let leftovers = records.sweep().await?;
+        let leftovers = records.sweep(tree.as_ref()).await?;
         tokio::spawn(records.clone().run_writer());
+        tokio::spawn(reap::run());
         let rt = tokio::runtime::Handle::current();
         spawn::init(rt.clone());
-        Ok(Supervisor {
-            inner: Arc::new(Inner {
-                settings,
-                catalog,
-                base_url,
-                registry: Registry::default(),
-                records,
-                run_dir,
-                rt,
-                gone_hook: OnceLock::new(),
-                leftovers: Mutex::new(leftovers),
-            }),
-        })
+        let sample_every = settings.worker_sample_interval;
+        let inner = Arc::new(Inner {
+            settings,
+            catalog,
+            base_url,
+            registry: Registry::default(),
+            records,
+            run_dir,
+            rt,
+            gone_hook: OnceLock::new(),
+            leftovers: Mutex::new(leftovers),
+            tree,
+            containment,
+        });
+        usage::start(Arc::downgrade(&inner), sample_every);
+        Ok(Supervisor { inner })
+    }
+
+    /// How workers are contained here.
+    pub fn containment(&self) -> &ContainmentReport {
+        &self.inner.containment
     }
 
     /// Registers what to do when a worker process is gone for good (exit, stop, crash, kill);
@@ -190,12 +247,84 @@ impl Supervisor {
                 }
             });
         futures_util::future::join_all(stops).await;
+        if let Some(tree) = &self.inner.tree {
+            tree.remove();
+        }
     }
 
-    /// Kills every worker's process group at once.
+    /// Kills every worker's process group and cgroup at once (their cgroups are removed by the
+    /// next start's sweep).
     pub fn kill_all_now(&self) {
-        for pid in self.inner.registry.close_for_kill() {
+        for (pid, cgroup) in self.inner.registry.close_for_kill() {
             stop::kill_group(pid as i32, Signal::SIGKILL);
+            if let Some(dir) = cgroup {
+                Cgroup::at(dir).kill_now();
+            }
+        }
+    }
+}
+
+/// Finds out how workers can be contained here, and says so in the log.
+async fn contain(settings: &Settings) -> (Option<Tree>, ContainmentReport) {
+    let detected = match settings.worker_cgroups {
+        CgroupMode::Off => Err("WORKER_CGROUPS=off".to_string()),
+        CgroupMode::Auto => {
+            let data_dir = settings.data_dir.clone();
+            tokio::task::spawn_blocking(move || Tree::detect(&data_dir))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        }
+    };
+    match detected {
+        Ok(mut tree) => {
+            tree.listen();
+            let c = tree.controllers();
+            tracing::info!(
+                cgroup = %tree.dir().display(),
+                memory_max = if c.memory { "kernel" } else { "agentd's sampler" },
+                pids_max = if c.pids { "kernel" } else { "not enforced" },
+                "containment: cgroup (each worker in a cgroup of its own)"
+            );
+            let report = ContainmentReport {
+                mode: Containment::Cgroup,
+                cgroup: Some(tree.dir().to_path_buf()),
+                reason: None,
+                memory_max_by_kernel: c.memory,
+                pids_max_enforced: c.pids,
+            };
+            (Some(tree), report)
+        }
+        Err(why) => {
+            let msg = "containment: process-group (a descendant that calls setsid() escapes \
+                       stop and the start-up sweep)";
+            if settings.worker_cgroups == CgroupMode::Off {
+                tracing::info!(reason = %why, "{msg}");
+            } else {
+                tracing::warn!(reason = %why, "{msg}");
+            }
+            let report = ContainmentReport {
+                mode: Containment::ProcessGroup,
+                cgroup: None,
+                reason: Some(why),
+                memory_max_by_kernel: false,
+                pids_max_enforced: false,
+            };
+            (None, report)
+        }
+    }
+}
+
+/// Says at start-up which graphs ask for a `pids_max` this machine cannot enforce.
+fn warn_unenforced(catalog: &CatalogHandle, containment: &ContainmentReport) {
+    if containment.pids_max_enforced {
+        return;
+    }
+    for g in catalog.current().graphs() {
+        if let Some(max) = g.runtime.pids_max {
+            tracing::warn!(
+                graph = %g.name, pids_max = max,
+                "runtime.pids_max is not enforced here: no pids controller for agentd's cgroups"
+            );
         }
     }
 }

@@ -40,6 +40,9 @@ pub(super) struct Plan {
     pub restart: Restart,
     pub max_restarts: u32,
     pub watchdog: Option<Duration>,
+    /// `runtime.memory_max` and `runtime.pids_max`.
+    pub memory_max: Option<u64>,
+    pub pids_max: Option<u64>,
     pub stop_grace: Duration,
     pub property_path: PathBuf,
     pub keep_property_file: bool,
@@ -107,6 +110,8 @@ impl Plan {
             restart: graph.runtime.restart,
             max_restarts: graph.runtime.max_restarts,
             watchdog: graph.runtime.watchdog_ms.map(Duration::from_millis),
+            memory_max: graph.runtime.memory_max,
+            pids_max: graph.runtime.pids_max,
             stop_grace: settings.worker_stop_grace,
             property_path,
             keep_property_file: settings.keep_property_files,

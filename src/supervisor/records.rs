@@ -1,9 +1,11 @@
-//! The record of live worker process groups in `DATA_DIR/workers.json` (written by
-//! write-then-rename), and the start-up sweep that kills groups a previous agentd left behind.
+//! The record of live worker process groups and cgroups in `DATA_DIR/workers.json` (written by
+//! write-then-rename), and the start-up sweep that kills what a previous agentd left behind.
 //!
 //! A group is killed only when it is really ours: its leader's pid still has the recorded start
 //! time (field 22 of `/proc/<pid>/stat`), or, when the leader is gone, the members carry the
 //! recorded group id and started after the leader (a pid is never reused while its group lives).
+//! A cgroup is ours by its place: a worker's cgroup (`w-<worker id>`) in an agentd subtree, the
+//! recorded one or any in this `DATA_DIR`'s subtree; everything in it is killed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,8 @@ use tokio::sync::{watch, Notify};
 
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::{Cgroup, Tree, TREE_PREFIX, WORKER_PREFIX};
+
 /// How long the sweep waits for killed leftovers to disappear.
 const SWEEP_WAIT: Duration = Duration::from_secs(2);
 
@@ -28,6 +32,9 @@ pub struct Record {
     pub pgid: i32,
     /// Start time of the leader in clock ticks since boot.
     pub start_time: u64,
+    /// The worker's cgroup, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -133,10 +140,11 @@ impl Records {
         }
     }
 
-    /// Kills every leftover group recorded by a previous agentd, then starts a fresh record.
-    /// Returns the worker ids of that agentd's workers: all gone now (they die with it, and the
-    /// sweep killed what was left), so whatever they held can be handed back.
-    pub async fn sweep(&self) -> std::io::Result<Vec<String>> {
+    /// Kills every leftover group and cgroup recorded by a previous agentd, and every worker
+    /// cgroup left in `tree`, then starts a fresh record. Returns the worker ids of that
+    /// agentd's workers: all gone now (they die with it, and the sweep killed what was left), so
+    /// whatever they held can be handed back.
+    pub async fn sweep(&self, tree: Option<&Tree>) -> std::io::Result<Vec<String>> {
         let old: FileDoc = match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %self.path.display(), "ignoring unreadable worker record: {e}");
@@ -173,6 +181,41 @@ impl Records {
             }
             killed.extend(members);
         }
+        let mut cgroups: Vec<Cgroup> = old
+            .workers
+            .iter()
+            .filter_map(|r| {
+                let dir = r
+                    .cgroup
+                    .as_ref()
+                    .filter(|d| is_worker_cgroup(d, &r.worker_id))?;
+                Some(match tree {
+                    Some(t) => t.cgroup(dir.clone()),
+                    None => Cgroup::at(dir.clone()),
+                })
+            })
+            .collect();
+        for cg in tree.map(Tree::workers).unwrap_or_default() {
+            if !cgroups.iter().any(|c| c.dir() == cg.dir()) {
+                cgroups.push(cg);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + SWEEP_WAIT;
+        let cleared = cgroups.iter().map(|cg| async move {
+            let pids = cg.pids();
+            if !pids.is_empty() {
+                tracing::warn!(
+                    cgroup = %cg.dir().display(), pids = ?pids,
+                    "killing a worker cgroup left behind by a previous agentd"
+                );
+            }
+            if !cg.kill(deadline).await {
+                tracing::warn!(cgroup = %cg.dir().display(), "a leftover worker cgroup is not empty after SIGKILL");
+            } else if let Err(e) = cg.remove() {
+                tracing::warn!(cgroup = %cg.dir().display(), "cannot remove a leftover worker cgroup: {e}");
+            }
+        });
+        futures_util::future::join_all(cleared).await;
         let deadline = Instant::now() + SWEEP_WAIT;
         while killed.iter().any(|p| alive(*p)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -182,6 +225,21 @@ impl Records {
         }
         Ok(old.workers.into_iter().map(|r| r.worker_id).collect())
     }
+}
+
+/// True for a path shaped like a worker's cgroup in an agentd subtree (`.../agentd-*/w-<id>`)
+/// that is a cgroup: a record is never trusted to point anywhere else.
+fn is_worker_cgroup(dir: &Path, worker_id: &str) -> bool {
+    let name_ok = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.strip_prefix(WORKER_PREFIX) == Some(worker_id));
+    let parent_ok = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(TREE_PREFIX));
+    name_ok && parent_ok && !worker_id.is_empty() && dir.join("cgroup.procs").is_file()
 }
 
 /// `(pgrp, start_time)` of a process, from `/proc/<pid>/stat`.

@@ -3,6 +3,7 @@
 //! lock; nothing here awaits, spawns or touches a process.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::errors::{ChannelError, StartError};
 use super::stop::StopOutcome;
+use super::Containment;
 use crate::catalog::Timeout;
 
 /// Where a worker is in its life.
@@ -38,6 +40,25 @@ pub struct WorkerInfo {
     pub restarts: u32,
     pub request_id: Option<String>,
     pub chat_id: Option<String>,
+    /// How the current process is contained; `None` while no process runs.
+    pub containment: Option<Containment>,
+    /// The current process's cgroup.
+    pub cgroup: Option<PathBuf>,
+    /// Resident memory of the current process and everything it started, in bytes, as last
+    /// sampled.
+    pub memory_bytes: Option<u64>,
+    /// CPU time of the current process and everything it started, in seconds, as last sampled.
+    pub cpu_seconds: Option<f64>,
+    /// The graph's `runtime.memory_max`, and how it is enforced for the current process.
+    pub memory_max: Option<MemoryMax>,
+}
+
+/// A worker's memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryMax {
+    pub bytes: u64,
+    /// By the kernel (the cgroup's `memory.max`) rather than by agentd's sampler.
+    pub by_kernel: bool,
 }
 
 impl WorkerInfo {
@@ -65,6 +86,12 @@ impl WorkerInfo {
             "restarts": self.restarts,
             "request_id": self.request_id,
             "chat_id": self.chat_id,
+            "containment": self.containment.map(Containment::as_str),
+            "cgroup": self.cgroup.as_ref().map(|c| c.display().to_string()),
+            "memory_bytes": self.memory_bytes,
+            "cpu_seconds": self.cpu_seconds,
+            "memory_max": self.memory_max.map(|m| m.bytes),
+            "memory_max_enforced_by": self.memory_max.map(|m| if m.by_kernel { "kernel" } else { "agentd" }),
         })
     }
 }
@@ -82,6 +109,28 @@ pub fn timeout_secs(t: Timeout) -> i64 {
 pub(super) enum Command {
     /// Stop the worker for good and answer with how it ended.
     Stop(oneshot::Sender<StopOutcome>),
+    /// The process `pid` was sampled at `rss` bytes, over its `runtime.memory_max` of `limit`.
+    OverMemory { pid: u32, rss: u64, limit: u64 },
+}
+
+/// A worker process to sample ([`super::usage`]).
+pub(super) struct Target {
+    pub channel: String,
+    pub generation: u64,
+    pub pid: u32,
+    pub cgroup: Option<PathBuf>,
+    /// The memory limit agentd enforces itself (the kernel does not).
+    pub memory_max: Option<u64>,
+    pub tx: Option<mpsc::UnboundedSender<Command>>,
+}
+
+/// One sample of a worker process.
+pub(super) struct Sample {
+    pub channel: String,
+    pub generation: u64,
+    pub pid: u32,
+    pub memory_bytes: u64,
+    pub cpu_seconds: f64,
 }
 
 /// When a channel was last pinged, shared by the registry (which writes it on `/ping`) and the
@@ -302,14 +351,46 @@ impl Registry {
             .collect()
     }
 
-    /// Like [`close`](Self::close), returning the pids (process groups) of the live workers.
-    pub(super) fn close_for_kill(&self) -> Vec<u32> {
+    /// Like [`close`](Self::close), returning the pids (process groups) and cgroups of the live
+    /// workers.
+    pub(super) fn close_for_kill(&self) -> Vec<(u32, Option<PathBuf>)> {
         let mut slots = self.lock();
         slots.shutting_down = true;
         slots
             .by_channel
             .values()
-            .filter_map(|s| s.info.pid)
+            .filter_map(|s| Some((s.info.pid?, s.info.cgroup.clone())))
             .collect()
+    }
+
+    /// Every worker process now running, for the sampler.
+    pub(super) fn targets(&self) -> Vec<Target> {
+        self.lock()
+            .by_channel
+            .iter()
+            .filter_map(|(channel, s)| {
+                Some(Target {
+                    channel: channel.clone(),
+                    generation: s.generation,
+                    pid: s.info.pid?,
+                    cgroup: s.info.cgroup.clone(),
+                    memory_max: s.info.memory_max.filter(|m| !m.by_kernel).map(|m| m.bytes),
+                    tx: s.tx.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Records samples, each only if its process is still the worker's current one.
+    pub(super) fn record(&self, samples: Vec<Sample>) {
+        let mut slots = self.lock();
+        for x in samples {
+            if let Some(slot) = slots.by_channel.get_mut(&x.channel) {
+                if slot.generation == x.generation && slot.info.pid == Some(x.pid) {
+                    slot.info.memory_bytes = Some(x.memory_bytes);
+                    slot.info.cpu_seconds = Some(x.cpu_seconds);
+                }
+            }
+        }
     }
 }

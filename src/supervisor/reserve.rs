@@ -159,6 +159,11 @@ impl Supervisor {
             restarts: 0,
             request_id: spec.request_id.clone(),
             chat_id: spec.chat_id.clone(),
+            containment: None,
+            cgroup: None,
+            memory_bytes: None,
+            cpu_seconds: None,
+            memory_max: None,
         };
         let limits = Limits {
             workers_max: settings.workers_max,

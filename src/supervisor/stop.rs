@@ -1,10 +1,14 @@
-//! Stopping a worker's process group: SIGTERM, the grace period, SIGKILL, and reaping every
-//! member so that nothing (and no zombie) is left behind.
+//! Stopping a worker and everything it started: SIGTERM, the grace period, SIGKILL, and reaping
+//! every process so that nothing (and no zombie) is left behind.
 //!
-//! The leader is always reaped through its tokio `Child` first; only then are the other members
-//! reaped here, by waiting on the group (`waitpid(-pgid)`) whenever a SIGCHLD arrives, until the
-//! kernel answers `ECHILD`: no child of agentd is left in the group. Members are agentd's
-//! children because agentd is a child subreaper (see [`super::Supervisor::new`]).
+//! What holds a worker is its [`Hold`]: its process group, and its cgroup when workers run in
+//! cgroups ([`super::cgroup`]). The leader is always reaped through its tokio `Child` first;
+//! only then is the rest reaped here. With a cgroup, "gone" means the cgroup is empty (a
+//! descendant that called `setsid()` is in it too), and the orphans agentd inherits are reaped
+//! by [`super::reap`]. Without one, members are reaped by waiting on the group (`waitpid(-pgid)`)
+//! whenever a SIGCHLD arrives, until the kernel answers `ECHILD`: no child of agentd is left in
+//! the group. Either way they are agentd's children because agentd is a child subreaper (see
+//! [`super::Supervisor::new`]).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -18,6 +22,9 @@ use serde::Serialize;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
+
+use super::cgroup::Cgroup;
+use super::reap;
 
 /// Longest wait for killed members to be reaped.
 const REAP_WAIT: Duration = Duration::from_secs(2);
@@ -47,6 +54,39 @@ impl StopOutcome {
     }
 }
 
+/// What holds one worker process and all it starts.
+#[derive(Debug)]
+pub struct Hold {
+    /// The leader's pid, which is also its process group id.
+    pub pgid: i32,
+    /// `None` where workers run in their process group only.
+    pub cgroup: Option<Cgroup>,
+}
+
+impl Hold {
+    /// Sends `sig` to the group and to every process of the cgroup; the pids of the cgroup.
+    fn signal(&self, sig: Signal) -> Vec<i32> {
+        kill_group(self.pgid, sig);
+        self.cgroup
+            .as_ref()
+            .map(|c| c.signal(sig))
+            .unwrap_or_default()
+    }
+
+    /// True while any process of the worker is left.
+    fn alive(&self) -> bool {
+        group_exists(self.pgid) || self.cgroup.as_ref().is_some_and(Cgroup::populated)
+    }
+
+    /// SIGKILL to everything, without waiting.
+    pub fn kill_now(&self) {
+        kill_group(self.pgid, Signal::SIGKILL);
+        if let Some(c) = &self.cgroup {
+            c.kill_now();
+        }
+    }
+}
+
 /// Sends `sig` to the process group `pgid`; false when the group no longer exists.
 pub fn kill_group(pgid: i32, sig: Signal) -> bool {
     // 0 would be agentd's own group and 1 init's.
@@ -69,24 +109,34 @@ pub fn describe(st: &ExitStatus) -> String {
     }
 }
 
-/// Stops a running group: SIGTERM, up to `grace` for every member to go, then SIGKILL.
-pub async fn stop_group(child: &mut Child, pgid: i32, grace: Duration) -> StopOutcome {
+/// Stops a running worker: SIGTERM, up to `grace` for every process to go, then SIGKILL.
+pub async fn stop(child: &mut Child, hold: &Hold, grace: Duration) -> StopOutcome {
     let began = Instant::now();
-    kill_group(pgid, Signal::SIGTERM);
+    let seen = hold.signal(Signal::SIGTERM);
     let deadline = began + grace.min(MAX_GRACE);
     let mut status = tokio::select! {
         st = child.wait() => st.ok(),
         _ = sleep_until(deadline) => None,
     };
     if status.is_some() {
-        // The leader is gone; give the rest of its group what is left of the grace.
-        reap_members(pgid, deadline).await;
+        // The leader is gone; give the rest what is left of the grace.
+        match &hold.cgroup {
+            Some(cg) => {
+                cg.wait_empty(deadline).await;
+            }
+            None => {
+                reap_members(hold.pgid, deadline).await;
+            }
+        }
     }
-    let killed = group_exists(pgid) && kill_group(pgid, Signal::SIGKILL);
+    let killed = hold.alive();
+    if killed {
+        hold.kill_now();
+    }
     if status.is_none() {
         status = child.wait().await.ok();
     }
-    reap_group(pgid).await;
+    reap(hold, seen).await;
     let how = match status {
         _ if killed && status.is_some_and(|s| s.signal() == Some(libc::SIGKILL)) => "killed",
         Some(s) if s.code().is_some() => "exited",
@@ -95,14 +145,51 @@ pub async fn stop_group(child: &mut Child, pgid: i32, grace: Duration) -> StopOu
     StopOutcome::from_status(how, status, began.elapsed())
 }
 
-/// Kills what is left of a group whose leader has been reaped, and reaps the members.
-pub async fn reap_group(pgid: i32) {
-    kill_group(pgid, Signal::SIGKILL);
-    if !reap_members(pgid, Instant::now() + REAP_WAIT).await {
+/// Kills what is left of a worker whose leader has been reaped, and reaps the rest; the cgroup
+/// is removed once empty. `seen` are processes of the worker seen earlier (maybe zombies by now).
+pub async fn reap(hold: &Hold, mut seen: Vec<i32>) {
+    kill_group(hold.pgid, Signal::SIGKILL);
+    let deadline = Instant::now() + REAP_WAIT;
+    let Some(cg) = &hold.cgroup else {
+        if !reap_members(hold.pgid, deadline).await {
+            tracing::warn!(
+                pgid = hold.pgid,
+                "members of a worker's process group were not reaped within {REAP_WAIT:?}"
+            );
+        }
+        return;
+    };
+    seen.extend(cg.pids());
+    if !cg.kill(deadline).await {
         tracing::warn!(
-            pgid,
-            "members of a worker's process group were not reaped within {REAP_WAIT:?}"
+            cgroup = %cg.dir().display(), pids = ?cg.pids(),
+            "processes of a worker's cgroup were still alive {REAP_WAIT:?} after SIGKILL"
         );
+        return;
+    }
+    reap_orphans(&seen, deadline).await;
+    if let Err(e) = cg.remove() {
+        tracing::warn!(cgroup = %cg.dir().display(), "cannot remove a worker's cgroup: {e}");
+    }
+}
+
+/// Reaps the orphans agentd inherited until none of `seen` is a zombie any more, or `deadline`.
+/// A dead parent hands its children to agentd just after it leaves its cgroup, so a zombie may
+/// need one more SIGCHLD.
+async fn reap_orphans(seen: &[i32], deadline: Instant) {
+    let mut exits = signal(SignalKind::child()).ok();
+    loop {
+        reap::orphans();
+        if !seen.iter().any(|p| reap::is_zombie(*p)) {
+            return;
+        }
+        let Some(exits) = exits.as_mut() else {
+            return;
+        };
+        tokio::select! {
+            _ = exits.recv() => {}
+            _ = sleep_until(deadline) => return,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The task that owns one channel's worker: it spawns each process, waits for it to be ready,
-//! runs it (stop, exit, inactivity deadline and watchdog are branches of one `select!`), restarts
-//! it with backoff per its [`Plan`], and cleans up once the worker is gone for good. Everyone
-//! else reaches it through the [`Command`] sender the registry keeps.
+//! runs it (stop, exit, inactivity deadline, watchdog and memory limit are branches of one
+//! `select!`), restarts it with backoff per its [`Plan`], and cleans up once the worker is gone
+//! for good. Everyone else reaches it through the [`Command`] sender the registry keeps.
 //!
 //! One piece: the phases (wait for ready, run, back off) share the child and its plan, and
 //! splitting them would only pass that state around.
@@ -11,16 +11,15 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use super::errors::StartError;
 use super::plan::{self, Plan, RESET_AFTER};
-use super::registry::{Command, WorkerInfo, WorkerState};
+use super::registry::{Command, MemoryMax, WorkerInfo, WorkerState};
 use super::spawn::{self, Proc};
 use super::stop::{self, describe, StopOutcome};
-use super::Inner;
+use super::{Containment, Inner};
 use crate::catalog::Ready;
 
 /// Longest wait for a dead worker's output pipes to drain.
@@ -36,6 +35,7 @@ enum Started {
     NotReady,
     Stop(Option<oneshot::Sender<StopOutcome>>),
     Idle,
+    OverMemory { rss: u64, limit: u64 },
 }
 
 /// How a ready process's run ended.
@@ -44,6 +44,7 @@ enum Ended {
     Idle,
     Exited(ExitStatus),
     Watchdog,
+    OverMemory { rss: u64, limit: u64 },
 }
 
 /// How one spawned process of the worker came to an end.
@@ -66,6 +67,8 @@ struct Task {
     deadline: Option<Instant>,
     /// What a late `/stop` is told once no process runs.
     last: StopOutcome,
+    /// A `pids_max` that cannot be enforced has been reported.
+    told_unenforced: bool,
 }
 
 /// Runs a channel's worker from spawn to gone for good.
@@ -82,6 +85,7 @@ pub(super) async fn run(
         ready_tx: Some(ready_tx),
         deadline: None,
         last: StopOutcome::from_status("not_started", None, Duration::ZERO),
+        told_unenforced: false,
     };
     let mut consecutive = 0u32;
     loop {
@@ -130,6 +134,10 @@ pub(super) async fn run(
             i.state = WorkerState::Restarting;
             i.pid = None;
             i.restarts += 1;
+            i.containment = None;
+            i.cgroup = None;
+            i.memory_bytes = None;
+            i.cpu_seconds = None;
         });
         if !task.backoff(delay).await {
             return;
@@ -150,11 +158,26 @@ impl Task {
         self.plan.log.clear_tail();
         let mut proc = spawn::spawn(&self.inner, &self.plan).await?;
         let (pid, wid) = (proc.pid, proc.worker_id.clone());
+        let cgroup = proc.hold.cgroup.as_ref().map(|c| c.dir().to_path_buf());
+        let memory_max = self.plan.memory_max.map(|bytes| MemoryMax {
+            bytes,
+            by_kernel: proc.enforced.memory,
+        });
         self.set(|i| {
             i.pid = Some(pid);
             i.worker_id = Some(wid);
+            i.containment = Some(if cgroup.is_some() {
+                Containment::Cgroup
+            } else {
+                Containment::ProcessGroup
+            });
+            i.cgroup = cgroup;
+            i.memory_max = memory_max;
+            i.memory_bytes = None;
+            i.cpu_seconds = None;
         });
         tracing::info!(channel = %self.plan.channel, graph = %self.plan.graph, pid, "worker spawned");
+        self.tell_unenforced(&proc).await;
         let life = match wait_ready(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await {
             Started::Ready => {
                 tracing::info!(channel = %self.plan.channel, pid, "worker ready");
@@ -181,7 +204,7 @@ impl Task {
                 Life::Over
             }
             Started::Exited(st) => {
-                stop::reap_group(proc.pid as i32).await;
+                stop::reap(&proc.hold, Vec::new()).await;
                 let why = format!("exited before it was ready ({})", describe(&st));
                 self.end(&mut proc, &why).await;
                 self.last = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
@@ -195,8 +218,7 @@ impl Task {
             }
             Started::NotReady => {
                 let how = self.plan.readiness();
-                self.last =
-                    stop::stop_group(&mut proc.child, proc.pid as i32, Duration::ZERO).await;
+                self.last = stop::stop(&mut proc.child, &proc.hold, Duration::ZERO).await;
                 self.end(&mut proc, &format!("not ready in time ({how})"))
                     .await;
                 self.start_failed(
@@ -208,8 +230,61 @@ impl Task {
                     ExitStatus::from_raw(libc::SIGKILL),
                 )
             }
+            Started::OverMemory { rss, limit } => {
+                let st = self.kill_over_memory(&mut proc, rss, limit).await;
+                self.start_failed(
+                    StartError::Exited {
+                        status: format!(
+                            "killed: {rss} bytes of memory, over runtime.memory_max ({limit})"
+                        ),
+                        output: self.plan.log.tail(),
+                    },
+                    st,
+                )
+            }
         };
         Ok((life, proc.started.elapsed()))
+    }
+
+    /// Says once per worker that its graph's `pids_max` cannot be enforced for this process.
+    async fn tell_unenforced(&mut self, proc: &Proc) {
+        let Some(max) = self.plan.pids_max.filter(|_| !proc.enforced.pids) else {
+            return;
+        };
+        if std::mem::replace(&mut self.told_unenforced, true) {
+            return;
+        }
+        tracing::warn!(
+            channel = %self.plan.channel, graph = %self.plan.graph, pids_max = max,
+            "runtime.pids_max is not enforced for this worker (no cgroup with a pids controller)"
+        );
+        self.plan
+            .log
+            .note(&format!("runtime.pids_max {max} is not enforced here"))
+            .await;
+    }
+
+    /// Kills a process sampled over its `memory_max`, with the figures in both logs; its status.
+    async fn kill_over_memory(&mut self, proc: &mut Proc, rss: u64, limit: u64) -> ExitStatus {
+        let pid = proc.pid;
+        tracing::warn!(
+            channel = %self.plan.channel, pid, memory_bytes = rss, memory_max = limit,
+            "worker over runtime.memory_max: killing it"
+        );
+        proc.hold.kill_now();
+        let st = proc
+            .child
+            .wait()
+            .await
+            .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+        stop::reap(&proc.hold, Vec::new()).await;
+        self.end(
+            proc,
+            &format!("killed: {rss} bytes of memory, over runtime.memory_max ({limit} bytes)"),
+        )
+        .await;
+        self.last = StopOutcome::from_status("killed", Some(st), Duration::ZERO);
+        st
     }
 
     /// A first start fails the `/start` call; a restart that fails counts as a failure.
@@ -240,9 +315,15 @@ impl Task {
                 } else {
                     tracing::warn!(channel = %self.plan.channel, pid, "worker exited on its own: {}", describe(&st));
                 }
-                stop::reap_group(pid as i32).await;
-                self.end(proc, &format!("exited on its own ({})", describe(&st)))
-                    .await;
+                let why = match self.oom_killed(proc) {
+                    Some(limit) => {
+                        tracing::warn!(channel = %self.plan.channel, pid, memory_max = limit, "the kernel killed the worker: over runtime.memory_max");
+                        format!("killed by the kernel: over runtime.memory_max ({limit} bytes)")
+                    }
+                    None => format!("exited on its own ({})", describe(&st)),
+                };
+                stop::reap(&proc.hold, Vec::new()).await;
+                self.end(proc, &why).await;
                 self.last = StopOutcome::from_status("exited", Some(st), Duration::ZERO);
                 if st.success() {
                     Life::Clean
@@ -252,18 +333,29 @@ impl Task {
             }
             Ended::Watchdog => {
                 tracing::warn!(channel = %self.plan.channel, pid, "watchdog: no WATCHDOG=1 in time, killing the worker");
-                stop::kill_group(pid as i32, Signal::SIGKILL);
+                proc.hold.kill_now();
                 let st = proc
                     .child
                     .wait()
                     .await
                     .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
-                stop::reap_group(pid as i32).await;
+                stop::reap(&proc.hold, Vec::new()).await;
                 self.end(proc, "killed by the watchdog").await;
                 self.last = StopOutcome::from_status("killed", Some(st), Duration::ZERO);
                 Life::Failed(st)
             }
+            Ended::OverMemory { rss, limit } => {
+                Life::Failed(self.kill_over_memory(proc, rss, limit).await)
+            }
         }
+    }
+
+    /// The kernel's limit, when its OOM killer ended this process for being over it.
+    fn oom_killed(&self, proc: &Proc) -> Option<u64> {
+        let cg = proc.hold.cgroup.as_ref().filter(|_| proc.enforced.memory)?;
+        (cg.oom_kills() > 0)
+            .then_some(self.plan.memory_max)
+            .flatten()
     }
 
     /// Stops a live process for good and answers the stop that asked for it.
@@ -274,7 +366,7 @@ impl Task {
         why: &str,
     ) {
         self.set(|i| i.state = WorkerState::Stopping);
-        let out = stop::stop_group(&mut proc.child, proc.pid as i32, self.plan.stop_grace).await;
+        let out = stop::stop(&mut proc.child, &proc.hold, self.plan.stop_grace).await;
         self.end(proc, &format!("{why} ({})", out.how)).await;
         self.last = out.clone();
         self.finish();
@@ -328,8 +420,10 @@ impl Task {
     /// Answers the stops that raced with the end of the worker.
     fn drain(&mut self) {
         self.rx.close();
-        while let Ok(Command::Stop(reply)) = self.rx.try_recv() {
-            let _ = reply.send(self.last.clone());
+        while let Ok(cmd) = self.rx.try_recv() {
+            if let Command::Stop(reply) = cmd {
+                let _ = reply.send(self.last.clone());
+            }
         }
     }
 
@@ -354,6 +448,8 @@ impl Task {
                         self.drain();
                         return false;
                     }
+                    // About a process that is gone already.
+                    Some(Command::OverMemory { .. }) => {}
                     None => {
                         self.gone();
                         return false;
@@ -416,6 +512,10 @@ async fn wait_ready(
             },
             cmd = rx.recv() => match cmd {
                 Some(Command::Stop(reply)) => return Started::Stop(Some(reply)),
+                Some(Command::OverMemory { pid, rss, limit }) if pid == proc.pid => {
+                    return Started::OverMemory { rss, limit }
+                }
+                Some(Command::OverMemory { .. }) => {}
                 None => return Started::Stop(None),
             },
             _ = maybe_sleep(*deadline) => if plan.idle(deadline) { return Started::Idle },
@@ -445,6 +545,10 @@ async fn running(
             }
             cmd = rx.recv() => match cmd {
                 Some(Command::Stop(reply)) => return Ended::Stop(Some(reply)),
+                Some(Command::OverMemory { pid, rss, limit }) if pid == proc.pid => {
+                    return Ended::OverMemory { rss, limit }
+                }
+                Some(Command::OverMemory { .. }) => {}
                 None => return Ended::Stop(None),
             },
             r = proc.notify.next(pgid), if notify_ok => match r {

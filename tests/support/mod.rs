@@ -21,7 +21,9 @@ pub mod worker;
 
 pub use api::{assert_error, user_message, Batch};
 pub use app::{agentd_bin, fixture, repo_root, Builder, Remains, Reply, TestApp};
-pub use process::{cmdline, environ, group_members, pid_alive, pid_exists, rss_kib};
+pub use process::{
+    cmdline, environ, group_and_session, group_members, pid_alive, pid_exists, rss_kib,
+};
 pub use sse::{Ev, EventStream};
 pub use supervisor::{graph, numbers_after, started, Started};
 pub use wait::{wait_for, wait_until, SOON};

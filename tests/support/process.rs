@@ -295,6 +295,12 @@ fn nul_separated(path: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `(process group, session)` of a process.
+pub fn group_and_session(pid: i32) -> Option<(i32, i32)> {
+    let f = stat_fields(pid)?;
+    Some((field(&f, 5)? as i32, field(&f, 6)? as i32))
+}
+
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: i32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
