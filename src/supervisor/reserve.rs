@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 
 use super::document;
 use super::errors::{ChannelError, StartError};
+use super::logs::LogSink;
+use super::plan::Plan;
 use super::registry::{Limits, PingClock, WorkerInfo, WorkerState};
 use super::{Inner, Supervisor};
 use crate::catalog::{Graph, Timeout};
@@ -41,6 +43,8 @@ pub struct Reservation {
     pub(super) inner: Arc<Inner>,
     pub(super) generation: u64,
     pub(super) pings: Arc<PingClock>,
+    /// The worker's log, from the reservation on (so it can be read while the worker starts).
+    pub(super) log: Arc<LogSink>,
     pub(super) spec: StartSpec,
     pub(super) graph: Arc<Graph>,
     pub(super) doc: Value,
@@ -149,11 +153,13 @@ impl Supervisor {
             workers_max: settings.workers_max,
             graph_max: graph.runtime.max_workers,
         };
-        let reserved = inner.registry.reserve(info, limits)?;
+        let log = Plan::log_sink(settings, &spec.channel);
+        let reserved = inner.registry.reserve(info, limits, log.clone())?;
         Ok(Reservation {
             inner: self.inner.clone(),
             generation: reserved.generation,
             pings: reserved.pings,
+            log,
             spec,
             graph,
             doc,
