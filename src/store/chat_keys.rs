@@ -2,7 +2,8 @@
 //! front doors read and do with them: find by key, list by key prefix, history, unread answers,
 //! delete.
 
-use rusqlite::{params, OptionalExtension};
+use crate::store::sql::{args, Row};
+
 use serde_json::Value;
 
 use super::chats::{cut, DEFAULT_MODEL, TITLE_MAX_CHARS};
@@ -42,7 +43,7 @@ pub struct Unread {
 
 const KEYED_COLUMNS: &str = "id, title, created_at, updated_at, unread_count, last_message_preview";
 
-fn keyed_row(r: &rusqlite::Row) -> rusqlite::Result<KeyedChat> {
+fn keyed_row(r: &Row) -> Result<KeyedChat, StoreError> {
     Ok(KeyedChat {
         id: r.get(0)?,
         title: r.get(1)?,
@@ -72,10 +73,10 @@ impl Store {
     ) -> Result<String, StoreError> {
         let (key, agent, title) = (key.to_string(), agent_id.to_string(), title.to_string());
         self.write(move |w| {
+            // Two nodes finding no chat for one key must not both create one.
+            w.lock_name(&key)?;
             let found: Option<String> =
-                w.c.prepare_cached("SELECT id FROM chats WHERE external_key = ?1")?
-                    .query_row([&key], |r| r.get(0))
-                    .optional()?;
+                w.c.opt("SELECT id FROM chats WHERE external_key = ?1", args![&key])?;
             if let Some(id) = found {
                 return Ok(id);
             }
@@ -85,8 +86,10 @@ impl Store {
             };
             let id = w.insert_chat(&[agent], DEFAULT_MODEL, &title, "default", &[], Some(&key))?;
             if let Some(mode) = mode {
-                w.c.prepare_cached("UPDATE chats SET dispatch_mode = ?2 WHERE id = ?1")?
-                    .execute(params![id, mode.as_str()])?;
+                w.c.execute(
+                    "UPDATE chats SET dispatch_mode = ?2 WHERE id = ?1",
+                    args![id, mode.as_str()],
+                )?;
             }
             Ok(id)
         })
@@ -108,11 +111,7 @@ impl Store {
     pub async fn chat_by_key(&self, key: &str) -> Result<Option<String>, StoreError> {
         let k = key.to_string();
         self.read(move |c, _, _| {
-            Ok(
-                c.prepare_cached("SELECT id FROM chats WHERE external_key = ?1")?
-                    .query_row(params![k], |r| r.get::<_, String>(0))
-                    .optional()?,
-            )
+            c.opt::<String>("SELECT id FROM chats WHERE external_key = ?1", args![k])
         })
         .await
     }
@@ -121,12 +120,12 @@ impl Store {
     pub async fn chat_key(&self, chat_id: &str) -> Result<Option<String>, StoreError> {
         let id = chat_id.to_string();
         self.read(move |c, _, _| {
-            Ok(
-                c.prepare_cached("SELECT external_key FROM chats WHERE id = ?1")?
-                    .query_row(params![id], |r| r.get::<_, Option<String>>(0))
-                    .optional()?
-                    .flatten(),
-            )
+            Ok(c.opt_map(
+                "SELECT external_key FROM chats WHERE id = ?1",
+                args![id],
+                |r| r.get::<Option<String>>(0),
+            )?
+            .flatten())
         })
         .await
     }
@@ -136,12 +135,10 @@ impl Store {
         let prefix = prefix.to_string();
         self.read(move |c, _, _| {
             let rows = c
-                .prepare_cached(&format!(
+                .all_map(&format!(
                     "SELECT {KEYED_COLUMNS} FROM chats WHERE external_key >= ?1 AND external_key < ?2
                      ORDER BY last_message_at DESC, seq DESC"
-                ))?
-                .query_map(params![prefix, prefix_end(&prefix)], keyed_row)?
-                .collect::<Result<_, _>>()?;
+                ), args![prefix, prefix_end(&prefix)], keyed_row)?;
             Ok(rows)
         })
         .await
@@ -151,10 +148,10 @@ impl Store {
     pub async fn keyed_chat(&self, chat_id: &str) -> Result<Option<KeyedChat>, StoreError> {
         let id = chat_id.to_string();
         self.read(move |c, _, _| {
-            Ok(
-                c.prepare_cached(&format!("SELECT {KEYED_COLUMNS} FROM chats WHERE id = ?1"))?
-                    .query_row(params![id], keyed_row)
-                    .optional()?,
+            c.opt_map(
+                &format!("SELECT {KEYED_COLUMNS} FROM chats WHERE id = ?1"),
+                args![id],
+                keyed_row,
             )
         })
         .await
@@ -166,22 +163,18 @@ impl Store {
         let prefix = prefix.to_string();
         self.read(move |c, _, _| {
             let rows = c
-                .prepare_cached(
-                    "SELECT m.id, m.chat_id, coalesce(m.content_final, ''), m.created_at FROM chats ch
+                .all_map("SELECT m.id, m.chat_id, coalesce(m.content_final, ''), m.created_at FROM chats ch
                      JOIN messages m ON m.chat_id = ch.id
                      WHERE ch.external_key >= ?1 AND ch.external_key < ?2 AND m.role = 'agent'
                        AND m.stream_state = 'complete' AND m.created_at > coalesce(ch.last_read_at, -1)
-                     ORDER BY m.seq",
-                )?
-                .query_map(params![prefix, prefix_end(&prefix)], |r| {
+                     ORDER BY m.seq", args![prefix, prefix_end(&prefix)], |r| {
                     Ok(Unread {
                         id: r.get(0)?,
                         chat_id: r.get(1)?,
                         content: r.get(2)?,
                         created_at: iso(r.get(3)?),
                     })
-                })?
-                .collect::<Result<_, _>>()?;
+                })?;
             Ok(rows)
         })
         .await
@@ -196,19 +189,15 @@ impl Store {
         let id = chat_id.to_string();
         self.read(move |c, _, _| {
             let mut rows: Vec<HistoryItem> = c
-                .prepare_cached(
-                    "SELECT id, role, coalesce(content_final, content_partial, ''), created_at FROM messages
-                     WHERE chat_id = ?1 AND stream_state <> 'cancelled' ORDER BY seq DESC LIMIT ?2",
-                )?
-                .query_map(params![id, limit as i64], |r| {
+                .all_map("SELECT id, role, coalesce(content_final, content_partial, ''), created_at FROM messages
+                     WHERE chat_id = ?1 AND stream_state <> 'cancelled' ORDER BY seq DESC LIMIT ?2", args![id, limit as i64], |r| {
                     Ok(HistoryItem {
                         id: r.get(0)?,
                         role: r.get(1)?,
                         content: r.get(2)?,
                         created_at: iso(r.get(3)?),
                     })
-                })?
-                .collect::<Result<_, _>>()?;
+                })?;
             rows.reverse();
             Ok(rows)
         })
@@ -219,10 +208,8 @@ impl Store {
     pub async fn message_trace(&self, message_id: &str) -> Result<Value, StoreError> {
         let id = message_id.to_string();
         self.read(move |c, _, _| {
-            let t: Option<Option<String>> = c
-                .prepare_cached("SELECT trace FROM messages WHERE id = ?1")?
-                .query_row(params![id], |r| r.get(0))
-                .optional()?;
+            let t: Option<Option<String>> =
+                c.opt("SELECT trace FROM messages WHERE id = ?1", args![id])?;
             Ok(t.flatten()
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or(Value::Null))
@@ -234,12 +221,10 @@ impl Store {
     pub async fn message_text(&self, message_id: &str) -> Result<Option<String>, StoreError> {
         let id = message_id.to_string();
         self.read(move |c, _, _| {
-            let t: Option<(Option<String>, Option<String>)> = c
-                .prepare_cached(
-                    "SELECT content_final, content_partial FROM messages WHERE id = ?1",
-                )?
-                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
+            let t: Option<(Option<String>, Option<String>)> = c.opt(
+                "SELECT content_final, content_partial FROM messages WHERE id = ?1",
+                args![id],
+            )?;
             Ok(t.map(|(f, p)| f.or(p).unwrap_or_default()))
         })
         .await
@@ -251,8 +236,7 @@ impl Store {
         let id = chat_id.to_string();
         self.write(move |w| {
             let messages =
-                w.c.prepare_cached("DELETE FROM messages WHERE chat_id = ?1")?
-                    .execute(params![id])?;
+                w.c.execute("DELETE FROM messages WHERE chat_id = ?1", args![id])?;
             // Children first: every table that points at the chat, then the chat.
             for sql in [
                 "DELETE FROM requests WHERE chat_id = ?1",
@@ -262,7 +246,7 @@ impl Store {
                 "DELETE FROM chat_agents WHERE chat_id = ?1",
                 "DELETE FROM chats WHERE id = ?1",
             ] {
-                w.c.prepare_cached(sql)?.execute(params![id])?;
+                w.c.execute(sql, args![id])?;
             }
             Ok(messages)
         })

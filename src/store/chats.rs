@@ -2,8 +2,8 @@
 //! little over 400 lines): every function works on the `chats` row through one column list and
 //! one row mapping.
 
-use rusqlite::types::Value as Sql;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use crate::store::sql::{args, Db, Row, Value as SqlValue};
+
 use serde_json::{json, Map, Value};
 
 use super::cursor::{decode as decode_cursor, encode as encode_cursor};
@@ -59,22 +59,22 @@ fn json_col(s: Option<String>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn chat_from_row(r: &Row) -> rusqlite::Result<Value> {
+fn chat_from_row(r: &Row) -> Result<Value, StoreError> {
     Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "is_archived": r.get::<_, bool>(1)?,
-        "title": r.get::<_, String>(2)?,
-        "title_source": r.get::<_, String>(3)?,
+        "id": r.get::<String>(0)?,
+        "is_archived": r.get::<bool>(1)?,
+        "title": r.get::<String>(2)?,
+        "title_source": r.get::<String>(3)?,
         "tags": json_col(r.get(4)?),
-        "pinned": r.get::<_, bool>(5)?,
+        "pinned": r.get::<bool>(5)?,
         "agent_ids": json_col(r.get(6)?),
-        "model_id": r.get::<_, String>(7)?,
-        "last_message_preview": r.get::<_, Option<String>>(8)?,
-        "last_message_role": r.get::<_, Option<String>>(9)?,
-        "pending_requests_count": r.get::<_, i64>(10)?,
-        "last_read_at": r.get::<_, Option<i64>>(11)?.map(iso),
-        "unread_count": r.get::<_, i64>(12)?,
-        "notifications_muted": r.get::<_, bool>(13)?,
+        "model_id": r.get::<String>(7)?,
+        "last_message_preview": r.get::<Option<String>>(8)?,
+        "last_message_role": r.get::<Option<String>>(9)?,
+        "pending_requests_count": r.get::<i64>(10)?,
+        "last_read_at": r.get::<Option<i64>>(11)?.map(iso),
+        "unread_count": r.get::<i64>(12)?,
+        "notifications_muted": r.get::<bool>(13)?,
         "created_at": iso(r.get(14)?),
         "updated_at": iso(r.get(15)?),
         "last_message_at": iso(r.get(16)?),
@@ -82,18 +82,18 @@ fn chat_from_row(r: &Row) -> rusqlite::Result<Value> {
 }
 
 /// The chat resource, or 404.
-pub(crate) fn load_chat(c: &Connection, id: &str) -> Result<Value, StoreError> {
-    c.prepare_cached(&format!("SELECT {CHAT_COLS} FROM chats WHERE id = ?1"))?
-        .query_row([id], chat_from_row)
-        .optional()?
-        .ok_or_else(|| StoreError::chat_not_found(id))
+pub(crate) fn load_chat(c: &dyn Db, id: &str) -> Result<Value, StoreError> {
+    c.opt_map(
+        &format!("SELECT {CHAT_COLS} FROM chats WHERE id = ?1"),
+        args![id],
+        chat_from_row,
+    )?
+    .ok_or_else(|| StoreError::chat_not_found(id))
 }
 
 /// 404 unless the chat exists.
-pub(crate) fn ensure_chat(c: &Connection, id: &str) -> Result<(), StoreError> {
-    let found = c
-        .prepare_cached("SELECT 1 FROM chats WHERE id = ?1")?
-        .exists([id])?;
+pub(crate) fn ensure_chat(c: &dyn Db, id: &str) -> Result<(), StoreError> {
+    let found = c.exists("SELECT 1 FROM chats WHERE id = ?1", args![id])?;
     if found {
         Ok(())
     } else {
@@ -142,11 +142,8 @@ impl W<'_> {
     ) -> Result<String, StoreError> {
         let id = new_id();
         self.c
-            .prepare_cached(
-                "INSERT INTO chats (id, external_key, title, title_source, tags, agent_ids, model_id, \
-                 created_at, updated_at, last_message_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
-            )?
-            .execute(params![
+            .execute("INSERT INTO chats (id, external_key, title, title_source, tags, agent_ids, model_id, \
+                 created_at, updated_at, last_message_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)", args![
                 id,
                 external_key,
                 title,
@@ -158,10 +155,7 @@ impl W<'_> {
             ])?;
         for (i, a) in agent_ids.iter().enumerate() {
             self.c
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO chat_agents (chat_id, agent_id, position) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![id, a, i as i64])?;
+                .execute("INSERT INTO chat_agents (chat_id, agent_id, position) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", args![id, a, i as i64])?;
         }
         self.emit("chat.created", json!({ "chatId": id }))?;
         Ok(id)
@@ -229,9 +223,10 @@ impl W<'_> {
 
     /// Bumps the chat's `updated_at` and emits `kind` (`chat.updated`, `chat.archived`, ...).
     fn touch_chat(&mut self, id: &str, kind: &str) -> Result<(), StoreError> {
-        self.c
-            .prepare_cached("UPDATE chats SET updated_at = ?2 WHERE id = ?1")?
-            .execute(params![id, self.now])?;
+        self.c.execute(
+            "UPDATE chats SET updated_at = ?2 WHERE id = ?1",
+            args![id, self.now],
+        )?;
         self.emit(kind, json!({ "chatId": id }))
     }
 }
@@ -279,44 +274,40 @@ impl Store {
             None => None,
         };
         self.read(move |c, _, _| {
+            let d = c.dialect();
             let mut sql = format!("SELECT {CHAT_COLS}, pinned, last_message_at FROM chats WHERE 1=1");
-            let mut args: Vec<Sql> = Vec::new();
+            let mut args: Vec<SqlValue> = Vec::new();
+            // Pushes a parameter and names it (`?n`).
+            let mut arg = |v: SqlValue| {
+                args.push(v);
+                format!("?{}", args.len())
+            };
             if let Some(a) = f.archived {
-                sql.push_str(" AND is_archived = ?");
-                args.push(Sql::Integer(a as i64));
+                sql.push_str(&format!(" AND is_archived = {}", arg(SqlValue::Int(a as i64))));
             }
             if let Some(t) = &f.tag {
-                sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(chats.tags) WHERE value = ?)");
-                args.push(Sql::Text(t.clone()));
+                let p = arg(SqlValue::Text(t.clone()));
+                sql.push_str(&format!(" AND {}", d.json_array_has("chats.tags", &p)));
             }
             if let Some(a) = &f.agent_id {
-                sql.push_str(" AND id IN (SELECT chat_id FROM chat_agents WHERE agent_id = ?)");
-                args.push(Sql::Text(a.clone()));
+                let p = arg(SqlValue::Text(a.clone()));
+                sql.push_str(&format!(" AND id IN (SELECT chat_id FROM chat_agents WHERE agent_id = {p})"));
             }
             if let Some(q) = &f.query {
-                sql.push_str(" AND instr(lower(title), lower(?)) > 0");
-                args.push(Sql::Text(q.clone()));
+                let p = arg(SqlValue::Text(q.clone()));
+                sql.push_str(&format!(" AND {}", d.contains_ci("title", &p)));
             }
             if let Some((p, t, id)) = after {
-                sql.push_str(
-                    " AND (pinned < ? OR (pinned = ? AND last_message_at < ?) OR (pinned = ? AND last_message_at = ? AND id < ?))",
-                );
-                args.extend([
-                    Sql::Integer(p),
-                    Sql::Integer(p),
-                    Sql::Integer(t),
-                    Sql::Integer(p),
-                    Sql::Integer(t),
-                    Sql::Text(id),
-                ]);
+                let (p, t, id) = (arg(SqlValue::Int(p)), arg(SqlValue::Int(t)), arg(SqlValue::Text(id)));
+                sql.push_str(&format!(
+                    " AND (pinned < {p} OR (pinned = {p} AND last_message_at < {t}) OR (pinned = {p} AND last_message_at = {t} AND id < {id}))"
+                ));
             }
-            sql.push_str(" ORDER BY pinned DESC, last_message_at DESC, id DESC LIMIT ?");
-            args.push(Sql::Integer(f.limit + 1));
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params_from_iter(args), |r| {
-                Ok((chat_from_row(r)?, r.get::<_, i64>(17)?, r.get::<_, i64>(18)?))
+            let lim = arg(SqlValue::Int(f.limit + 1));
+            sql.push_str(&format!(" ORDER BY pinned DESC, last_message_at DESC, id DESC LIMIT {lim}"));
+            let mut rows = c.all_map(&sql, &args, |r| {
+                Ok((chat_from_row(r)?, r.get::<i64>(17)?, r.get::<i64>(18)?))
             })?;
-            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
             let has_more = rows.len() as i64 > f.limit;
             rows.truncate(f.limit as usize);
             let next = match (has_more, rows.last()) {
@@ -349,24 +340,29 @@ impl Store {
                 } else {
                     "manual"
                 };
-                w.c.prepare_cached("UPDATE chats SET title = ?2, title_source = ?3 WHERE id = ?1")?
-                    .execute(params![id, cut(t, TITLE_MAX_CHARS), source])?;
+                w.c.execute(
+                    "UPDATE chats SET title = ?2, title_source = ?3 WHERE id = ?1",
+                    args![id, cut(t, TITLE_MAX_CHARS), source],
+                )?;
             }
             if let Some(Value::Array(tags)) = patch.get("tags") {
                 let tags: Vec<String> = tags
                     .iter()
                     .filter_map(|t| t.as_str().map(str::to_string))
                     .collect();
-                w.c.prepare_cached("UPDATE chats SET tags = ?2 WHERE id = ?1")?
-                    .execute(params![id, json!(clean_tags(&tags)).to_string()])?;
+                w.c.execute(
+                    "UPDATE chats SET tags = ?2 WHERE id = ?1",
+                    args![id, json!(clean_tags(&tags)).to_string()],
+                )?;
             }
             if let Some(Value::Bool(p)) = patch.get("pinned") {
-                w.c.prepare_cached("UPDATE chats SET pinned = ?2 WHERE id = ?1")?
-                    .execute(params![id, p])?;
+                w.c.execute("UPDATE chats SET pinned = ?2 WHERE id = ?1", args![id, p])?;
             }
             if let Some(Value::Bool(m)) = patch.get("notificationsMuted") {
-                w.c.prepare_cached("UPDATE chats SET notifications_muted = ?2 WHERE id = ?1")?
-                    .execute(params![id, m])?;
+                w.c.execute(
+                    "UPDATE chats SET notifications_muted = ?2 WHERE id = ?1",
+                    args![id, m],
+                )?;
             }
             if let Some(Value::String(m)) = patch.get("modelId") {
                 if !is_model(m) {
@@ -375,8 +371,7 @@ impl Store {
                         format!("Unknown model id: {m}"),
                     ));
                 }
-                w.c.prepare_cached("UPDATE chats SET model_id = ?2 WHERE id = ?1")?
-                    .execute(params![id, m])?;
+                w.c.execute("UPDATE chats SET model_id = ?2 WHERE id = ?1", args![id, m])?;
             }
             w.touch_chat(&id, "chat.updated")?;
             load_chat(w.c, &id)
@@ -389,8 +384,10 @@ impl Store {
         let id = id.to_string();
         self.write(move |w| {
             ensure_chat(w.c, &id)?;
-            w.c.prepare_cached("UPDATE chats SET is_archived = ?2 WHERE id = ?1")?
-                .execute(params![id, archived])?;
+            w.c.execute(
+                "UPDATE chats SET is_archived = ?2 WHERE id = ?1",
+                args![id, archived],
+            )?;
             w.touch_chat(
                 &id,
                 if archived {
@@ -409,15 +406,9 @@ impl Store {
         self.write(move |w| {
             ensure_chat(w.c, &id)?;
             if read {
-                w.c.prepare_cached(
-                    "UPDATE chats SET unread_count = 0, last_read_at = ?2 WHERE id = ?1",
-                )?
-                .execute(params![id, w.now])?;
+                w.c.execute("UPDATE chats SET unread_count = 0, last_read_at = ?2 WHERE id = ?1", args![id, w.now])?;
             } else {
-                w.c.prepare_cached(
-                    "UPDATE chats SET unread_count = MAX(unread_count, 1) WHERE id = ?1",
-                )?
-                .execute(params![id])?;
+                w.c.execute("UPDATE chats SET unread_count = CASE WHEN unread_count < 1 THEN 1 ELSE unread_count END WHERE id = ?1", args![id])?;
             }
             w.touch_chat(&id, if read { "chat.read" } else { "chat.unread" })
         })
@@ -428,8 +419,7 @@ impl Store {
     pub async fn pending_summary(&self, archived: Option<bool>) -> Result<Value, StoreError> {
         self.read(move |c, _, _| {
             let n: i64 = c
-                .prepare_cached("SELECT COALESCE(SUM(pending_requests_count), 0) FROM chats WHERE (?1 IS NULL OR is_archived = ?1)")?
-                .query_row([archived], |r| r.get(0))?;
+                .one("SELECT CAST(COALESCE(SUM(pending_requests_count), 0) AS BIGINT) FROM chats WHERE (CAST(?1 AS BIGINT) IS NULL OR is_archived = ?1)", args![archived])?;
             Ok(json!({ "pending_requests_total": n }))
         })
         .await
@@ -438,15 +428,14 @@ impl Store {
     /// `{"total_unread", "unread_by_agent": {agentId: n}}` (a chat counts for its first agent).
     pub async fn unread_summary(&self, archived: Option<bool>) -> Result<Value, StoreError> {
         self.read(move |c, _, _| {
-            let mut stmt = c.prepare_cached(
-                "SELECT a.agent_id, SUM(ch.unread_count) FROM chats ch JOIN chat_agents a ON a.chat_id = ch.id AND a.position = 0 \
-                 WHERE (?1 IS NULL OR ch.is_archived = ?1) AND ch.unread_count > 0 GROUP BY a.agent_id",
+            let rows: Vec<(String, i64)> = c.all(
+                "SELECT a.agent_id, CAST(SUM(ch.unread_count) AS BIGINT) FROM chats ch JOIN chat_agents a ON a.chat_id = ch.id AND a.position = 0 \
+                 WHERE (CAST(?1 AS BIGINT) IS NULL OR ch.is_archived = ?1) AND ch.unread_count > 0 GROUP BY a.agent_id",
+                args![archived],
             )?;
-            let rows = stmt.query_map([archived], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             let mut by = Map::new();
             let mut total = 0;
-            for row in rows {
-                let (a, n) = row?;
+            for (a, n) in rows {
                 total += n;
                 by.insert(a, json!(n));
             }

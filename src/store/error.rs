@@ -24,9 +24,9 @@ pub enum StoreError {
         message: String,
         details: Option<Value>,
     },
-    /// SQLite failed.
-    #[error("sqlite: {0}")]
-    Database(#[from] rusqlite::Error),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] super::sql::DbError),
     /// Anything else unexpected (a thread gone, a task panicked).
     #[error("internal: {0}")]
     Internal(String),
@@ -69,5 +69,11 @@ impl StoreError {
     /// True for failures of the store itself rather than of the input.
     pub fn is_internal(&self) -> bool {
         matches!(self, StoreError::Database(_) | StoreError::Internal(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(e.into())
     }
 }

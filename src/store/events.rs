@@ -1,11 +1,11 @@
 //! Events: persisted ones (stored in `events`, replayable by cursor) and ephemeral ones
 //! (typing, stream chunks: never stored). Both go out on the live bus after commit.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::db::iso;
 use super::error::StoreError;
+use super::sql::{args, Db};
 use super::{Store, W};
 use crate::ids::new_id;
 
@@ -36,12 +36,10 @@ impl W<'_> {
     /// Stores a persisted event in this transaction; it is published after commit.
     pub fn emit(&mut self, kind: &str, payload: Value) -> Result<(), StoreError> {
         let id = new_id();
-        self.c
-            .prepare_cached(
-                "INSERT INTO events (id, type, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![id, kind, payload.to_string(), self.now])?;
-        let seq = self.c.last_insert_rowid();
+        let seq: i64 = self.c.one(
+            "INSERT INTO events (id, type, payload, created_at) VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+            args![id.as_str(), kind, payload.to_string(), self.now],
+        )?;
         self.events.push(Event {
             seq: Some(seq),
             id,
@@ -95,34 +93,32 @@ impl Store {
 }
 
 /// The `seq` of a persisted event id, if it exists.
-fn seq_of(c: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
-    Ok(c.prepare_cached("SELECT seq FROM events WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?)
+fn seq_of(c: &dyn Db, id: &str) -> Result<Option<i64>, StoreError> {
+    c.opt("SELECT seq FROM events WHERE id = ?1", args![id])
 }
 
 /// Newest persisted seq (0 when none).
-fn head(c: &Connection) -> Result<i64, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
-            .query_row([], |r| r.get(0))?,
-    )
+fn head(c: &dyn Db) -> Result<i64, StoreError> {
+    c.one("SELECT COALESCE(MAX(seq), 0) FROM events", args![])
 }
 
 /// Persisted events with `after < seq <= upto`, oldest first, at most `limit`.
-fn page(c: &Connection, after: i64, upto: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
-    let mut stmt = c.prepare_cached(
+fn page(c: &dyn Db, after: i64, upto: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+    c.all_map(
         "SELECT seq, id, type, payload, created_at FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![after, upto, limit], |r| {
-        let payload: String = r.get(3)?;
-        Ok(Event {
-            seq: Some(r.get(0)?),
-            id: r.get(1)?,
-            kind: r.get(2)?,
-            timestamp: iso(r.get(4)?),
-            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        args![after, upto, limit],
+        event_from_row,
+    )
+}
+
+/// An `events` row (`seq, id, type, payload, created_at`) as an [`Event`].
+pub(crate) fn event_from_row(r: &super::sql::Row) -> Result<Event, StoreError> {
+    let payload: String = r.get(3)?;
+    Ok(Event {
+        seq: Some(r.get(0)?),
+        id: r.get(1)?,
+        kind: r.get(2)?,
+        timestamp: iso(r.get(4)?),
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+    })
 }

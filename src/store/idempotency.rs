@@ -2,10 +2,10 @@
 //! one did; the same key with another payload is a conflict. Keys expire after
 //! `IDEMPOTENCY_TTL_SECONDS`.
 
-use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::error::StoreError;
+use super::sql::args;
 use super::W;
 
 impl W<'_> {
@@ -16,14 +16,14 @@ impl W<'_> {
             .idempotency_ttl_secs
             .saturating_mul(1000)
             .min(i64::MAX as u64 / 2) as i64;
-        self.c
-            .prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
-            .execute([self.now - ttl_ms])?;
-        let row: Option<(String, String)> = self
-            .c
-            .prepare_cached("SELECT fingerprint, body FROM idempotency WHERE key = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        self.c.execute(
+            "DELETE FROM idempotency WHERE created_at < ?1",
+            args![self.now - ttl_ms],
+        )?;
+        let row: Option<(String, String)> = self.c.opt(
+            "SELECT fingerprint, body FROM idempotency WHERE key = ?1",
+            args![key],
+        )?;
         match row {
             None => Ok(None),
             Some((f, body)) if f == fp => Ok(serde_json::from_str(&body).ok()),
@@ -41,11 +41,12 @@ impl W<'_> {
         fp: &str,
         body: &Value,
     ) -> Result<(), StoreError> {
-        self.c
-            .prepare_cached(
-                "INSERT OR REPLACE INTO idempotency (key, fingerprint, status, body, created_at) VALUES (?1, ?2, 201, ?3, ?4)",
-            )?
-            .execute(params![key, fp, body.to_string(), self.now])?;
+        self.c.execute(
+            "INSERT INTO idempotency (key, fingerprint, status, body, created_at) VALUES (?1, ?2, 201, ?3, ?4) \
+             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, status = excluded.status, \
+             body = excluded.body, created_at = excluded.created_at",
+            args![key, fp, body.to_string(), self.now],
+        )?;
         Ok(())
     }
 }

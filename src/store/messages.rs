@@ -1,7 +1,8 @@
 //! Messages: create (role and sender rules), list newest first, streaming (chunks, complete,
 //! cancel), typing indicators, and the idle-stream sweeper.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::store::sql::{args, Db, Row};
+
 use serde_json::{json, Value};
 
 use super::chats::{cut, ensure_chat, is_agent, PREVIEW_MAX_CHARS};
@@ -29,30 +30,30 @@ pub struct NewMessage {
     pub trace: Option<Value>,
 }
 
-fn message_from_row(r: &Row) -> rusqlite::Result<Value> {
+fn message_from_row(r: &Row) -> Result<Value, StoreError> {
     let trace: Option<String> = r.get(10)?;
     Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "chat_id": r.get::<_, String>(1)?,
-        "role": r.get::<_, String>(2)?,
-        "sender_id": r.get::<_, String>(3)?,
+        "id": r.get::<String>(0)?,
+        "chat_id": r.get::<String>(1)?,
+        "role": r.get::<String>(2)?,
+        "sender_id": r.get::<String>(3)?,
         "created_at": iso(r.get(4)?),
         "updated_at": iso(r.get(5)?),
-        "content_final": r.get::<_, Option<String>>(6)?,
-        "content_partial": r.get::<_, Option<String>>(7)?,
-        "stream_state": r.get::<_, String>(8)?,
-        "model_id": r.get::<_, Option<String>>(9)?,
+        "content_final": r.get::<Option<String>>(6)?,
+        "content_partial": r.get::<Option<String>>(7)?,
+        "stream_state": r.get::<String>(8)?,
+        "model_id": r.get::<Option<String>>(9)?,
         "trace": trace.and_then(|t| serde_json::from_str::<Value>(&t).ok()).unwrap_or(Value::Null),
     }))
 }
 
-pub(super) fn load_message(c: &Connection, id: &str) -> Result<Value, StoreError> {
-    c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE id = ?1"))?
-        .query_row([id], message_from_row)
-        .optional()?
-        .ok_or_else(|| {
-            StoreError::not_found("Message not found.", Some(json!({ "messageId": id })))
-        })
+pub(super) fn load_message(c: &dyn Db, id: &str) -> Result<Value, StoreError> {
+    c.opt_map(
+        &format!("SELECT {MSG_COLS} FROM messages WHERE id = ?1"),
+        args![id],
+        message_from_row,
+    )?
+    .ok_or_else(|| StoreError::not_found("Message not found.", Some(json!({ "messageId": id }))))
 }
 
 /// Media ids referenced by a trace (`mediaIds` plus legacy `mediaId`).
@@ -87,19 +88,14 @@ impl W<'_> {
     ) -> Result<Value, StoreError> {
         let model: Option<String> = self
             .c
-            .prepare_cached("SELECT model_id FROM chats WHERE id = ?1")?
-            .query_row([chat_id], |r| r.get(0))
-            .optional()?;
+            .opt("SELECT model_id FROM chats WHERE id = ?1", args![chat_id])?;
         let Some(model) = model else {
             return Err(StoreError::chat_not_found(chat_id));
         };
         let id = new_id();
         self.c
-            .prepare_cached(
-                "INSERT INTO messages (id, chat_id, role, sender_id, created_at, updated_at, content_final, \
-                 content_partial, stream_state, model_id, trace) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
+            .execute("INSERT INTO messages (id, chat_id, role, sender_id, created_at, updated_at, content_final, \
+                 content_partial, stream_state, model_id, trace) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)", args![
                 id,
                 chat_id,
                 role,
@@ -115,19 +111,12 @@ impl W<'_> {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|s| cut(s, PREVIEW_MAX_CHARS));
-        self.c
-            .prepare_cached(
-                "UPDATE chats SET last_message_at = ?2, updated_at = ?2, last_message_role = ?3, \
+        self.c.execute(
+            "UPDATE chats SET last_message_at = ?2, updated_at = ?2, last_message_role = ?3, \
                  last_message_preview = COALESCE(?4, last_message_preview), \
                  unread_count = unread_count + ?5 WHERE id = ?1",
-            )?
-            .execute(params![
-                chat_id,
-                self.now,
-                role,
-                preview,
-                (role != "user") as i64
-            ])?;
+            args![chat_id, self.now, role, preview, (role != "user") as i64],
+        )?;
         let mut payload = json!({
             "chatId": chat_id, "messageId": id, "role": role, "senderId": sender_id,
             "streamState": stream_state, "contentFinal": content_final, "createdAt": iso(self.now),
@@ -286,15 +275,15 @@ impl Store {
         let chat_id = chat_id.to_string();
         self.read(move |c, _, _| {
             ensure_chat(c, &chat_id)?;
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {MSG_COLS}, seq FROM messages WHERE chat_id = ?1 AND seq < ?2 \
-                 AND NOT (stream_state = 'cancelled' AND COALESCE(content_partial, '') = '' AND COALESCE(content_final, '') = '') \
-                 ORDER BY seq DESC LIMIT ?3"
-            ))?;
-            let rows = stmt.query_map(params![chat_id, before, limit + 1], |r| {
-                Ok((message_from_row(r)?, r.get::<_, i64>(11)?))
-            })?;
-            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut rows = c.all_map(
+                &format!(
+                    "SELECT {MSG_COLS}, seq FROM messages WHERE chat_id = ?1 AND seq < ?2 \
+                     AND NOT (stream_state = 'cancelled' AND COALESCE(content_partial, '') = '' AND COALESCE(content_final, '') = '') \
+                     ORDER BY seq DESC LIMIT ?3"
+                ),
+                args![chat_id, before, limit + 1],
+                |r| Ok((message_from_row(r)?, r.get::<i64>(11)?)),
+            )?;
             let has_more = rows.len() as i64 > limit;
             rows.truncate(limit as usize);
             let next = match (has_more, rows.last()) {

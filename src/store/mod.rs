@@ -1,10 +1,12 @@
-//! Everything that touches SQLite: chats, messages, requests, the dispatch queue and its
+//! Everything that touches the database: chats, messages, requests, the dispatch queue and its
 //! scheduler, the event log and live bus, and the front doors' own tables.
 //!
 //! Every operation is a method on [`Store`] returning [`StoreError`]; nothing here knows about
-//! HTTP. Writes go to one thread that owns the write connection and commits queued writes in
-//! groups (`writer`); reads run on blocking threads over a small pool of read connections (WAL
-//! lets them read while the writer writes). A write's future resolves only after its commit.
+//! HTTP. The domain logic is written once against the [`sql::Db`] interface (SQLite at
+//! `DATA_DIR/agentd.db`).
+//! Writes go to one thread that owns the write connection and commits queued writes in groups
+//! (`writer`); reads run on blocking threads over a small pool of read connections. A write's
+//! future resolves only after its commit.
 
 mod chat_keys;
 mod chats;
@@ -18,6 +20,7 @@ mod idempotency;
 mod messages;
 mod pool;
 pub mod requests;
+pub mod sql;
 mod streaming;
 mod writer;
 
@@ -25,12 +28,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rusqlite::Connection;
 use tokio::sync::{broadcast, Notify};
 
 use crate::catalog::watch::CatalogHandle;
 use crate::catalog::Catalog;
 use crate::settings::Settings;
+use sql::Db;
 
 pub use chat_keys::{HistoryItem, KeyedChat, Unread};
 pub use chats::{ChatFilter, NewChat, DEFAULT_MODEL, MODELS, TITLE_MAX_CHARS};
@@ -43,7 +46,7 @@ pub use messages::NewMessage;
 /// Live events buffered per subscriber before a slow one is dropped (lagged).
 const EVENT_BUS_CAPACITY: usize = 1024;
 
-/// Handle to the SQLite-backed store and its dispatch engine; cheap to clone.
+/// Handle to the store and its dispatch engine; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -69,6 +72,7 @@ struct Inner {
     /// Worker ids known to be dead (their process is gone), with when that was learnt. A claim of
     /// theirs still waiting on a half-closed connection must not take work.
     gone: Mutex<std::collections::HashMap<String, Instant>>,
+    dialect: sql::Dialect,
 }
 
 /// How long a dead worker id is remembered; far longer than any claim can wait in practice.
@@ -85,7 +89,7 @@ impl Inner {
 
 /// What a write closure sees: the open transaction, the time, and what to publish after commit.
 pub(crate) struct W<'a> {
-    pub c: &'a Connection,
+    pub c: &'a dyn Db,
     pub now: i64,
     pub settings: &'a Settings,
     pub catalog: Arc<Catalog>,
@@ -105,6 +109,18 @@ impl W<'_> {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 
+    /// Serializes, until commit, every transaction that locks `name` (other nodes' included);
+    /// nothing on SQLite, whose one writer serializes everything.
+    pub fn lock_name(&mut self, name: &str) -> Result<(), StoreError> {
+        if self.c.dialect() == sql::Dialect::Postgres {
+            self.c.query(
+                "SELECT pg_advisory_xact_lock(hashtext(?1))",
+                sql::args![name],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Wake waiting claims after commit.
     pub fn kick_claims(&mut self) {
         self.kick_claims = true;
@@ -112,7 +128,7 @@ impl W<'_> {
 }
 
 impl Store {
-    /// Opens (and migrates) the database at `path` and starts the dispatch scheduler.
+    /// Opens (and migrates) the SQLite database at `path` and starts the dispatch scheduler.
     pub async fn open(
         path: &Path,
         settings: Arc<Settings>,
@@ -122,11 +138,12 @@ impl Store {
         let (writer, readers) = tokio::task::spawn_blocking(move || {
             let mut w = db::open(&path)?;
             db::migrate(&mut w)?;
-            let r = pool::ReadPool::open(&path, pool::default_size())?;
-            Ok::<_, rusqlite::Error>((w, r))
+            let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
+            Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r))
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let dialect = writer.dialect();
         let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
         let writer = writer::spawn(
             writer,
@@ -151,11 +168,17 @@ impl Store {
                 started: Instant::now(),
                 conv_events: broadcast::channel(EVENT_BUS_CAPACITY).0,
                 gone: Mutex::new(std::collections::HashMap::new()),
+                dialect,
             }),
         };
         // Expired leases and due batches from before a restart are handled by the first pass.
         tokio::spawn(dispatch::scheduler::run(store.clone()));
         Ok(store)
+    }
+
+    /// Which SQL engine the store runs on.
+    pub fn dialect(&self) -> sql::Dialect {
+        self.inner.dialect
     }
 
     /// Stops the scheduler and checkpoints the WAL.
@@ -278,7 +301,7 @@ impl Store {
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Settings, &Catalog) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Db, &Settings, &Catalog) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
         self.inner

@@ -1,5 +1,5 @@
-//! The read connections: a few SQLite connections shared by every read, each used by one
-//! blocking thread at a time. WAL lets them read while the writer thread writes.
+//! The read connections: a few database connections shared by every read, each used by one
+//! blocking thread at a time. (SQLite's WAL lets them read while the writer thread writes.)
 //!
 //! Hand-written (a semaphore over a stack of connections) rather than r2d2 or deadpool: the pool
 //! never grows, never reconnects and never checks health, so those crates would add dependencies
@@ -8,11 +8,14 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 use super::db;
 use super::error::StoreError;
+use super::sql::Db;
+
+/// A connection of the pool.
+pub type Conn = Box<dyn Db + Send>;
 
 /// One read connection per core, at least 2 (so a long replay does not stall every other read)
 /// and at most 4 (readers mostly wait on the disk cache, not the CPU).
@@ -24,7 +27,7 @@ pub fn default_size() -> usize {
 
 /// A fixed set of read connections.
 pub struct ReadPool {
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Conn>>,
     /// One permit per idle connection: a holder is sure to find one.
     permits: Arc<Semaphore>,
 }
@@ -32,7 +35,7 @@ pub struct ReadPool {
 /// A connection taken from the pool; goes back on drop, even if the read panicked.
 struct Lease<'a> {
     pool: &'a ReadPool,
-    conn: Option<Connection>,
+    conn: Option<Conn>,
 }
 
 impl Drop for Lease<'_> {
@@ -48,22 +51,27 @@ impl Drop for Lease<'_> {
 }
 
 impl ReadPool {
-    /// Opens `size` connections to the (already migrated) database at `path`.
-    pub fn open(path: &Path, size: usize) -> rusqlite::Result<ReadPool> {
+    /// Opens `size` connections to the (already migrated) SQLite database at `path`.
+    pub fn open_sqlite(path: &Path, size: usize) -> rusqlite::Result<ReadPool> {
         let conns = (0..size.max(1))
-            .map(|_| db::open(path))
+            .map(|_| db::open(path).map(|c| Box::new(c) as Conn))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ReadPool {
+        Ok(ReadPool::of(conns))
+    }
+
+    /// A pool of these connections.
+    pub fn of(conns: Vec<Conn>) -> ReadPool {
+        ReadPool {
             permits: Arc::new(Semaphore::new(conns.len())),
             idle: Mutex::new(conns),
-        })
+        }
     }
 
     /// Waits for a free connection, then runs `f` on it on a blocking thread.
     pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> T + Send + 'static,
+        F: FnOnce(&dyn Db) -> T + Send + 'static,
     {
         let permit = self
             .permits
@@ -76,7 +84,7 @@ impl ReadPool {
             let conn = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let lease = Lease { pool: &pool, conn };
             let out = match &lease.conn {
-                Some(c) => Ok(f(c)),
+                Some(c) => Ok(f(&**c)),
                 None => Err(StoreError::Internal("no idle read connection".into())),
             };
             // The connection goes back before its permit, so the next holder finds it.
@@ -100,7 +108,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         db::open(&path).unwrap();
-        let pool = Arc::new(ReadPool::open(&path, 2).unwrap());
+        let pool = Arc::new(ReadPool::open_sqlite(&path, 2).unwrap());
         // Each read waits for the other inside its connection: only a pool that lets both run
         // at once gets past the barrier.
         let barrier = Arc::new(Barrier::new(2));
@@ -109,7 +117,7 @@ mod tests {
             async move {
                 pool.run(move |c| {
                     b.wait();
-                    c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).unwrap()
+                    c.one::<i64>("SELECT 1", &[]).unwrap()
                 })
                 .await
                 .unwrap()
@@ -129,12 +137,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         db::open(&path).unwrap();
-        let pool = Arc::new(ReadPool::open(&path, 1).unwrap());
+        let pool = Arc::new(ReadPool::open_sqlite(&path, 1).unwrap());
         let r = pool.run(|_| -> i64 { panic!("boom") }).await;
         assert!(matches!(r, Err(StoreError::Internal(_))));
-        let r = pool
-            .run(|c| c.query_row("SELECT 2", [], |r| r.get::<_, i64>(0)).unwrap())
-            .await;
+        let r = pool.run(|c| c.one::<i64>("SELECT 2", &[]).unwrap()).await;
         assert_eq!(r.unwrap(), 2);
     }
 }

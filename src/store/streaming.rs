@@ -1,7 +1,8 @@
 //! Streamed messages: chunks appended as they come, completion, cancellation, and the sweep of
 //! streams left open past `STREAM_TIMEOUT_SECONDS`.
 
-use rusqlite::{params, Connection};
+use crate::store::sql::{args, Db};
+
 use serde_json::{json, Value};
 
 use super::chats::{cut, ensure_chat, PREVIEW_MAX_CHARS};
@@ -10,7 +11,7 @@ use super::messages::load_message;
 use super::{Store, W};
 
 /// The message, 404 if unknown, 409 unless it is streaming.
-fn load_streaming(c: &Connection, id: &str) -> Result<Value, StoreError> {
+fn load_streaming(c: &dyn Db, id: &str) -> Result<Value, StoreError> {
     let m = load_message(c, id)?;
     if m["stream_state"] != "streaming" {
         return Err(StoreError::conflict(
@@ -42,23 +43,18 @@ impl W<'_> {
             )
         };
         if cancel {
-            self.c
-                .prepare_cached(
-                    "UPDATE messages SET stream_state = 'cancelled', updated_at = ?2 WHERE id = ?1",
-                )?
-                .execute(params![id, self.now])?;
+            self.c.execute(
+                "UPDATE messages SET stream_state = 'cancelled', updated_at = ?2 WHERE id = ?1",
+                args![id, self.now],
+            )?;
         } else {
             self.c
-                .prepare_cached(
-                    "UPDATE messages SET stream_state = 'complete', content_final = ?2, content_partial = NULL, updated_at = ?3 WHERE id = ?1",
-                )?
-                .execute(params![id, final_text, self.now])?;
+                .execute("UPDATE messages SET stream_state = 'complete', content_final = ?2, content_partial = NULL, updated_at = ?3 WHERE id = ?1", args![id, final_text, self.now])?;
             if let Some(t) = final_text.as_deref().filter(|t| !t.is_empty()) {
-                self.c
-                    .prepare_cached(
-                        "UPDATE chats SET last_message_preview = ?2, updated_at = ?3 WHERE id = ?1",
-                    )?
-                    .execute(params![chat_id, cut(t, PREVIEW_MAX_CHARS), self.now])?;
+                self.c.execute(
+                    "UPDATE chats SET last_message_preview = ?2, updated_at = ?3 WHERE id = ?1",
+                    args![chat_id, cut(t, PREVIEW_MAX_CHARS), self.now],
+                )?;
             }
         }
         let mut payload = json!({
@@ -81,22 +77,16 @@ impl W<'_> {
             .saturating_mul(1000)
             .min(super::dispatch::MAX_DURATION_MS) as i64;
         let stale: Vec<String> = {
-            let mut stmt = self.c.prepare_cached(
-                "SELECT id FROM messages WHERE stream_state = 'streaming' AND updated_at <= ?1 LIMIT 500",
-            )?;
-            let rows = stmt.query_map([self.now - timeout_ms], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
+            self.c.all("SELECT id FROM messages WHERE stream_state = 'streaming' AND updated_at <= ?1 LIMIT 500", args![self.now - timeout_ms])?
         };
         for id in stale {
             let m = load_message(self.c, &id)?;
             self.finish_stream(&m, None, true, true)?;
         }
-        let oldest: Option<i64> = self
-            .c
-            .prepare_cached(
-                "SELECT MIN(updated_at) FROM messages WHERE stream_state = 'streaming'",
-            )?
-            .query_row([], |r| r.get(0))?;
+        let oldest: Option<i64> = self.c.one(
+            "SELECT MIN(updated_at) FROM messages WHERE stream_state = 'streaming'",
+            args![],
+        )?;
         Ok(oldest.map(|t| t + timeout_ms))
     }
 }
@@ -107,10 +97,7 @@ impl Store {
         let id = message_id.to_string();
         self.write(move |w| {
             let m = load_streaming(w.c, &id)?;
-            w.c.prepare_cached(
-                "UPDATE messages SET content_partial = COALESCE(content_partial, '') || ?2, updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![id, delta, w.now])?;
+            w.c.execute("UPDATE messages SET content_partial = COALESCE(content_partial, '') || ?2, updated_at = ?3 WHERE id = ?1", args![id, delta, w.now])?;
             w.ephemeral(
                 "message.streaming.chunk",
                 json!({ "chatId": m["chat_id"], "messageId": id, "deltaText": delta }),
@@ -133,10 +120,18 @@ impl Store {
         self.write(move |w| {
             let m = load_streaming(w.c, &id)?;
             if let Some(t) = trace {
-                w.c.prepare_cached(
-                    "UPDATE messages SET trace = json_patch(coalesce(trace, '{}'), ?2) WHERE id = ?1",
-                )?
-                .execute(params![id, Value::Object(t).to_string()])?;
+                // Merged here rather than in SQL: PostgreSQL has no JSON Merge Patch.
+                let old: Option<String> =
+                    w.c.one("SELECT trace FROM messages WHERE id = ?1", args![id])?;
+                let mut trace = old
+                    .and_then(|o| serde_json::from_str::<Value>(&o).ok())
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                json_patch::merge(&mut trace, &Value::Object(t));
+                w.c.execute(
+                    "UPDATE messages SET trace = ?2 WHERE id = ?1",
+                    args![id, trace.to_string()],
+                )?;
             }
             w.finish_stream(&m, final_text, false, true)
         })
@@ -159,11 +154,7 @@ impl Store {
         self.write(move |w| {
             ensure_chat(w.c, &chat_id)?;
             let ids: Vec<String> = {
-                let mut stmt = w.c.prepare_cached(
-                    "SELECT id FROM messages WHERE chat_id = ?1 AND stream_state = 'streaming' ORDER BY seq",
-                )?;
-                let rows = stmt.query_map([&chat_id], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
+                w.c.all("SELECT id FROM messages WHERE chat_id = ?1 AND stream_state = 'streaming' ORDER BY seq", args![&chat_id])?
             };
             for id in &ids {
                 let m = load_message(w.c, id)?;

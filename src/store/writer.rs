@@ -9,12 +9,12 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::db;
 use super::error::StoreError;
 use super::events::Event;
+use super::sql::{Db, Dialect};
 use super::W;
 use crate::catalog::watch::CatalogHandle;
 use crate::settings::Settings;
@@ -44,7 +44,7 @@ pub(crate) struct Context {
 }
 
 /// Starts the writer thread; it ends when every sender is gone.
-pub(crate) fn spawn(conn: Connection, ctx: Context) -> std::io::Result<mpsc::Sender<Msg>> {
+pub(crate) fn spawn(conn: Box<dyn Db + Send>, ctx: Context) -> std::io::Result<mpsc::Sender<Msg>> {
     let (tx, rx) = mpsc::channel::<Msg>();
     std::thread::Builder::new()
         .name("agentd-sqlite-writer".into())
@@ -52,7 +52,7 @@ pub(crate) fn spawn(conn: Connection, ctx: Context) -> std::io::Result<mpsc::Sen
     Ok(tx)
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, ctx: Context) {
+fn run(conn: Box<dyn Db + Send>, rx: mpsc::Receiver<Msg>, ctx: Context) {
     while let Ok(first) = rx.recv() {
         let mut group = Vec::new();
         let mut next = Some(first);
@@ -60,9 +60,11 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, ctx: Context) {
             match msg {
                 Msg::Job(job) => group.push(job),
                 Msg::Checkpoint(done) => {
-                    commit_group(&mut conn, std::mem::take(&mut group), &ctx);
-                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    commit_group(&*conn, std::mem::take(&mut group), &ctx);
+                    if let Some(sql) = checkpoint_sql(conn.dialect()) {
+                        if let Err(e) = conn.batch(sql) {
+                            tracing::warn!(error = %e, "checkpoint failed");
+                        }
                     }
                     let _ = done.send(());
                 }
@@ -71,16 +73,33 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, ctx: Context) {
                 next = rx.try_recv().ok();
             }
         }
-        commit_group(&mut conn, group, &ctx);
+        commit_group(&*conn, group, &ctx);
     }
 }
 
-fn commit_group(conn: &mut Connection, group: Vec<Job>, ctx: &Context) {
+/// What makes the database file whole at shutdown (SQLite's WAL); nothing for PostgreSQL.
+fn checkpoint_sql(d: Dialect) -> Option<&'static str> {
+    match d {
+        Dialect::Sqlite => Some("PRAGMA wal_checkpoint(TRUNCATE)"),
+        Dialect::Postgres => None,
+    }
+}
+
+/// Opens the group's transaction: SQLite takes its write lock at once, so no job of the group
+/// fails half-way on a busy database.
+fn begin_sql(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+        Dialect::Postgres => "BEGIN",
+    }
+}
+
+fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
     if group.is_empty() {
         return;
     }
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
+    match tx.batch(begin_sql(tx.dialect())) {
+        Ok(()) => {}
         Err(e) => {
             let msg = e.to_string();
             for job in group {
@@ -98,13 +117,13 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, ctx: &Context) {
             job(Err(StoreError::Internal(reason.clone())));
             continue;
         }
-        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+        if let Err(e) = tx.batch("SAVEPOINT job") {
             broken = Some(e.to_string());
             job(Err(StoreError::Internal(e.to_string())));
             continue;
         }
         let mut w = W {
-            c: &tx,
+            c: tx,
             now: db::now_ms(),
             settings: &ctx.settings,
             catalog: catalog.clone(),
@@ -118,9 +137,9 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, ctx: &Context) {
             Some(d) => {
                 dones.push(d);
                 events.extend(job_events);
-                tx.execute_batch("RELEASE job")
+                tx.batch("RELEASE job")
             }
-            None => tx.execute_batch("ROLLBACK TO job; RELEASE job"),
+            None => tx.batch("ROLLBACK TO job; RELEASE job"),
         };
         if let Err(e) = end {
             broken = Some(e.to_string());
@@ -128,10 +147,16 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, ctx: &Context) {
     }
     let committed = match broken {
         Some(reason) => {
-            drop(tx);
+            if let Err(e) = tx.batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rollback failed");
+            }
             Err(reason)
         }
-        None => tx.commit().map_err(|e| e.to_string()),
+        None => tx.batch("COMMIT").map_err(|e| {
+            // A failed COMMIT may leave the transaction open (SQLite: busy); end it.
+            let _ = tx.batch("ROLLBACK");
+            e.to_string()
+        }),
     };
     match committed {
         Ok(()) => {

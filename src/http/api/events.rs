@@ -110,10 +110,11 @@ async fn pump(
             got = live.recv() => match got {
                 Ok(e) => {
                     if let Some(seq) = e.seq {
-                        if seq <= last {
+                        // Replayed already. Later ones are not compared with each other: nodes
+                        // sharing a database commit their events in their own order.
+                        if seq <= head {
                             continue;
                         }
-                        last = seq;
                     } else if !ephemeral {
                         continue;
                     }

@@ -2,7 +2,8 @@
 //! per conversation, messages with read receipts, delivery logs of bot invocations, and the feed
 //! of events (stored first, then published on the store's conversation bus).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::sql::{args, Db};
+
 use serde_json::{json, Value};
 
 mod reads;
@@ -62,17 +63,19 @@ pub struct PostedMessage {
 
 /// Records a feed event inside the open transaction; the caller publishes it after commit.
 fn record(
-    c: &Connection,
+    c: &dyn Db,
     now: i64,
     kind: &str,
     conv: &str,
     payload: Value,
 ) -> Result<ConvEvent, StoreError> {
     let id = new_id();
-    c.prepare_cached("INSERT INTO fd_events (id, type, conversation_id, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![id, kind, conv, payload.to_string(), now])?;
+    let seq: i64 = c.one(
+        "INSERT INTO fd_events (id, type, conversation_id, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
+        args![id, kind, conv, payload.to_string(), now],
+    )?;
     Ok(ConvEvent {
-        seq: c.last_insert_rowid(),
+        seq,
         id,
         kind: kind.to_string(),
         conversation_id: conv.to_string(),
@@ -105,17 +108,14 @@ fn message_json(
 
 /// Stores a message and its feed event; returns the message and the event to publish.
 fn insert_message(
-    c: &Connection,
+    c: &dyn Db,
     now: i64,
     m: &NewConvMessage,
     automated: bool,
 ) -> Result<(Value, ConvEvent), StoreError> {
     let id = new_id();
-    c.prepare_cached(
-        "INSERT INTO fd_messages (id, conversation_id, sender, recipient, type, content, attachments, is_automated, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
+    c.execute("INSERT INTO fd_messages (id, conversation_id, sender, recipient, type, content, attachments, is_automated, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", args![
         id,
         m.conversation,
         m.from,
@@ -126,26 +126,24 @@ fn insert_message(
         automated as i64,
         now
     ])?;
-    c.prepare_cached("UPDATE fd_conversations SET updated_at = ?2 WHERE id = ?1")?
-        .execute(params![m.conversation, now])?;
+    c.execute(
+        "UPDATE fd_conversations SET updated_at = ?2 WHERE id = ?1",
+        args![m.conversation, now],
+    )?;
     let msg = message_json(m, automated, &id, now, json!([]));
     let ev = record(c, now, "message.created", &m.conversation, msg.clone())?;
     Ok((msg, ev))
 }
 
-fn enabled_bots(c: &Connection, conv: &str) -> Result<Vec<String>, StoreError> {
-    Ok(c.prepare_cached(
+fn enabled_bots(c: &dyn Db, conv: &str) -> Result<Vec<String>, StoreError> {
+    c.all(
         "SELECT bot FROM fd_bots WHERE conversation_id = ?1 AND enabled = 1 ORDER BY bot",
-    )?
-    .query_map(params![conv], |r| r.get(0))?
-    .collect::<Result<_, _>>()?)
+        args![conv],
+    )
 }
 
-fn exists(c: &Connection, conv: &str) -> Result<bool, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT 1 FROM fd_conversations WHERE id = ?1")?
-            .exists(params![conv])?,
-    )
+fn exists(c: &dyn Db, conv: &str) -> Result<bool, StoreError> {
+    c.exists("SELECT 1 FROM fd_conversations WHERE id = ?1", args![conv])
 }
 
 impl Store {
@@ -159,11 +157,9 @@ impl Store {
         let (conv, ev) = self
             .write(move |w| {
                 let id = new_id();
-                w.c.prepare_cached("INSERT INTO fd_conversations (id, title, metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)")?
-                    .execute(params![id, title, metadata.to_string(), w.now])?;
+                w.c.execute("INSERT INTO fd_conversations (id, title, metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)", args![id, title, metadata.to_string(), w.now])?;
                 for p in &participants {
-                    w.c.prepare_cached("INSERT INTO fd_participants (conversation_id, participant) VALUES (?1, ?2)")?
-                        .execute(params![id, p])?;
+                    w.c.execute("INSERT INTO fd_participants (conversation_id, participant) VALUES (?1, ?2)", args![id, p])?;
                 }
                 let ev = record(w.c, w.now, "conversation.created", &id, json!({"title": title, "participants": participants}))?;
                 Ok((json!({"id": id, "title": title, "createdAt": iso(w.now)}), ev))
@@ -183,11 +179,8 @@ impl Store {
         let (conv, bot) = (conv.to_string(), bot.to_string());
         let (bots, ev) = self
             .write(move |w| {
-                w.c.prepare_cached(
-                    "INSERT INTO fd_bots (conversation_id, bot, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (conversation_id, bot) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
-                )?
-                .execute(params![conv, bot, enabled as i64, w.now])?;
+                w.c.execute("INSERT INTO fd_bots (conversation_id, bot, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (conversation_id, bot) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at", args![conv, bot, enabled as i64, w.now])?;
                 let bots = enabled_bots(w.c, &conv)?;
                 let ev = record(w.c, w.now, "bot.updated", &conv, json!({"bot": bot, "enabled": enabled}))?;
                 Ok((bots, ev))
@@ -212,11 +205,8 @@ impl Store {
                 if to_bots {
                     for bot in enabled_bots(w.c, &m.conversation)?.into_iter().filter(|b| *b != m.from) {
                         let log_id = new_id();
-                        w.c.prepare_cached(
-                            "INSERT INTO fd_delivery (id, conversation_id, message_id, bot, status, detail, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, 'queued', NULL, ?5, ?5)",
-                        )?
-                        .execute(params![log_id, m.conversation, msg["id"].as_str(), bot, w.now])?;
+                        w.c.execute("INSERT INTO fd_delivery (id, conversation_id, message_id, bot, status, detail, created_at, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, 'queued', NULL, ?5, ?5)", args![log_id, m.conversation, msg["id"].as_str(), bot, w.now])?;
                         events.push(record(w.c, w.now, "delivery.updated", &m.conversation, json!({"id": log_id, "bot": bot, "messageId": msg["id"], "status": "queued"}))?);
                         deliveries.push((bot, log_id));
                     }
@@ -241,15 +231,10 @@ impl Store {
             .write(move |w| {
                 let row: Option<(String, String, String)> = w
                     .c
-                    .prepare_cached("SELECT conversation_id, bot, message_id FROM fd_delivery WHERE id = ?1")?
-                    .query_row(params![log_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()?;
+                    .opt("SELECT conversation_id, bot, message_id FROM fd_delivery WHERE id = ?1", args![log_id])?;
                 let Some((conv, bot, message_id)) = row else { return Ok(None) };
-                w.c.prepare_cached(
-                    "UPDATE fd_delivery SET status = ?2, detail = ?3, updated_at = ?4
-                     WHERE id = ?1 AND status <> 'delivered'",
-                )?
-                .execute(params![log_id, status, detail, w.now])?;
+                w.c.execute("UPDATE fd_delivery SET status = ?2, detail = ?3, updated_at = ?4
+                     WHERE id = ?1 AND status <> 'delivered'", args![log_id, status, detail, w.now])?;
                 Ok(Some(record(w.c, w.now, "delivery.updated", &conv, json!({"id": log_id, "bot": bot, "messageId": message_id, "status": status, "detail": detail}))?))
             })
             .await?;
@@ -288,15 +273,10 @@ impl Store {
                 let mut events = vec![ev];
                 let open: Option<(String, String)> = w
                     .c
-                    .prepare_cached(
-                        "SELECT id, message_id FROM fd_delivery WHERE conversation_id = ?1 AND bot = ?2 AND status <> 'delivered'
-                         ORDER BY seq LIMIT 1",
-                    )?
-                    .query_row(params![conv, bot], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
+                    .opt("SELECT id, message_id FROM fd_delivery WHERE conversation_id = ?1 AND bot = ?2 AND status <> 'delivered'
+                         ORDER BY seq LIMIT 1", args![conv, bot])?;
                 if let Some((log_id, asked)) = open {
-                    w.c.prepare_cached("UPDATE fd_delivery SET status = 'delivered', detail = NULL, reply_id = ?2, updated_at = ?3 WHERE id = ?1")?
-                        .execute(params![log_id, msg["id"].as_str(), w.now])?;
+                    w.c.execute("UPDATE fd_delivery SET status = 'delivered', detail = NULL, reply_id = ?2, updated_at = ?3 WHERE id = ?1", args![log_id, msg["id"].as_str(), w.now])?;
                     events.push(record(w.c, w.now, "delivery.updated", &conv, json!({"id": log_id, "bot": bot, "messageId": asked, "status": "delivered", "replyId": msg["id"], "agentMessageId": agent_message_id}))?);
                 }
                 Ok(events)
@@ -320,14 +300,11 @@ impl Store {
                 let mut marked = 0;
                 let all: Vec<String> = w
                     .c
-                    .prepare_cached("SELECT id FROM fd_messages WHERE conversation_id = ?1 AND sender <> ?2")?
-                    .query_map(params![conv, participant], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
+                    .all("SELECT id FROM fd_messages WHERE conversation_id = ?1 AND sender <> ?2", args![conv, participant])?;
                 for id in all.iter().filter(|id| ids.is_empty() || ids.contains(id)) {
                     marked += w
                         .c
-                        .prepare_cached("INSERT OR IGNORE INTO fd_reads (message_id, participant, read_at) VALUES (?1, ?2, ?3)")?
-                        .execute(params![id, participant, w.now])?;
+                        .execute("INSERT OR IGNORE INTO fd_reads (message_id, participant, read_at) VALUES (?1, ?2, ?3)", args![id, participant, w.now])?;
                 }
                 let ev = record(w.c, w.now, "read.updated", &conv, json!({"participant": participant, "marked": marked}))?;
                 Ok((marked, ev))

@@ -1,7 +1,8 @@
 //! Reads of the conversations front door's tables: summaries, bots, message pages with read
 //! receipts, delivery logs, and the stored feed.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::sql::{args, Db, Row};
+
 use serde_json::{json, Value};
 
 use super::{enabled_bots, exists, message_json, ConvEvent, NewConvMessage};
@@ -17,45 +18,38 @@ pub struct MessagePage {
 }
 
 /// A conversation summary; `participant` adds its unread count.
-fn summary(
-    c: &Connection,
-    id: &str,
-    participant: Option<&str>,
-) -> Result<Option<Value>, StoreError> {
-    let row = c
-        .prepare_cached(
-            "SELECT title, metadata, created_at, updated_at FROM fd_conversations WHERE id = ?1",
-        )?
-        .query_row(params![id], |r| {
+fn summary(c: &dyn Db, id: &str, participant: Option<&str>) -> Result<Option<Value>, StoreError> {
+    let row = c.opt_map(
+        "SELECT title, metadata, created_at, updated_at FROM fd_conversations WHERE id = ?1",
+        args![id],
+        |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<i64>(2)?,
+                r.get::<i64>(3)?,
             ))
-        })
-        .optional()?;
+        },
+    )?;
     let Some((title, metadata, created, updated)) = row else {
         return Ok(None);
     };
-    let participants: Vec<String> = c
-        .prepare_cached("SELECT participant FROM fd_participants WHERE conversation_id = ?1 ORDER BY participant")?
-        .query_map(params![id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let participants: Vec<String> = c.all(
+        "SELECT participant FROM fd_participants WHERE conversation_id = ?1 ORDER BY participant",
+        args![id],
+    )?;
     let bots = enabled_bots(c, id)?;
     let last = c
-        .prepare_cached("SELECT id, sender, type, content, created_at FROM fd_messages WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1")?
-        .query_row(params![id], |r| {
+        .opt_map("SELECT id, sender, type, content, created_at FROM fd_messages WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1", args![id], |r| {
             let content: String = r.get(3)?;
             Ok(json!({
-                "id": r.get::<_, String>(0)?,
-                "from": r.get::<_, String>(1)?,
-                "type": r.get::<_, String>(2)?,
+                "id": r.get::<String>(0)?,
+                "from": r.get::<String>(1)?,
+                "type": r.get::<String>(2)?,
                 "preview": content.chars().take(180).collect::<String>(),
                 "createdAt": iso(r.get(4)?),
             }))
-        })
-        .optional()?;
+        })?;
     let metadata: Value = serde_json::from_str(&metadata).unwrap_or(json!({}));
     let mut out = json!({
         "id": id,
@@ -70,11 +64,8 @@ fn summary(
     });
     if let Some(p) = participant {
         let unread: i64 = c
-            .prepare_cached(
-                "SELECT count(*) FROM fd_messages m WHERE m.conversation_id = ?1 AND m.sender <> ?2
-                 AND NOT EXISTS (SELECT 1 FROM fd_reads r WHERE r.message_id = m.id AND r.participant = ?2)",
-            )?
-            .query_row(params![id, p], |r| r.get(0))?;
+            .one("SELECT count(*) FROM fd_messages m WHERE m.conversation_id = ?1 AND m.sender <> ?2
+                 AND NOT EXISTS (SELECT 1 FROM fd_reads r WHERE r.message_id = m.id AND r.participant = ?2)", args![id, p])?;
         out["unreadCount"] = json!(unread);
     }
     Ok(Some(out))
@@ -90,16 +81,10 @@ impl Store {
         self.read(move |c, _, _| {
             let ids: Vec<String> = match &participant {
                 Some(p) => c
-                    .prepare_cached(
-                        "SELECT c.id FROM fd_conversations c JOIN fd_participants p ON p.conversation_id = c.id
-                         WHERE p.participant = ?1 ORDER BY c.updated_at DESC, c.seq DESC",
-                    )?
-                    .query_map(params![p], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?,
+                    .all("SELECT c.id FROM fd_conversations c JOIN fd_participants p ON p.conversation_id = c.id
+                         WHERE p.participant = ?1 ORDER BY c.updated_at DESC, c.seq DESC", args![p])?,
                 None => c
-                    .prepare_cached("SELECT id FROM fd_conversations ORDER BY updated_at DESC, seq DESC LIMIT 500")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?,
+                    .all("SELECT id FROM fd_conversations ORDER BY updated_at DESC, seq DESC LIMIT 500", args![])?,
             };
             let mut out = Vec::new();
             for id in ids {
@@ -129,11 +114,9 @@ impl Store {
         let conv = conv.to_string();
         self.read(move |c, _, _| {
             let rows: Vec<Value> = c
-                .prepare_cached("SELECT bot, enabled, updated_at FROM fd_bots WHERE conversation_id = ?1 ORDER BY bot")?
-                .query_map(params![conv], |r| {
-                    Ok(json!({"bot": r.get::<_, String>(0)?, "enabled": r.get::<_, i64>(1)? == 1, "updatedAt": iso(r.get(2)?)}))
-                })?
-                .collect::<Result<_, _>>()?;
+                .all_map("SELECT bot, enabled, updated_at FROM fd_bots WHERE conversation_id = ?1 ORDER BY bot", args![conv], |r| {
+                    Ok(json!({"bot": r.get::<String>(0)?, "enabled": r.get::<i64>(1)? == 1, "updatedAt": iso(r.get(2)?)}))
+                })?;
             Ok(rows)
         })
         .await
@@ -151,9 +134,7 @@ impl Store {
         self.read(move |c, _, _| {
             let before_seq: i64 = match &before {
                 Some(id) => match c
-                    .prepare_cached("SELECT seq FROM fd_messages WHERE id = ?1 AND conversation_id = ?2")?
-                    .query_row(params![id, conv], |r| r.get(0))
-                    .optional()?
+                    .opt("SELECT seq FROM fd_messages WHERE id = ?1 AND conversation_id = ?2", args![id, conv])?
                 {
                     Some(s) => s,
                     None => return Ok(None),
@@ -161,11 +142,8 @@ impl Store {
                 None => i64::MAX,
             };
             let mut rows: Vec<Value> = c
-                .prepare_cached(
-                    "SELECT id, sender, recipient, type, content, attachments, is_automated, created_at FROM fd_messages
-                     WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-                )?
-                .query_map(params![conv, before_seq, limit + 1], |r| {
+                .all_map("SELECT id, sender, recipient, type, content, attachments, is_automated, created_at FROM fd_messages
+                     WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3", args![conv, before_seq, limit + 1], |r| {
                     let id: String = r.get(0)?;
                     let m = NewConvMessage {
                         conversation: conv.clone(),
@@ -173,21 +151,19 @@ impl Store {
                         to: r.get(2)?,
                         kind: r.get(3)?,
                         content: r.get(4)?,
-                        attachments: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(json!([])),
+                        attachments: serde_json::from_str(&r.get::<String>(5)?).unwrap_or(json!([])),
                     };
-                    Ok(message_json(&m, r.get::<_, i64>(6)? == 1, &id, r.get(7)?, json!([])))
-                })?
-                .collect::<Result<_, _>>()?;
+                    Ok(message_json(&m, r.get::<i64>(6)? == 1, &id, r.get(7)?, json!([])))
+                })?;
             let has_more = rows.len() as i64 > limit;
             rows.truncate(limit.max(0) as usize);
             rows.reverse();
-            let mut reads = c.prepare_cached("SELECT participant, read_at FROM fd_reads WHERE message_id = ?1 ORDER BY read_at")?;
             for m in &mut rows {
-                let read_by: Vec<Value> = reads
-                    .query_map(params![m["id"].as_str()], |r| {
-                        Ok(json!({"participant": r.get::<_, String>(0)?, "readAt": iso(r.get(1)?)}))
-                    })?
-                    .collect::<Result<_, _>>()?;
+                let read_by: Vec<Value> = c.all_map(
+                    "SELECT participant, read_at FROM fd_reads WHERE message_id = ?1 ORDER BY read_at",
+                    args![m["id"].as_str()],
+                    |r| Ok(json!({"participant": r.get::<String>(0)?, "readAt": iso(r.get(1)?)})),
+                )?;
                 m["readBy"] = Value::Array(read_by);
             }
             Ok(Some(MessagePage { messages: rows, has_more }))
@@ -200,23 +176,19 @@ impl Store {
         let conv = conv.to_string();
         self.read(move |c, _, _| {
             let rows: Vec<Value> = c
-                .prepare_cached(
-                    "SELECT id, message_id, bot, status, detail, reply_id, created_at, updated_at FROM fd_delivery
-                     WHERE conversation_id = ?1 ORDER BY seq",
-                )?
-                .query_map(params![conv], |r| {
+                .all_map("SELECT id, message_id, bot, status, detail, reply_id, created_at, updated_at FROM fd_delivery
+                     WHERE conversation_id = ?1 ORDER BY seq", args![conv], |r| {
                     Ok(json!({
-                        "id": r.get::<_, String>(0)?,
-                        "messageId": r.get::<_, String>(1)?,
-                        "bot": r.get::<_, String>(2)?,
-                        "status": r.get::<_, String>(3)?,
-                        "detail": r.get::<_, Option<String>>(4)?,
-                        "replyId": r.get::<_, Option<String>>(5)?,
+                        "id": r.get::<String>(0)?,
+                        "messageId": r.get::<String>(1)?,
+                        "bot": r.get::<String>(2)?,
+                        "status": r.get::<String>(3)?,
+                        "detail": r.get::<Option<String>>(4)?,
+                        "replyId": r.get::<Option<String>>(5)?,
                         "createdAt": iso(r.get(6)?),
                         "updatedAt": iso(r.get(7)?),
                     }))
-                })?
-                .collect::<Result<_, _>>()?;
+                })?;
             Ok(rows)
         })
         .await
@@ -230,7 +202,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ConvEvent>, StoreError> {
         self.read(move |c, _, _| {
-            let map = |r: &rusqlite::Row| {
+            let map = |r: &Row| {
                 let payload: String = r.get(4)?;
                 Ok(ConvEvent {
                     seq: r.get(0)?,
@@ -243,13 +215,9 @@ impl Store {
             };
             let rows: Vec<ConvEvent> = match &conv {
                 Some(conv) => c
-                    .prepare_cached("SELECT seq, id, type, conversation_id, payload, created_at FROM fd_events WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
-                    .query_map(params![conv, after, limit], map)?
-                    .collect::<Result<_, _>>()?,
+                    .all_map("SELECT seq, id, type, conversation_id, payload, created_at FROM fd_events WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3", args![conv, after, limit], map)?,
                 None => c
-                    .prepare_cached("SELECT seq, id, type, conversation_id, payload, created_at FROM fd_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-                    .query_map(params![after, limit], map)?
-                    .collect::<Result<_, _>>()?,
+                    .all_map("SELECT seq, id, type, conversation_id, payload, created_at FROM fd_events WHERE seq > ?1 ORDER BY seq LIMIT ?2", args![after, limit], map)?,
             };
             Ok(rows)
         })
@@ -260,13 +228,15 @@ impl Store {
     pub async fn conversation_event_seq(&self, id: &str) -> Result<Option<i64>, StoreError> {
         let id = id.to_string();
         self.read(move |c, _, _| {
-            Ok(c.prepare_cached(
-                "SELECT seq FROM fd_events WHERE id = ?1
-                 UNION ALL SELECT seq FROM fd_events WHERE type = 'message.created' AND json_extract(payload, '$.id') = ?1
-                 LIMIT 1",
-            )?
-            .query_row(params![id], |r| r.get(0))
-            .optional()?)
+            let by_message = c.dialect().json_text("payload", "id");
+            c.opt(
+                &format!(
+                    "SELECT seq FROM fd_events WHERE id = ?1
+                     UNION ALL SELECT seq FROM fd_events WHERE type = 'message.created' AND {by_message} = ?1
+                     LIMIT 1"
+                ),
+                args![id],
+            )
         })
         .await
     }

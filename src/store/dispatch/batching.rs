@@ -1,7 +1,8 @@
 //! Batching: inputs arrive and are grouped into batches per chat as the chat's mode says
 //! (immediate, sequential, or batched with debounce, typing grace and a longest wait).
 
-use rusqlite::{params, OptionalExtension};
+use crate::store::sql::args;
+
 use serde_json::{json, Value};
 
 use super::{compile, Input, MAX_DURATION_MS};
@@ -19,9 +20,10 @@ impl W<'_> {
     pub(super) fn chat_mode(&self, chat_id: &str) -> Result<DispatchMode, StoreError> {
         let own: Option<String> = self
             .c
-            .prepare_cached("SELECT dispatch_mode FROM chats WHERE id = ?1")?
-            .query_row([chat_id], |r| r.get(0))
-            .optional()?
+            .opt(
+                "SELECT dispatch_mode FROM chats WHERE id = ?1",
+                args![chat_id],
+            )?
             .flatten();
         Ok(match own.as_deref() {
             Some("immediate") => DispatchMode::Immediate,
@@ -54,11 +56,8 @@ impl W<'_> {
             media_ids: media_ids.unwrap_or_default(),
         };
         self.c
-            .prepare_cached(
-                "INSERT INTO dispatch_inputs (id, chat_id, source_kind, source_id, sender_id, content, trace_kind, \
-                 media_ids, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
-            )?
-            .execute(params![
+            .execute("INSERT INTO dispatch_inputs (id, chat_id, source_kind, source_id, sender_id, content, trace_kind, \
+                 media_ids, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)", args![
                 input.id,
                 chat_id,
                 input.source_kind,
@@ -75,11 +74,8 @@ impl W<'_> {
             }
             DispatchMode::BatchedSequential => {
                 self.c
-                    .prepare_cached(
-                        "INSERT INTO dispatch_chat_state (chat_id, first_pending_at, last_input_at) VALUES (?1, ?2, ?2) \
-                         ON CONFLICT (chat_id) DO UPDATE SET first_pending_at = COALESCE(first_pending_at, ?2), last_input_at = ?2",
-                    )?
-                    .execute(params![chat_id, self.now])?;
+                    .execute("INSERT INTO dispatch_chat_state (chat_id, first_pending_at, last_input_at) VALUES (?1, ?2, ?2) \
+                         ON CONFLICT (chat_id) DO UPDATE SET first_pending_at = COALESCE(first_pending_at, ?2), last_input_at = ?2", args![chat_id, self.now])?;
                 self.kick_scheduler();
             }
         }
@@ -114,17 +110,13 @@ impl W<'_> {
             .collect();
         let compiled = compile(&items);
         self.c
-            .prepare_cached(
-                "INSERT INTO dispatch_batches (id, chat_id, kind, status, available_at, created_at, compiled_content, items) \
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6)",
-            )?
-            .execute(params![id, chat_id, kind, self.now, compiled, Value::Array(items).to_string()])?;
+            .execute("INSERT INTO dispatch_batches (id, chat_id, kind, status, available_at, created_at, compiled_content, items) \
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6)", args![id, chat_id, kind, self.now, compiled, Value::Array(items).to_string()])?;
         for i in &inputs {
-            self.c
-                .prepare_cached(
-                    "UPDATE dispatch_inputs SET state = 'batched', batch_id = ?2 WHERE id = ?1",
-                )?
-                .execute(params![i.id, id])?;
+            self.c.execute(
+                "UPDATE dispatch_inputs SET state = 'batched', batch_id = ?2 WHERE id = ?1",
+                args![i.id, id],
+            )?;
         }
         self.kick_claims();
         Ok(id)
@@ -132,12 +124,18 @@ impl W<'_> {
 
     /// Seals every pending input of a chat into one batch and resets its window.
     pub(super) fn seal(&mut self, chat_id: &str) -> Result<(), StoreError> {
+        // An input another node is adding to this chat either commits before this (and is read
+        // below) or waits for the seal (and opens the next window): the window row is the lock.
+        self.c.query(
+            &format!(
+                "SELECT chat_id FROM dispatch_chat_state WHERE chat_id = ?1{}",
+                self.c.dialect().for_update()
+            ),
+            args![chat_id],
+        )?;
         let inputs: Vec<Input> = {
-            let mut stmt = self.c.prepare_cached(
-                "SELECT id, source_kind, source_id, sender_id, content, trace_kind, media_ids FROM dispatch_inputs \
-                 WHERE chat_id = ?1 AND state = 'pending' ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([chat_id], |r| {
+            self.c.all_map("SELECT id, source_kind, source_id, sender_id, content, trace_kind, media_ids FROM dispatch_inputs \
+                 WHERE chat_id = ?1 AND state = 'pending' ORDER BY seq", args![chat_id], |r| {
                 let media: String = r.get(6)?;
                 Ok(Input {
                     id: r.get(0)?,
@@ -148,14 +146,10 @@ impl W<'_> {
                     trace_kind: r.get(5)?,
                     media_ids: serde_json::from_str(&media).unwrap_or_default(),
                 })
-            })?;
-            rows.collect::<Result<_, _>>()?
+            })?
         };
         self.c
-            .prepare_cached(
-                "UPDATE dispatch_chat_state SET first_pending_at = NULL, last_input_at = NULL WHERE chat_id = ?1",
-            )?
-            .execute([chat_id])?;
+            .execute("UPDATE dispatch_chat_state SET first_pending_at = NULL, last_input_at = NULL WHERE chat_id = ?1", args![chat_id])?;
         if !inputs.is_empty() {
             self.create_batch(chat_id, inputs)?;
         }
@@ -165,12 +159,11 @@ impl W<'_> {
     /// Records user typing for the batching window (`batched_sequential` only).
     pub(crate) fn record_user_typing(&mut self, chat_id: &str) -> Result<(), StoreError> {
         if self.mode() == DispatchMode::BatchedSequential {
-            self.c
-                .prepare_cached(
-                    "INSERT INTO dispatch_chat_state (chat_id, last_user_typing_at) VALUES (?1, ?2) \
+            self.c.execute(
+                "INSERT INTO dispatch_chat_state (chat_id, last_user_typing_at) VALUES (?1, ?2) \
                      ON CONFLICT (chat_id) DO UPDATE SET last_user_typing_at = ?2",
-                )?
-                .execute(params![chat_id, self.now])?;
+                args![chat_id, self.now],
+            )?;
             self.kick_scheduler();
         }
         Ok(())
@@ -189,14 +182,10 @@ impl W<'_> {
             ms(d.max_batch_wait_ms),
         );
         let chats: Vec<(String, i64, i64, Option<i64>)> = {
-            let mut stmt = self.c.prepare_cached(
-                "SELECT s.chat_id, s.first_pending_at, COALESCE(s.last_input_at, s.first_pending_at), s.last_user_typing_at \
+            self.c.all_map("SELECT s.chat_id, s.first_pending_at, COALESCE(s.last_input_at, s.first_pending_at), s.last_user_typing_at \
                  FROM dispatch_chat_state s WHERE s.first_pending_at IS NOT NULL AND NOT EXISTS ( \
                    SELECT 1 FROM dispatch_batches b WHERE b.chat_id = s.chat_id \
-                   AND b.status IN ('pending', 'leased') AND b.status = 'leased')",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-            rows.collect::<Result<_, _>>()?
+                   AND b.status IN ('pending', 'leased') AND b.status = 'leased')", args![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         };
         let mut next: Option<i64> = None;
         for (chat, first, last, typing) in chats {

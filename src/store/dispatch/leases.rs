@@ -1,7 +1,8 @@
 //! Leases: claims take ready batches under a lease; leases end by completion, failure (with
 //! retry and backoff), expiry (counted as an attempt) or the worker's death.
 
-use rusqlite::{params, OptionalExtension};
+use crate::store::sql::args;
+
 use serde_json::{json, Value};
 
 use super::{Claim, LeaseRow, MAX_DURATION_MS, MIN_LEASE_MS};
@@ -9,15 +10,37 @@ use crate::settings::DispatchMode;
 use crate::store::error::StoreError;
 use crate::store::W;
 
+/// Advisory lock key of a scheduler pass ("agentd.s" in ASCII): one pass at a time across the
+/// nodes sharing a PostgreSQL database.
+const SCHEDULER_LOCK: i64 = 0x6167_656e_7464_2e73;
+/// When the lock is taken, how soon to try the pass again.
+const SCHEDULER_BUSY_RETRY_MS: i64 = 200;
+
 impl W<'_> {
+    /// True when this transaction may run a scheduler pass: always on SQLite (one writer), and
+    /// on PostgreSQL when no other node's pass holds the lock (never waited for: a pass that
+    /// waited inside a group commit could deadlock with the other node's group).
+    fn scheduler_lock(&mut self) -> Result<bool, StoreError> {
+        match self.c.dialect() {
+            crate::store::sql::Dialect::Sqlite => Ok(true),
+            crate::store::sql::Dialect::Postgres => self.c.one(
+                "SELECT pg_try_advisory_xact_lock(?1)",
+                args![SCHEDULER_LOCK],
+            ),
+        }
+    }
+
     /// Expired leases: back to pending, or a terminal failure once attempts are used up.
     pub(super) fn expire_due(&mut self) -> Result<(), StoreError> {
         let expired: Vec<(String, String, i64)> = {
-            let mut stmt = self.c.prepare_cached(
-                "SELECT id, chat_id, attempt_count FROM dispatch_batches WHERE status = 'leased' AND lease_expires_at <= ?1",
-            )?;
-            let rows = stmt.query_map([self.now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
+            // Rows another node is ending right now are its business.
+            self.c.all(
+                &format!(
+                    "SELECT id, chat_id, attempt_count FROM dispatch_batches WHERE status = 'leased' AND lease_expires_at <= ?1{}",
+                    self.c.dialect().skip_locked()
+                ),
+                args![self.now],
+            )?
         };
         self.release(expired, "lease expired")
     }
@@ -25,11 +48,13 @@ impl W<'_> {
     /// Hands back every lease of `worker` (its process is gone); returns how many.
     pub(crate) fn release_leases_of(&mut self, worker: &str) -> Result<usize, StoreError> {
         let leased: Vec<(String, String, i64)> = {
-            let mut stmt = self.c.prepare_cached(
-                "SELECT id, chat_id, attempt_count FROM dispatch_batches WHERE status = 'leased' AND lease_owner = ?1",
-            )?;
-            let rows = stmt.query_map([worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
+            self.c.all(
+                &format!(
+                    "SELECT id, chat_id, attempt_count FROM dispatch_batches WHERE status = 'leased' AND lease_owner = ?1{}",
+                    self.c.dialect().for_update()
+                ),
+                args![worker],
+            )?
         };
         let n = leased.len();
         self.release(leased, "worker exited")?;
@@ -48,11 +73,8 @@ impl W<'_> {
                 self.terminal_failure(&id, &chat_id, attempts, reason)?;
             } else {
                 self.c
-                    .prepare_cached(
-                        "UPDATE dispatch_batches SET status = 'pending', available_at = ?2, lease_owner = NULL, \
-                         lease_expires_at = NULL, last_error = COALESCE(NULLIF(last_error, ''), ?3) WHERE id = ?1",
-                    )?
-                    .execute(params![id, self.now, reason])?;
+                    .execute("UPDATE dispatch_batches SET status = 'pending', available_at = ?2, lease_owner = NULL, \
+                         lease_expires_at = NULL, last_error = COALESCE(NULLIF(last_error, ''), ?3) WHERE id = ?1", args![id, self.now, reason])?;
                 self.kick_claims();
             }
             tracing::info!(batch = %id, attempts, reason, "dispatch: lease ended");
@@ -68,12 +90,11 @@ impl W<'_> {
         attempts: i64,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.c
-            .prepare_cached(
-                "UPDATE dispatch_batches SET status = 'failed', last_error = ?2, lease_owner = NULL, \
+        self.c.execute(
+            "UPDATE dispatch_batches SET status = 'failed', last_error = ?2, lease_owner = NULL, \
                  lease_expires_at = NULL, completed_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![id, reason, self.now])?;
+            args![id, reason, self.now],
+        )?;
         let text = format!("Dispatch failed after {attempts} attempts: {reason}");
         self.insert_message(
             chat_id,
@@ -94,19 +115,20 @@ impl W<'_> {
     /// moment something is due (epoch ms): a seal, a lease expiry, a retry becoming available,
     /// or an idle stream timing out.
     pub(crate) fn tick(&mut self) -> Result<Option<i64>, StoreError> {
+        if !self.scheduler_lock()? {
+            // Another node's scheduler is in its pass; look again in a moment.
+            return Ok(Some(self.now + SCHEDULER_BUSY_RETRY_MS));
+        }
         self.expire_due()?;
         let seal = self.seal_due()?;
         let stream = self.sweep_streams()?;
-        let lease: Option<i64> = self
-            .c
-            .prepare_cached(
-                "SELECT MIN(lease_expires_at) FROM dispatch_batches WHERE status = 'leased'",
-            )?
-            .query_row([], |r| r.get(0))?;
+        let lease: Option<i64> = self.c.one(
+            "SELECT MIN(lease_expires_at) FROM dispatch_batches WHERE status = 'leased'",
+            args![],
+        )?;
         let retry: Option<i64> = self
             .c
-            .prepare_cached("SELECT MIN(available_at) FROM dispatch_batches WHERE status = 'pending' AND available_at > ?1")?
-            .query_row([self.now], |r| r.get(0))?;
+            .one("SELECT MIN(available_at) FROM dispatch_batches WHERE status = 'pending' AND available_at > ?1", args![self.now])?;
         Ok([seal, stream, lease, retry].into_iter().flatten().min())
     }
 
@@ -116,55 +138,49 @@ impl W<'_> {
         // One statement per filter combination, so each can use its own index.
         let sql = format!(
             "SELECT b.id FROM dispatch_batches b WHERE b.status = 'pending' AND b.available_at <= ?1 {} {} {} \
-             ORDER BY b.available_at, b.seq LIMIT ?4",
-            if c.filter.chat_id.is_some() { "AND b.chat_id = ?2" } else { "AND ?2 IS NULL" },
+             ORDER BY b.available_at, b.seq LIMIT ?4{}",
+            if c.filter.chat_id.is_some() { "AND b.chat_id = ?2" } else { "AND CAST(?2 AS TEXT) IS NULL" },
             if c.filter.agent_id.is_some() {
                 // A chat bound to a supervisor channel is left to that channel's own worker.
                 "AND b.chat_id IN (SELECT ca.chat_id FROM chat_agents ca JOIN chats ch ON ch.id = ca.chat_id \
                  WHERE ca.agent_id = ?3 AND (ch.external_key IS NULL OR substr(ch.external_key, 1, 8) <> 'channel:'))"
             } else {
-                "AND ?3 IS NULL"
+                "AND CAST(?3 AS TEXT) IS NULL"
             },
             if ordered {
                 "AND NOT EXISTS (SELECT 1 FROM dispatch_batches e WHERE e.chat_id = b.chat_id \
                  AND e.status IN ('pending', 'leased') AND (e.status = 'leased' OR e.seq < b.seq))"
             } else {
                 ""
-            }
+            },
+            // Another node's claim of the same batch skips it instead of waiting.
+            self.c.dialect().skip_locked(),
         );
         let ids: Vec<String> = {
-            let mut stmt = self.c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![
+            self.c.all(
+                &sql,
+                args![
                     self.now,
                     c.filter.chat_id,
                     c.filter.agent_id,
                     c.limit as i64
                 ],
-                |r| r.get(0),
-            )?;
-            rows.collect::<Result<_, _>>()?
+            )?
         };
         let expires = self.now + c.lease_ms.clamp(MIN_LEASE_MS, MAX_DURATION_MS) as i64;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             self.c
-                .prepare_cached(
-                    "UPDATE dispatch_batches SET status = 'leased', attempt_count = attempt_count + 1, lease_owner = ?2, \
-                     lease_expires_at = ?3, started_at = COALESCE(started_at, ?4) WHERE id = ?1",
-                )?
-                .execute(params![id, c.worker_id, expires, self.now])?;
-            let (chat_id, kind, compiled, items): (String, String, String, String) = self
-                .c
-                .prepare_cached("SELECT chat_id, kind, compiled_content, items FROM dispatch_batches WHERE id = ?1")?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-            let hint: Option<String> = self
-                .c
-                .prepare_cached(
-                    "SELECT agent_id FROM chat_agents WHERE chat_id = ?1 ORDER BY position LIMIT 1",
-                )?
-                .query_row([&chat_id], |r| r.get(0))
-                .optional()?;
+                .execute("UPDATE dispatch_batches SET status = 'leased', attempt_count = attempt_count + 1, lease_owner = ?2, \
+                     lease_expires_at = ?3, started_at = COALESCE(started_at, ?4) WHERE id = ?1", args![id, c.worker_id, expires, self.now])?;
+            let (chat_id, kind, compiled, items): (String, String, String, String) = self.c.one(
+                "SELECT chat_id, kind, compiled_content, items FROM dispatch_batches WHERE id = ?1",
+                args![&id],
+            )?;
+            let hint: Option<String> = self.c.opt(
+                "SELECT agent_id FROM chat_agents WHERE chat_id = ?1 ORDER BY position LIMIT 1",
+                args![&chat_id],
+            )?;
             out.push(json!({
                 "batchId": id, "chatId": chat_id, "kind": kind, "agentIdHint": hint,
                 "compiledContent": compiled,
@@ -187,11 +203,14 @@ impl W<'_> {
     ) -> Result<(String, i64), StoreError> {
         let row: Option<LeaseRow> = self
             .c
-            .prepare_cached(
-                "SELECT chat_id, status, lease_owner, lease_expires_at, attempt_count FROM dispatch_batches WHERE id = ?1",
-            )?
-            .query_row([batch_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-            .optional()?;
+            .opt(
+                &format!(
+                    "SELECT chat_id, status, lease_owner, lease_expires_at, attempt_count FROM dispatch_batches WHERE id = ?1{}",
+                    // Decided on the row as it is, not as another node is changing it.
+                    self.c.dialect().for_update()
+                ),
+                args![batch_id],
+            )?;
         let Some((chat_id, status, owner, expires, attempts)) = row else {
             return Err(StoreError::not_found("Dispatch batch not found.", None));
         };

@@ -2,6 +2,7 @@
 //! complete, fail with retry/backoff, lease expiry (an expired lease counts as an attempt), and
 //! the deadline scheduler in [`scheduler`]; what the queue holds right now in [`queue`].
 
+use crate::store::sql::args;
 mod batching;
 mod leases;
 pub mod queue;
@@ -9,7 +10,6 @@ pub mod scheduler;
 
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use serde_json::{json, Value};
 
 use super::error::StoreError;
@@ -142,8 +142,10 @@ impl Store {
             let ext = extend_ms
                 .unwrap_or(w.settings.dispatch.lease_ms)
                 .clamp(MIN_LEASE_MS, MAX_DURATION_MS) as i64;
-            w.c.prepare_cached("UPDATE dispatch_batches SET lease_expires_at = ?2 WHERE id = ?1")?
-                .execute(params![id, w.now + ext])?;
+            w.c.execute(
+                "UPDATE dispatch_batches SET lease_expires_at = ?2 WHERE id = ?1",
+                args![id, w.now + ext],
+            )?;
             // A shorter extension moves the expiry earlier than the scheduler may plan for.
             w.wake_by(w.now + ext);
             Ok(())
@@ -156,11 +158,8 @@ impl Store {
         let (id, worker) = (batch_id.to_string(), worker_id.to_string());
         self.write(move |w| {
             w.owned(&id, &worker)?;
-            w.c.prepare_cached(
-                "UPDATE dispatch_batches SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL, \
-                 completed_at = ?2 WHERE id = ?1",
-            )?
-            .execute(params![id, w.now])?;
+            w.c.execute("UPDATE dispatch_batches SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL, \
+                 completed_at = ?2 WHERE id = ?1", args![id, w.now])?;
             w.kick_claims();
             if w.mode() == DispatchMode::BatchedSequential {
                 w.kick_scheduler();
@@ -184,11 +183,8 @@ impl Store {
                     .saturating_mul(1u64 << (attempts - 1).clamp(0, 40))
                     .min(d.retry_max_ms);
                 let delay = f.retry_delay_ms.unwrap_or(backoff).min(MAX_DURATION_MS) as i64;
-                w.c.prepare_cached(
-                    "UPDATE dispatch_batches SET status = 'pending', available_at = ?2, last_error = ?3, \
-                     lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
-                )?
-                .execute(params![id, w.now + delay, reason])?;
+                w.c.execute("UPDATE dispatch_batches SET status = 'pending', available_at = ?2, last_error = ?3, \
+                     lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1", args![id, w.now + delay, reason])?;
                 w.wake_by(w.now + delay);
                 w.kick_claims();
             } else {

@@ -1,7 +1,8 @@
 //! Interactive requests: choice, text_input and form, with config normalization, resolution
 //! validation, and a `request_resolved` dispatch input on resolve.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::store::sql::{args, Db, Row};
+
 use serde_json::{json, Map, Value};
 
 mod rules;
@@ -32,30 +33,30 @@ fn parse(s: Option<String>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn request_from_row(r: &Row) -> rusqlite::Result<Value> {
+fn request_from_row(r: &Row) -> Result<Value, StoreError> {
     Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "chat_id": r.get::<_, String>(1)?,
-        "type": r.get::<_, String>(2)?,
-        "status": r.get::<_, String>(3)?,
-        "title": r.get::<_, String>(4)?,
-        "body": r.get::<_, Option<String>>(5)?,
+        "id": r.get::<String>(0)?,
+        "chat_id": r.get::<String>(1)?,
+        "type": r.get::<String>(2)?,
+        "status": r.get::<String>(3)?,
+        "title": r.get::<String>(4)?,
+        "body": r.get::<Option<String>>(5)?,
         "config": parse(r.get(6)?),
         "created_at": iso(r.get(7)?),
-        "resolved_at": r.get::<_, Option<i64>>(8)?.map(iso),
-        "resolved_by": r.get::<_, Option<String>>(9)?,
+        "resolved_at": r.get::<Option<i64>>(8)?.map(iso),
+        "resolved_by": r.get::<Option<String>>(9)?,
         "resolution_payload": parse(r.get(10)?),
         "trace": parse(r.get(11)?),
     }))
 }
 
-fn load_request(c: &Connection, id: &str) -> Result<Value, StoreError> {
-    c.prepare_cached(&format!("SELECT {REQ_COLS} FROM requests WHERE id = ?1"))?
-        .query_row([id], request_from_row)
-        .optional()?
-        .ok_or_else(|| {
-            StoreError::not_found("Request not found.", Some(json!({ "requestId": id })))
-        })
+fn load_request(c: &dyn Db, id: &str) -> Result<Value, StoreError> {
+    c.opt_map(
+        &format!("SELECT {REQ_COLS} FROM requests WHERE id = ?1"),
+        args![id],
+        request_from_row,
+    )?
+    .ok_or_else(|| StoreError::not_found("Request not found.", Some(json!({ "requestId": id }))))
 }
 
 impl W<'_> {
@@ -72,10 +73,7 @@ impl W<'_> {
 
     fn bump_pending(&mut self, chat_id: &str, delta: i64) -> Result<(), StoreError> {
         self.c
-            .prepare_cached(
-                "UPDATE chats SET pending_requests_count = MAX(0, pending_requests_count + ?2), updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![chat_id, delta, self.now])?;
+            .execute("UPDATE chats SET pending_requests_count = CASE WHEN pending_requests_count + ?2 < 0 THEN 0 ELSE pending_requests_count + ?2 END, updated_at = ?3 WHERE id = ?1", args![chat_id, delta, self.now])?;
         Ok(())
     }
 }
@@ -103,11 +101,8 @@ impl Store {
             }
             let config = normalize_config(&r.kind, &r.config)?;
             let id = new_id();
-            w.c.prepare_cached(
-                "INSERT INTO requests (id, chat_id, type, status, title, body, config, created_at, trace) \
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![id, chat_id, r.kind, title, r.body, config.to_string(), w.now, r.trace.as_ref().map(Value::to_string)])?;
+            w.c.execute("INSERT INTO requests (id, chat_id, type, status, title, body, config, created_at, trace) \
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8)", args![id, chat_id, r.kind, title, r.body, config.to_string(), w.now, r.trace.as_ref().map(Value::to_string)])?;
             w.bump_pending(&chat_id, 1)?;
             w.emit("request.created", json!({ "chatId": chat_id, "requestId": id, "type": r.kind, "title": title }))?;
             let out = load_request(w.c, &id)?;
@@ -124,11 +119,13 @@ impl Store {
         let chat_id = chat_id.to_string();
         self.read(move |c, _, _| {
             ensure_chat(c, &chat_id)?;
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {REQ_COLS} FROM requests WHERE chat_id = ?1 AND (?2 = 'all' OR status = ?2) ORDER BY seq"
-            ))?;
-            let rows = stmt.query_map(params![chat_id, status], request_from_row)?;
-            let data = rows.collect::<Result<Vec<_>, _>>()?;
+            let data = c.all_map(
+                &format!(
+                    "SELECT {REQ_COLS} FROM requests WHERE chat_id = ?1 AND (?2 = 'all' OR status = ?2) ORDER BY seq"
+                ),
+                args![chat_id, status],
+                request_from_row,
+            )?;
             Ok(json!({ "data": data }))
         })
         .await
@@ -148,22 +145,24 @@ impl Store {
                 if t.is_empty() {
                     return Err(StoreError::field("title", "title cannot be empty."));
                 }
-                w.c.prepare_cached("UPDATE requests SET title = ?2 WHERE id = ?1")?
-                    .execute(params![id, t])?;
+                w.c.execute("UPDATE requests SET title = ?2 WHERE id = ?1", args![id, t])?;
             }
             if let Some(b) = patch.get("body") {
-                w.c.prepare_cached("UPDATE requests SET body = ?2 WHERE id = ?1")?
-                    .execute(params![id, b.as_str()])?;
+                w.c.execute(
+                    "UPDATE requests SET body = ?2 WHERE id = ?1",
+                    args![id, b.as_str()],
+                )?;
             }
             if let Some(cfg) = patch.get("config") {
                 let cfg = normalize_config(r["type"].as_str().unwrap_or(""), cfg)?;
-                w.c.prepare_cached("UPDATE requests SET config = ?2 WHERE id = ?1")?
-                    .execute(params![id, cfg.to_string()])?;
+                w.c.execute(
+                    "UPDATE requests SET config = ?2 WHERE id = ?1",
+                    args![id, cfg.to_string()],
+                )?;
             }
             if let Some(t) = patch.get("trace") {
                 let t = (!t.is_null()).then(|| t.to_string());
-                w.c.prepare_cached("UPDATE requests SET trace = ?2 WHERE id = ?1")?
-                    .execute(params![id, t])?;
+                w.c.execute("UPDATE requests SET trace = ?2 WHERE id = ?1", args![id, t])?;
             }
             load_request(w.c, &id)
         })
@@ -189,10 +188,7 @@ impl Store {
             let title = r["title"].as_str().unwrap_or("").to_string();
             let chat_id = r["chat_id"].as_str().unwrap_or("").to_string();
             let (payload, line) = check_resolution(&kind, &title, &r["config"], &body)?;
-            w.c.prepare_cached(
-                "UPDATE requests SET status = 'resolved', resolved_at = ?2, resolved_by = ?3, resolution_payload = ?4 WHERE id = ?1",
-            )?
-            .execute(params![id, w.now, by, payload.to_string()])?;
+            w.c.execute("UPDATE requests SET status = 'resolved', resolved_at = ?2, resolved_by = ?3, resolution_payload = ?4 WHERE id = ?1", args![id, w.now, by, payload.to_string()])?;
             w.bump_pending(&chat_id, -1)?;
             let sender = if by == "backend" { "backend" } else { "user:primary" };
             w.emit("request.resolved", json!({
@@ -211,10 +207,10 @@ impl Store {
         self.write(move |w| {
             let r = w.pending_request(&id, "cancelled")?;
             let chat_id = r["chat_id"].as_str().unwrap_or("").to_string();
-            w.c.prepare_cached(
+            w.c.execute(
                 "UPDATE requests SET status = 'cancelled', resolved_at = ?2 WHERE id = ?1",
-            )?
-            .execute(params![id, w.now])?;
+                args![id, w.now],
+            )?;
             w.bump_pending(&chat_id, -1)?;
             w.emit(
                 "request.cancelled",
