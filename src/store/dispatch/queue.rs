@@ -2,9 +2,8 @@
 //! and since when. Read in one snapshot, through the partial indexes of the open states, so it
 //! stays cheap however many completed batches the table keeps.
 
-use rusqlite::{params, Connection};
-
 use super::super::error::StoreError;
+use super::super::sql::{args, DbError, Row};
 use super::super::{db, Store};
 
 /// How many items are in one state, and when the oldest of them was created (epoch ms).
@@ -29,12 +28,24 @@ pub struct QueueState {
     pub batches_leased: Bucket,
 }
 
-fn bucket(c: &Connection, sql: &str) -> rusqlite::Result<Bucket> {
-    c.prepare_cached(sql)?.query_row([], |r| {
-        Ok(Bucket {
-            count: r.get::<_, i64>(0)?.max(0) as u64,
-            oldest_at: r.get(1)?,
-        })
+/// One statement, so the counts describe one moment on every engine.
+const SQL: &str = "SELECT \
+    (SELECT COUNT(*) FROM dispatch_inputs WHERE state = 'pending'), \
+    (SELECT MIN(created_at) FROM dispatch_inputs WHERE state = 'pending'), \
+    (SELECT COUNT(*) FROM dispatch_batches WHERE status = 'pending'), \
+    (SELECT MIN(created_at) FROM dispatch_batches WHERE status = 'pending'), \
+    (SELECT COUNT(*) FROM dispatch_batches WHERE status = 'pending' AND available_at > ?1), \
+    (SELECT COUNT(*) FROM dispatch_batches WHERE status = 'leased'), \
+    (SELECT MIN(created_at) FROM dispatch_batches WHERE status = 'leased')";
+
+fn count(r: &Row, i: usize) -> Result<u64, StoreError> {
+    Ok(r.get::<i64>(i)?.max(0) as u64)
+}
+
+fn bucket(r: &Row, i: usize) -> Result<Bucket, StoreError> {
+    Ok(Bucket {
+        count: count(r, i)?,
+        oldest_at: r.get(i + 1)?,
     })
 }
 
@@ -42,33 +53,17 @@ impl Store {
     /// Counts and oldest creation time of the queue's open states.
     pub async fn queue_state(&self) -> Result<QueueState, StoreError> {
         self.read(|c, _, _| {
-            // One read transaction: the three counts describe one moment.
-            let tx = c.unchecked_transaction()?;
             let at = db::now_ms();
-            let inputs_pending = bucket(
-                &tx,
-                "SELECT COUNT(*), MIN(created_at) FROM dispatch_inputs WHERE state = 'pending'",
-            )?;
-            let batches_pending = bucket(
-                &tx,
-                "SELECT COUNT(*), MIN(created_at) FROM dispatch_batches WHERE status = 'pending'",
-            )?;
-            let batches_delayed: i64 = tx
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM dispatch_batches WHERE status = 'pending' AND available_at > ?1",
-                )?
-                .query_row(params![at], |r| r.get(0))?;
-            let batches_leased = bucket(
-                &tx,
-                "SELECT COUNT(*), MIN(created_at) FROM dispatch_batches WHERE status = 'leased'",
-            )?;
-            Ok(QueueState {
-                at,
-                inputs_pending,
-                batches_pending,
-                batches_delayed: batches_delayed.max(0) as u64,
-                batches_leased,
-            })
+            c.opt_map(SQL, args![at], |r| {
+                Ok(QueueState {
+                    at,
+                    inputs_pending: bucket(r, 0)?,
+                    batches_pending: bucket(r, 2)?,
+                    batches_delayed: count(r, 4)?,
+                    batches_leased: bucket(r, 5)?,
+                })
+            })?
+            .ok_or_else(|| StoreError::Database(DbError::other("no row from the queue's counts")))
         })
         .await
     }
