@@ -101,7 +101,9 @@ async fn write_rate_limit() {
     let s = TestApp::with_fast_dispatch(&[
         ("AGENTD_API_KEY", KEY),
         ("WRITE_RATE_LIMIT_MAX", "20"),
-        ("WRITE_RATE_LIMIT_WINDOW_MS", "3000"),
+        // 20 per 20 s: the budget refills one write a second (the limiter is GCRA, not a fixed
+        // window), slow enough that the burst below normally sees none come back.
+        ("WRITE_RATE_LIMIT_WINDOW_MS", "20000"),
     ]);
     let c = {
         let r = s
@@ -120,11 +122,17 @@ async fn write_rate_limit() {
     }
     let path = format!("/api/v1/chats/{c}/typing?token={KEY}");
     let calls = (0..30).map(|_| s.post(&path, json!({ "agentId": "echo" })));
+    let burst = std::time::Instant::now();
     let got = futures_util::future::join_all(calls).await;
+    // On a loaded machine the burst may outlast a refill; each second it took may add one write.
+    let refilled = burst.elapsed().as_secs() as usize;
     let ok = got.iter().filter(|r| r.status == 204).count();
     let limited: Vec<_> = got.iter().filter(|r| r.status == 429).collect();
-    assert_eq!(ok, 19, "one write went to creating the chat");
-    assert_eq!(limited.len(), 11);
+    assert!(
+        (19..=19 + refilled).contains(&ok),
+        "one write went to creating the chat: {ok} passed, {refilled} s of refill"
+    );
+    assert_eq!(limited.len(), 30 - ok);
     let r = limited[0];
     assert_error(r, 429, "RATE_LIMITED");
     assert_eq!(r.body["error"]["message"], "Write rate limit exceeded.");
@@ -132,8 +140,8 @@ async fn write_rate_limit() {
     assert!((1..=3).contains(&retry), "{retry}");
     // Reads are not limited.
     assert_eq!(s.chats("").await.status, 200);
-    // The window resets.
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // The budget refills: a write is allowed again a second later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         s.post(&path, json!({ "agentId": "echo" })).await.status,
         204
