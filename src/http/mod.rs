@@ -7,11 +7,14 @@
 //! - [`v1_agents`]: `/v1/agents/...` (the agent messages API).
 //! - [`conversations`], [`conv_messages`], [`conv_stream`], [`conv_events`]: `/conversations`,
 //!   `/messages/:id`, `/stream/:id`, `/events` (the conversations API).
+//! - [`ops`]: `/ops/...`, agentd's own operator routes (worker feed, logs, dispatch queue).
+//! - [`console`]: `/console`, the web console's static files.
 
 pub mod access;
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod conv_events;
 mod conv_feed;
 pub mod conv_messages;
@@ -19,6 +22,7 @@ pub mod conv_stream;
 pub mod conversations;
 pub mod extract;
 pub mod fd_error;
+pub mod ops;
 pub mod sse;
 pub mod state;
 pub mod supervisor;
@@ -39,5 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(conv_messages::configure)
         .configure(conv_stream::configure)
         .configure(conv_events::configure)
+        .configure(ops::configure)
+        .configure(console::configure)
         .default_service(web::to(supervisor::not_found));
 }

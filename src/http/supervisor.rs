@@ -43,7 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A success envelope.
-fn ok(data: Value) -> HttpResponse {
+pub(super) fn ok(data: Value) -> HttpResponse {
     HttpResponse::Ok().json(json!({"code": "0", "msg": "success", "data": data}))
 }
 

@@ -18,6 +18,12 @@ pub enum TenError {
     TooLarge(usize),
     #[error("{}", super::auth::UNAUTHORIZED)]
     Unauthorized,
+    /// A query parameter of agentd's own routes that is not valid.
+    #[error("{0}")]
+    BadParams(String),
+    /// agentd failed on its side (details in its log).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// TEN's message for each code.
@@ -33,6 +39,7 @@ pub fn ten_msg(code: &str) -> &'static str {
         "10101" => "start worker failed",
         "10102" => "stop worker failed",
         "401" => "unauthorized",
+        "500" => "internal error",
         _ => "error",
     }
 }
@@ -69,6 +76,8 @@ impl TenError {
             },
             TenError::TooLarge(_) => ("10000", StatusCode::PAYLOAD_TOO_LARGE),
             TenError::Unauthorized => ("401", StatusCode::UNAUTHORIZED),
+            TenError::BadParams(_) => ("10000", StatusCode::BAD_REQUEST),
+            TenError::Internal(_) => ("500", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 

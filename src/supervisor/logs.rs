@@ -1,7 +1,9 @@
 //! Where a worker's output goes: its own size-capped, rotated log file under `LOG_PATH`, or
 //! agentd's stdout with every line prefixed `[<channel>] ` (`LOG_STDOUT=true`). Writes and
 //! rotation happen on a writer thread of their own. The last lines are kept in memory for the
-//! `/start` error of a worker that dies early.
+//! `/start` error of a worker that dies early, and a longer window of recent lines (agentd's
+//! notes included) for the console's log view, which can also follow new lines as they are
+//! written.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -12,10 +14,17 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 /// Lines kept for error messages.
 const TAIL_LINES: usize = 20;
+/// Most recent lines kept for reading back (`/ops/workers/{channel}/logs`)...
+pub const RECENT_LINES: usize = 200;
+/// ...and at most this many bytes of them (the newest line is always kept), so a thousand idle
+/// workers cost little and a chatty one cannot hold more than this.
+const RECENT_BYTES: usize = 64 * 1024;
+/// Writes buffered per follower before a slow one is told it missed some.
+const FOLLOW_BUFFER: usize = 256;
 /// A line longer than this is cut into pieces (a child without newlines cannot grow our memory).
 const MAX_LINE: usize = 16 * 1024;
 /// What starts agentd's own lines in a worker's log.
@@ -183,12 +192,47 @@ fn writer() -> Option<&'static mpsc::Sender<Job>> {
         .as_ref()
 }
 
+/// Lines written together, as followers receive them.
+pub type LogLines = Arc<[String]>;
+
+/// The lines a sink remembers.
+#[derive(Default)]
+struct Kept {
+    /// The last lines of the current process, for error messages (cleared at each spawn).
+    tail: VecDeque<String>,
+    /// The recent lines of every process of this worker, within [`RECENT_LINES`] and
+    /// [`RECENT_BYTES`].
+    recent: VecDeque<String>,
+    recent_bytes: usize,
+}
+
+impl Kept {
+    fn push(&mut self, line: &str) {
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_string());
+        self.recent_bytes += line.len();
+        self.recent.push_back(line.to_string());
+        while self.recent.len() > RECENT_LINES
+            || (self.recent_bytes > RECENT_BYTES && self.recent.len() > 1)
+        {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_bytes -= old.len();
+            }
+        }
+    }
+}
+
 /// One channel's log; shared by the stdout and stderr pumps of each of its worker processes and
 /// by the notes of the task that owns them.
 pub struct LogSink {
     target: Arc<Mutex<Target>>,
-    /// The last lines, agentd's notes among them; also the lock that orders the queueing.
-    tail: Mutex<VecDeque<String>>,
+    /// The remembered lines, agentd's notes among them; also the lock that orders the queueing
+    /// (so the kept lines, the output and what followers receive agree on the order).
+    kept: Mutex<Kept>,
+    /// New lines for followers; closed when the sink is dropped (the worker is gone for good).
+    follow: broadcast::Sender<LogLines>,
 }
 
 impl LogSink {
@@ -212,12 +256,13 @@ impl LogSink {
     fn with(target: Target) -> LogSink {
         LogSink {
             target: Arc::new(Mutex::new(target)),
-            tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
+            kept: Mutex::new(Kept::default()),
+            follow: broadcast::channel(FOLLOW_BUFFER).0,
         }
     }
 
-    fn tail_lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
-        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    fn kept_lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes lines of output (without their newlines) in order; returns once they are written,
@@ -228,13 +273,14 @@ impl LogSink {
         }
         let (written, done) = oneshot::channel();
         {
-            // Queued under the tail's lock, so the tail and the output agree on the order.
-            let mut tail = self.tail_lock();
+            // Queued under the kept lines' lock, so they and the output agree on the order.
+            let mut kept = self.kept_lock();
             for line in &lines {
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.clone());
+                kept.push(line);
+            }
+            // Nobody follows most of the time: then nothing is copied.
+            if self.follow.receiver_count() > 0 {
+                let _ = self.follow.send(LogLines::from(lines.as_slice()));
             }
             let job = Job {
                 target: self.target.clone(),
@@ -258,18 +304,38 @@ impl LogSink {
         self.write(vec![format!("{NOTE}{msg}")]).await;
     }
 
-    /// The last lines of output, oldest first (agentd's own notes left out).
+    /// The last lines of output of the current process, oldest first (agentd's own notes left
+    /// out).
     pub fn tail(&self) -> Vec<String> {
-        self.tail_lock()
+        self.kept_lock()
+            .tail
             .iter()
             .filter(|l| !l.starts_with(NOTE))
             .cloned()
             .collect()
     }
 
-    /// Forgets the remembered lines (a new process starts).
+    /// Forgets the current process's lines (a new process starts); the recent lines stay.
     pub fn clear_tail(&self) {
-        self.tail_lock().clear();
+        self.kept_lock().tail.clear();
+    }
+
+    /// The last `n` recent lines (at most [`RECENT_LINES`]), oldest first, agentd's notes
+    /// included.
+    pub fn recent(&self, n: usize) -> Vec<String> {
+        let kept = self.kept_lock();
+        let skip = kept.recent.len().saturating_sub(n);
+        kept.recent.iter().skip(skip).cloned().collect()
+    }
+
+    /// The last `n` recent lines and every line written after them: taken under one lock, so
+    /// nothing is missed or seen twice between the two. The receiver closes when the sink is
+    /// dropped, which is when its worker is gone for good.
+    pub fn follow(&self, n: usize) -> (Vec<String>, broadcast::Receiver<LogLines>) {
+        let kept = self.kept_lock();
+        let skip = kept.recent.len().saturating_sub(n);
+        let lines = kept.recent.iter().skip(skip).cloned().collect();
+        (lines, self.follow.subscribe())
     }
 }
 
@@ -374,5 +440,37 @@ mod tests {
             tail.last().map(String::as_str),
             Some("no newline at the end")
         );
+    }
+
+    #[tokio::test]
+    async fn recent_lines_are_bounded_and_followers_get_what_comes_after_them() {
+        let d = tempfile::tempdir().unwrap();
+        let sink = LogSink::to_file(d.path().join("w.log"), 1 << 20, 2);
+        for i in 0..(RECENT_LINES + 5) {
+            sink.write(vec![format!("line {i}")]).await;
+        }
+        sink.clear_tail();
+        let recent = sink.recent(usize::MAX);
+        assert_eq!(recent.len(), RECENT_LINES);
+        assert_eq!(recent[0], "line 5");
+        assert_eq!(sink.recent(2), ["line 203", "line 204"]);
+
+        let (before, mut rx) = sink.follow(1);
+        assert_eq!(before, ["line 204"]);
+        sink.note("after").await;
+        sink.write(vec!["a".into(), "b".into()]).await;
+        assert_eq!(&*rx.recv().await.unwrap(), ["--- agentd: after"]);
+        assert_eq!(&*rx.recv().await.unwrap(), ["a", "b"]);
+        drop(sink);
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
+
+        // A huge line evicts older ones by bytes, but the newest line always stays.
+        let sink = LogSink::to_file(d.path().join("x.log"), 1 << 20, 2);
+        sink.write(vec!["small".into()]).await;
+        sink.write(vec!["x".repeat(RECENT_BYTES + 1)]).await;
+        assert_eq!(sink.recent(10).len(), 1);
     }
 }

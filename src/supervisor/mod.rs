@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::catalog::watch::CatalogHandle;
 use crate::catalog::Timeout;
@@ -45,7 +45,8 @@ use cgroup::{Cgroup, Tree};
 
 pub use errors::{ChannelError, StartError};
 pub use launch::StartedWorker;
-pub use registry::{timeout_secs, MemoryMax, WorkerInfo, WorkerState};
+pub use logs::{LogLines, RECENT_LINES};
+pub use registry::{timeout_secs, MemoryMax, WorkerChange, WorkerInfo, WorkerState};
 pub use reserve::{check_channel, Reservation, StartSpec, MAX_CHANNEL_BYTES};
 pub use stop::StopOutcome;
 
@@ -231,6 +232,33 @@ impl Supervisor {
     /// The worker of `channel`.
     pub fn get(&self, channel: &str) -> Option<WorkerInfo> {
         self.inner.registry.get(channel)
+    }
+
+    /// Every worker now (ordered by channel), and every change from that moment on: workers
+    /// started, changed (state, pid, ping), restarted and gone. A receiver that lags has missed
+    /// changes and should watch afresh.
+    pub fn watch(&self) -> (Vec<WorkerInfo>, broadcast::Receiver<WorkerChange>) {
+        self.inner.registry.watch()
+    }
+
+    /// The last `n` lines (at most [`RECENT_LINES`]) of the log of `channel`'s worker, agentd's
+    /// notes included.
+    pub fn log_lines(&self, channel: &str, n: usize) -> Result<Vec<String>, ChannelError> {
+        check_channel(channel)?;
+        Ok(self.inner.registry.log(channel)?.recent(n))
+    }
+
+    /// [`log_lines`](Self::log_lines), then every line written after them until the worker is
+    /// gone for good (the receiver closes then).
+    pub fn follow_log(
+        &self,
+        channel: &str,
+        n: usize,
+    ) -> Result<(Vec<String>, broadcast::Receiver<LogLines>), ChannelError> {
+        check_channel(channel)?;
+        // The sink is not kept here: the receiver must close when the worker's own holders
+        // drop it.
+        Ok(self.inner.registry.log(channel)?.follow(n))
     }
 
     /// Refuses new starts, then stops every worker in parallel with the grace period.

@@ -76,15 +76,6 @@ impl Plan {
         } else {
             Ready::Settle
         });
-        let log = Arc::new(if settings.log_stdout {
-            LogSink::to_stdout(&channel)
-        } else {
-            LogSink::to_file(
-                logs::log_file(&settings.log_path, &channel),
-                settings.log_max_bytes,
-                settings.log_max_files,
-            )
-        });
         let cwd = graph
             .source
             .parent()
@@ -115,9 +106,22 @@ impl Plan {
             stop_grace: settings.worker_stop_grace,
             property_path,
             keep_property_file: settings.keep_property_files,
-            log,
+            log: res.log.clone(),
             pings: res.pings.clone(),
         }
+    }
+
+    /// Where the output of `channel`'s worker goes, per the settings.
+    pub fn log_sink(settings: &Settings, channel: &str) -> Arc<LogSink> {
+        Arc::new(if settings.log_stdout {
+            LogSink::to_stdout(channel)
+        } else {
+            LogSink::to_file(
+                logs::log_file(&settings.log_path, channel),
+                settings.log_max_bytes,
+                settings.log_max_files,
+            )
+        })
     }
 
     /// Starts the inactivity clock now (at readiness): the first deadline is one timeout away.

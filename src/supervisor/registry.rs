@@ -1,6 +1,7 @@
 //! Who runs where right now: one slot per channel with the worker's description, the sender of
-//! its task's commands, its generation and its ping clock. Every read and change takes one short
-//! lock; nothing here awaits, spawns or touches a process.
+//! its task's commands, its generation, its ping clock and its log. Every read and change takes
+//! one short lock; nothing here awaits, spawns or touches a process. Each change of a
+//! description is announced, under that lock, to whoever [watches](Registry::watch).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,9 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::errors::{ChannelError, StartError};
+use super::logs::LogSink;
 use super::stop::StopOutcome;
 use super::Containment;
 use crate::catalog::Timeout;
@@ -27,7 +29,7 @@ pub enum WorkerState {
 }
 
 /// A description of one worker (what `/list` shows).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerInfo {
     pub channel: String,
     pub graph: String,
@@ -104,6 +106,25 @@ pub fn timeout_secs(t: Timeout) -> i64 {
     }
 }
 
+/// A change of the registry, as announced to its watchers.
+#[derive(Debug, Clone)]
+pub enum WorkerChange {
+    /// A channel was taken: its worker is starting.
+    Started(WorkerInfo),
+    /// The description changed: state, pid, worker id, chat, or a ping.
+    Changed(WorkerInfo),
+    /// The worker failed and waits to be restarted (`restarts` went up, `state` is
+    /// `restarting`).
+    Restarted(WorkerInfo),
+    /// The worker is gone for good (stopped, idle, given up, or its start failed); its last
+    /// description.
+    Gone(WorkerInfo),
+}
+
+/// Changes buffered per watcher; one that falls further behind is told it lagged and takes a
+/// new snapshot.
+const WATCH_BUFFER: usize = 256;
+
 /// A message to the task that owns a worker ([`super::task`]).
 #[derive(Debug)]
 pub(super) enum Command {
@@ -164,6 +185,7 @@ struct Slot {
     /// `None` while reserved and not yet launched.
     tx: Option<mpsc::UnboundedSender<Command>>,
     pings: Arc<PingClock>,
+    log: Arc<LogSink>,
     info: WorkerInfo,
 }
 
@@ -188,9 +210,19 @@ pub(super) struct Reserved {
 }
 
 /// Every worker slot, behind one lock.
-#[derive(Default)]
 pub(crate) struct Registry {
     slots: Mutex<Slots>,
+    /// Sent to under the slots' lock, so a watcher's snapshot and its changes never overlap.
+    changes: broadcast::Sender<WorkerChange>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            slots: Mutex::default(),
+            changes: broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
 }
 
 impl Registry {
@@ -200,13 +232,42 @@ impl Registry {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Announces a change; call with the slots' lock held. Nothing is built when nobody
+    /// watches, which is most of the time (pings stay one lookup and a store).
+    fn announce(&self, change: impl FnOnce() -> WorkerChange) {
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(change());
+        }
+    }
+
+    /// Every worker now, and every change after that moment.
+    pub(super) fn watch(&self) -> (Vec<WorkerInfo>, broadcast::Receiver<WorkerChange>) {
+        let slots = self.lock();
+        let rx = self.changes.subscribe();
+        (sorted(&slots), rx)
+    }
+
+    /// The log of `channel`'s worker.
+    pub(super) fn log(&self, channel: &str) -> Result<Arc<LogSink>, ChannelError> {
+        self.lock()
+            .by_channel
+            .get(channel)
+            .map(|s| s.log.clone())
+            .ok_or_else(|| ChannelError::NotFound(channel.to_string()))
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.lock().shutting_down
     }
 
     /// The atomic part of a start: the channel, the global and the per-graph slots are checked
     /// and taken under one lock.
-    pub(super) fn reserve(&self, info: WorkerInfo, limits: Limits) -> Result<Reserved, StartError> {
+    pub(super) fn reserve(
+        &self,
+        info: WorkerInfo,
+        limits: Limits,
+        log: Arc<LogSink>,
+    ) -> Result<Reserved, StartError> {
         let mut slots = self.lock();
         if slots.shutting_down {
             return Err(StartError::ShuttingDown);
@@ -235,12 +296,14 @@ impl Registry {
         slots.next_generation += 1;
         let generation = slots.next_generation;
         let pings = Arc::new(PingClock::default());
+        self.announce(|| WorkerChange::Started(info.clone()));
         slots.by_channel.insert(
             info.channel.clone(),
             Slot {
                 generation,
                 tx: None,
                 pings: pings.clone(),
+                log,
                 info,
             },
         );
@@ -274,10 +337,25 @@ impl Registry {
 
     /// Updates the description of the worker `generation` of `channel`, if it is still that one.
     pub(super) fn update(&self, channel: &str, generation: u64, f: impl FnOnce(&mut WorkerInfo)) {
-        if let Some(slot) = self.lock().by_channel.get_mut(channel) {
-            if slot.generation == generation {
-                f(&mut slot.info);
-            }
+        let mut slots = self.lock();
+        let Some(slot) = slots
+            .by_channel
+            .get_mut(channel)
+            .filter(|s| s.generation == generation)
+        else {
+            return;
+        };
+        let before = slot.info.clone();
+        f(&mut slot.info);
+        let info = &slot.info;
+        if *info != before {
+            self.announce(|| {
+                if info.restarts > before.restarts {
+                    WorkerChange::Restarted(info.clone())
+                } else {
+                    WorkerChange::Changed(info.clone())
+                }
+            });
         }
     }
 
@@ -289,7 +367,9 @@ impl Registry {
             .get(channel)
             .is_some_and(|s| s.generation == generation)
         {
-            slots.by_channel.remove(channel);
+            if let Some(slot) = slots.by_channel.remove(channel) {
+                self.announce(|| WorkerChange::Gone(slot.info));
+            }
         }
     }
 
@@ -305,7 +385,9 @@ impl Registry {
         }
         slot.info.last_ping = SystemTime::now();
         slot.pings.touch();
-        Ok(slot.info.timeout)
+        let info = &slot.info;
+        self.announce(|| WorkerChange::Changed(info.clone()));
+        Ok(info.timeout)
     }
 
     /// The command sender of the task that runs `channel`'s worker.
@@ -326,14 +408,7 @@ impl Registry {
 
     /// Every worker, ordered by channel.
     pub(super) fn list(&self) -> Vec<WorkerInfo> {
-        let mut v: Vec<WorkerInfo> = self
-            .lock()
-            .by_channel
-            .values()
-            .map(|s| s.info.clone())
-            .collect();
-        v.sort_by(|a, b| a.channel.cmp(&b.channel));
-        v
+        sorted(&self.lock())
     }
 
     pub(super) fn get(&self, channel: &str) -> Option<WorkerInfo> {
@@ -393,4 +468,11 @@ impl Registry {
             }
         }
     }
+}
+
+/// Every worker's description, ordered by channel.
+fn sorted(slots: &Slots) -> Vec<WorkerInfo> {
+    let mut v: Vec<WorkerInfo> = slots.by_channel.values().map(|s| s.info.clone()).collect();
+    v.sort_by(|a, b| a.channel.cmp(&b.channel));
+    v
 }

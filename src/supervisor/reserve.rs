@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use super::errors::{ChannelError, StartError};
+use super::logs::LogSink;
+use super::plan::Plan;
 use super::registry::{Limits, PingClock, WorkerInfo, WorkerState};
 use super::{document, fields, overrides};
 use super::{Inner, Supervisor};
@@ -44,6 +46,8 @@ pub struct Reservation {
     pub(super) inner: Arc<Inner>,
     pub(super) generation: u64,
     pub(super) pings: Arc<PingClock>,
+    /// The worker's log, from the reservation on (so it can be read while the worker starts).
+    pub(super) log: Arc<LogSink>,
     pub(super) spec: StartSpec,
     pub(super) graph: Arc<Graph>,
     pub(super) doc: Value,
@@ -169,11 +173,13 @@ impl Supervisor {
             workers_max: settings.workers_max,
             graph_max: graph.runtime.max_workers,
         };
-        let reserved = inner.registry.reserve(info, limits)?;
+        let log = Plan::log_sink(settings, &spec.channel);
+        let reserved = inner.registry.reserve(info, limits, log.clone())?;
         Ok(Reservation {
             inner: self.inner.clone(),
             generation: reserved.generation,
             pings: reserved.pings,
+            log,
             spec,
             graph,
             doc,

@@ -4,7 +4,8 @@
 //! By family: `app` (boot, stop, plain HTTP), `supervisor` (`/start`, `/stop`, ... and what
 //! workers leave on disk), `api` (`/api/v1`), `frontdoor` (`/agents`, `/v1/agents`,
 //! conversations), `sse` (event streams), `worker` (an `agentd worker` the test runs itself),
-//! `process` (child processes and `/proc`) and `wait` (polling with a deadline).
+//! `process` (child processes and `/proc`), `ops` (`/ops/...` and the console's files) and
+//! `wait` (polling with a deadline).
 //!
 //! A test file says `mod support;`; the benchmark says
 //! `#[path = "../tests/support/mod.rs"] mod support;`. Each uses part of it.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod app;
 pub mod frontdoor;
+pub mod ops;
 pub mod process;
 pub mod sse;
 pub mod supervisor;
@@ -21,6 +23,7 @@ pub mod worker;
 
 pub use api::{assert_error, user_message, Batch};
 pub use app::{agentd_bin, fixture, repo_root, Builder, Remains, Reply, TestApp};
+pub use ops::{path_segment, ten_code};
 pub use process::{
     cmdline, environ, group_and_session, group_members, pid_alive, pid_exists, rss_kib,
 };

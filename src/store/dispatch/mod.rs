@@ -1,10 +1,11 @@
 //! The dispatch work queue: inputs → batches (per mode), claims with leases, heartbeat,
 //! complete, fail with retry/backoff, lease expiry (an expired lease counts as an attempt), and
-//! the deadline scheduler in [`scheduler`].
+//! the deadline scheduler in [`scheduler`]; what the queue holds right now in [`queue`].
 
 use crate::store::sql::args;
 mod batching;
 mod leases;
+pub mod queue;
 pub mod scheduler;
 
 use std::time::{Duration, Instant};
