@@ -79,8 +79,8 @@ impl Application {
         let local = listener.local_addr()?;
         let base_url = format!("http://{}", loopback_of(local));
 
-        let store = Store::open(
-            &settings.data_dir.join("agentd.db"),
+        let store = Store::connect(
+            &settings.database,
             settings.clone(),
             catalog.clone(),
         )

@@ -26,7 +26,7 @@ pub enum StoreError {
     },
     /// The database failed.
     #[error("database: {0}")]
-    Database(#[from] super::sql::DbError),
+    Database(super::sql::DbError),
     /// Anything else unexpected (a thread gone, a task panicked).
     #[error("internal: {0}")]
     Internal(String),
@@ -69,6 +69,16 @@ impl StoreError {
     /// True for failures of the store itself rather than of the input.
     pub fn is_internal(&self) -> bool {
         matches!(self, StoreError::Database(_) | StoreError::Internal(_))
+    }
+}
+
+impl From<super::sql::DbError> for StoreError {
+    /// A value the database refuses is the input's fault; anything else is the database's.
+    fn from(e: super::sql::DbError) -> StoreError {
+        match e.kind {
+            super::sql::DbErrorKind::Invalid => StoreError::validation(e.message),
+            _ => StoreError::Database(e),
+        }
     }
 }
 

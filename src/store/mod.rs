@@ -2,8 +2,8 @@
 //! scheduler, the event log and live bus, and the front doors' own tables.
 //!
 //! Every operation is a method on [`Store`] returning [`StoreError`]; nothing here knows about
-//! HTTP. The domain logic is written once against the [`sql::Db`] interface (SQLite at
-//! `DATA_DIR/agentd.db`).
+//! HTTP. The domain logic is written once against the [`sql::Db`] interface: SQLite at
+//! `DATA_DIR/agentd.db` by default, or PostgreSQL with `DATABASE_URL` (see `sql::postgres`).
 //! Writes go to one thread that owns the write connection and commits queued writes in groups
 //! (`writer`); reads run on blocking threads over a small pool of read connections. A write's
 //! future resolves only after its commit.
@@ -18,6 +18,7 @@ mod error;
 pub mod events;
 mod idempotency;
 mod messages;
+mod migrate;
 mod pool;
 pub mod requests;
 pub mod sql;
@@ -32,7 +33,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::catalog::watch::CatalogHandle;
 use crate::catalog::Catalog;
-use crate::settings::Settings;
+use crate::settings::{Database, Settings};
 use sql::Db;
 
 pub use chat_keys::{HistoryItem, KeyedChat, Unread};
@@ -113,8 +114,10 @@ impl W<'_> {
     /// nothing on SQLite, whose one writer serializes everything.
     pub fn lock_name(&mut self, name: &str) -> Result<(), StoreError> {
         if self.c.dialect() == sql::Dialect::Postgres {
+            // Keyed by schema too: deployments (and tests) in other schemas of the same
+            // database do not wait for each other.
             self.c.query(
-                "SELECT pg_advisory_xact_lock(hashtext(?1))",
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(?1))",
                 sql::args![name],
             )?;
         }
@@ -134,12 +137,34 @@ impl Store {
         settings: Arc<Settings>,
         catalog: CatalogHandle,
     ) -> Result<Store, StoreError> {
-        let path = path.to_path_buf();
-        let (writer, readers) = tokio::task::spawn_blocking(move || {
-            let mut w = db::open(&path)?;
-            db::migrate(&mut w)?;
-            let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
-            Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r))
+        Store::connect(&Database::Sqlite(path.to_path_buf()), settings, catalog).await
+    }
+
+    /// Opens (and migrates) `database` and starts the dispatch scheduler.
+    pub async fn connect(
+        database: &Database,
+        settings: Arc<Settings>,
+        catalog: CatalogHandle,
+    ) -> Result<Store, StoreError> {
+        let database = database.clone();
+        let (writer, readers) = tokio::task::spawn_blocking(move || match database {
+            Database::Sqlite(path) => {
+                let mut w = db::open(&path)?;
+                migrate::sqlite(&mut w)?;
+                let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
+                Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r))
+            }
+            Database::Postgres(url) => {
+                let target = sql::postgres::PgTarget::parse(&url).map_err(|e| {
+                    StoreError::Database(sql::DbError::other(format!("DATABASE_URL: {e}")))
+                })?;
+                let w = target.connect()?;
+                migrate::postgres(&w)?;
+                let readers = (0..pool::default_size())
+                    .map(|_| target.connect().map(|c| Box::new(c) as pool::Conn))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((Box::new(w) as Box<dyn Db + Send>, pool::ReadPool::of(readers)))
+            }
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod database;
 pub mod frontdoor;
 pub mod ops;
 pub mod process;
@@ -22,6 +23,7 @@ pub mod wait;
 pub mod worker;
 
 pub use api::{assert_error, user_message, Batch};
+pub use database::{on_postgres, TestSchema};
 pub use app::{agentd_bin, fixture, repo_root, Builder, Remains, Reply, TestApp};
 pub use ops::{path_segment, ten_code};
 pub use process::{
