@@ -141,6 +141,20 @@ impl PgConn {
     }
 }
 
+impl Drop for PgConn {
+    /// The client's own drop blocks on its runtime to say goodbye, which panics inside an async
+    /// one (where the last handle of a read pool may go): then it is done on a thread.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("agentd-pg-close".into())
+                    .spawn(move || drop(client));
+            }
+        }
+    }
+}
+
 impl Db for PgConn {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
