@@ -10,6 +10,7 @@
 
 mod chat_keys;
 mod chats;
+mod cluster;
 pub mod conversations;
 mod cursor;
 mod db;
@@ -147,12 +148,12 @@ impl Store {
         catalog: CatalogHandle,
     ) -> Result<Store, StoreError> {
         let database = database.clone();
-        let (writer, readers) = tokio::task::spawn_blocking(move || match database {
+        let (writer, readers, shared) = tokio::task::spawn_blocking(move || match database {
             Database::Sqlite(path) => {
                 let mut w = db::open(&path)?;
                 migrate::sqlite(&mut w)?;
                 let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
-                Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r))
+                Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r, None))
             }
             Database::Postgres(url) => {
                 let target = sql::postgres::PgTarget::parse(&url).map_err(|e| {
@@ -160,10 +161,16 @@ impl Store {
                 })?;
                 let w = target.connect()?;
                 migrate::postgres(&w)?;
+                let schema: String = (&w as &dyn Db).one("SELECT current_schema()", sql::args![])?;
                 let readers = (0..pool::default_size())
                     .map(|_| target.connect().map(|c| Box::new(c) as pool::Conn))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok((Box::new(w) as Box<dyn Db + Send>, pool::ReadPool::of(readers)))
+                let channel = Arc::new(cluster::Channel::new(&schema));
+                Ok((
+                    Box::new(w) as Box<dyn Db + Send>,
+                    pool::ReadPool::of(readers),
+                    Some((target, channel)),
+                ))
             }
         })
         .await
@@ -176,6 +183,7 @@ impl Store {
                 settings: settings.clone(),
                 catalog: catalog.clone(),
                 events: events.clone(),
+                cluster: shared.as_ref().map(|(_, c)| c.clone()),
             },
         )
         .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
@@ -196,6 +204,11 @@ impl Store {
                 dialect,
             }),
         };
+        if let Some((target, channel)) = shared {
+            cluster::spawn_listener(target, channel, Arc::downgrade(&store.inner)).map_err(|e| {
+                StoreError::Internal(format!("cannot start the listener thread: {e}"))
+            })?;
+        }
         // Expired leases and due batches from before a restart are handled by the first pass.
         tokio::spawn(dispatch::scheduler::run(store.clone()));
         Ok(store)

@@ -41,6 +41,8 @@ pub(crate) struct Context {
     pub settings: Arc<Settings>,
     pub catalog: CatalogHandle,
     pub events: broadcast::Sender<Arc<Event>>,
+    /// On a shared PostgreSQL schema: where commits are announced to the other nodes.
+    pub cluster: Option<Arc<super::cluster::Channel>>,
 }
 
 /// Starts the writer thread; it ends when every sender is gone.
@@ -86,11 +88,15 @@ fn checkpoint_sql(d: Dialect) -> Option<&'static str> {
 }
 
 /// Opens the group's transaction: SQLite takes its write lock at once, so no job of the group
-/// fails half-way on a busy database.
+/// fails half-way on a busy database. PostgreSQL takes the schema's writer lock: one group at a
+/// time across the nodes, so commits (and event `seq`s) have one order, and two nodes' groups
+/// cannot deadlock on each other's rows.
 fn begin_sql(d: Dialect) -> &'static str {
     match d {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
-        Dialect::Postgres => "BEGIN",
+        Dialect::Postgres => {
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext('agentd.writer'))"
+        }
     }
 }
 
@@ -101,6 +107,8 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
     match tx.batch(begin_sql(tx.dialect())) {
         Ok(()) => {}
         Err(e) => {
+            // Half-begun (PostgreSQL: the lock failed after BEGIN): the next group starts clean.
+            let _ = tx.batch("ROLLBACK");
             let msg = e.to_string();
             for job in group {
                 job(Err(StoreError::Internal(msg.clone())));
@@ -112,6 +120,7 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
     let mut events = Vec::new();
     let mut dones: Vec<Done> = Vec::with_capacity(group.len());
     let mut broken: Option<String> = None;
+    let mut kick_claims = false;
     for job in group {
         if let Some(reason) = &broken {
             job(Err(StoreError::Internal(reason.clone())));
@@ -137,11 +146,17 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
             Some(d) => {
                 dones.push(d);
                 events.extend(job_events);
+                kick_claims |= w.kick_claims;
                 tx.batch("RELEASE job")
             }
             None => tx.batch("ROLLBACK TO job; RELEASE job"),
         };
         if let Err(e) = end {
+            broken = Some(e.to_string());
+        }
+    }
+    if let (None, Some(cluster)) = (&broken, &ctx.cluster) {
+        if let Err(e) = cluster.announce(tx, &events, kick_claims) {
             broken = Some(e.to_string());
         }
     }

@@ -173,15 +173,7 @@ impl Db for PgConn {
         let stmt = self.statement(sql)?;
         let params = as_params(params);
         let rows = self.with(|c| c.query(&stmt, &params))?;
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| r.try_get::<_, Cell>(i).map(|c| c.0))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Row::new)
-                    .map_err(DbError::from)
-            })
-            .collect()
+        rows.iter().map(row_of).collect()
     }
 
     fn batch(&self, sql: &str) -> DbResult<()> {
@@ -202,6 +194,15 @@ fn storable(params: &[Value]) -> DbResult<()> {
         });
     }
     Ok(())
+}
+
+/// A result row of the client as a [`Row`].
+pub fn row_of(r: &postgres::Row) -> DbResult<Row> {
+    (0..r.len())
+        .map(|i| r.try_get::<_, Cell>(i).map(|c| c.0))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Row::new)
+        .map_err(DbError::from)
 }
 
 fn as_params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
