@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{on_postgres, TestApp};
+use support::{on_postgres, TestApp, TestSchema};
 
 /// Two nodes on one schema, the second on the first's.
 fn two_nodes() -> Option<(TestApp, TestApp)> {
@@ -86,4 +86,61 @@ async fn events_of_both_nodes_replay_from_the_shared_table_on_either() {
         }
         assert_eq!(got, [one.clone(), two.clone()], "replay on {name}");
     }
+}
+
+#[tokio::test]
+async fn a_node_whose_connections_are_cut_goes_on_without_an_error() {
+    if !on_postgres() {
+        eprintln!("skipped: needs PostgreSQL (AGENTD_TEST_DATABASE_URL)");
+        return;
+    }
+    let schema = match TestSchema::create() {
+        Some(s) => s.expect("a test schema"),
+        None => unreachable!("on PostgreSQL"),
+    };
+    // Its connections carry the schema's name, so the cut below hits this server only.
+    let name = schema.name().to_string();
+    let s = TestApp::builder()
+        .bundled()
+        .fast_dispatch()
+        .env("DISPATCH_MODE", "immediate")
+        .schema(&schema)
+        .env(
+            "DATABASE_URL",
+            format!("{}&application_name={name}", schema.url()),
+        )
+        .start();
+    let chat = s.new_chat("echo").await;
+    s.post_user(&chat, "before").await;
+    let mut stream = s.events("", None).await;
+
+    // What a database restart or an idle-connection reaper does to every connection.
+    support::database::admin_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+    ))
+    .expect("terminate the server's connections");
+
+    // Writes and reads go on, on new connections, without an error answer.
+    let after = s.post_user(&chat, "after").await;
+    let texts: Vec<String> = s
+        .messages(&chat)
+        .await
+        .iter()
+        .filter_map(|m| m["content_final"].as_str().map(str::to_string))
+        .collect();
+    assert!(texts.contains(&"before".to_string()) && texts.contains(&"after".to_string()), "{texts:?}");
+    assert!(
+        s.wait_output("opening a new one", Duration::from_secs(30)).await,
+        "the connections were not cut: {}",
+        s.output()
+    );
+    // The event stream still gets this node's events, and claims still get work.
+    assert!(stream
+        .next_matching(Duration::from_secs(30), |e| e.data["payload"]["messageId"] == after.as_str())
+        .await
+        .is_some());
+    let claimed = s
+        .claim_with(json!({ "workerId": "w", "waitMs": 10_000, "chatId": chat }))
+        .await;
+    assert_eq!(claimed.status, 200, "{}", claimed.text);
 }

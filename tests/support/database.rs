@@ -73,6 +73,13 @@ impl Drop for Schema {
     }
 }
 
+/// Runs statements (results ignored) on a connection of their own to the database of
+/// [`TEST_DATABASE_URL`], as the test's database administrator would.
+pub fn admin_sql(sql: &str) -> Result<(), String> {
+    let url = postgres_url().ok_or_else(|| format!("{TEST_DATABASE_URL} is not set"))?;
+    admin(&url, sql.to_string())
+}
+
 /// Runs one statement on its own connection, on a thread of its own: the sync client must not
 /// block inside the test's async runtime.
 fn admin(url: &str, sql: String) -> Result<(), String> {

@@ -6,7 +6,7 @@
 //! result columns come back as the four [`Value`] kinds, so the domain code never sees the
 //! engine's types. A connection that broke is opened again on its next use.
 
-use std::cell::RefCell;
+use std::cell::{Cell as Flag, RefCell};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::str::FromStr;
@@ -74,6 +74,7 @@ impl PgTarget {
             target: self.clone(),
             client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
+            in_tx: Flag::new(false),
         })
     }
 
@@ -98,10 +99,17 @@ fn default_user() -> String {
 }
 
 /// One PostgreSQL connection, reopened on its next use after it broke.
+///
+/// Outside a transaction, a statement that finds the connection broken (PostgreSQL restarted,
+/// an idle connection cut) runs once more on a new one: a read, or a `BEGIN`, loses nothing.
+/// Inside one, it is not: the transaction is gone, and every statement fails until the caller
+/// ends it (`ROLLBACK`), so nothing of it can run on a new connection outside a transaction.
 pub struct PgConn {
     target: PgTarget,
     client: RefCell<Option<Client>>,
     statements: RefCell<HashMap<String, Statement>>,
+    /// Between a `BEGIN` and its `COMMIT` or `ROLLBACK`.
+    in_tx: Flag<bool>,
 }
 
 impl PgConn {
@@ -109,6 +117,13 @@ impl PgConn {
     fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> DbResult<T> {
         let mut slot = self.client.borrow_mut();
         if slot.as_ref().map_or(true, Client::is_closed) {
+            if self.in_tx.get() {
+                *slot = None;
+                return Err(DbError {
+                    kind: DbErrorKind::Connection,
+                    message: "postgres: the connection broke inside a transaction".into(),
+                });
+            }
             self.statements.borrow_mut().clear();
             *slot = None;
             *slot = Some(self.target.config.connect(NoTls)?);
@@ -123,6 +138,17 @@ impl PgConn {
             }
             e
         })
+    }
+
+    /// Runs `op`, and once more if it found the connection broken outside a transaction.
+    fn retrying<T>(&self, mut op: impl FnMut() -> DbResult<T>) -> DbResult<T> {
+        match op() {
+            Err(e) if e.kind == DbErrorKind::Connection && !self.in_tx.get() => {
+                tracing::info!(error = %e, "postgres: connection broken, opening a new one");
+                op()
+            }
+            r => r,
+        }
     }
 
     /// The prepared statement for `sql` (translated and prepared on first use).
@@ -162,22 +188,47 @@ impl Db for PgConn {
 
     fn execute(&self, sql: &str, params: &[Value]) -> DbResult<usize> {
         storable(params)?;
-        let stmt = self.statement(sql)?;
         let params = as_params(params);
-        let n = self.with(|c| c.execute(&stmt, &params))?;
+        let n = self.retrying(|| {
+            let stmt = self.statement(sql)?;
+            self.with(|c| c.execute(&stmt, &params))
+        })?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> DbResult<Vec<Row>> {
         storable(params)?;
-        let stmt = self.statement(sql)?;
         let params = as_params(params);
-        let rows = self.with(|c| c.query(&stmt, &params))?;
+        let rows = self.retrying(|| {
+            let stmt = self.statement(sql)?;
+            self.with(|c| c.query(&stmt, &params))
+        })?;
         rows.iter().map(row_of).collect()
     }
 
     fn batch(&self, sql: &str) -> DbResult<()> {
-        self.with(|c| c.batch_execute(sql))
+        let ends = matches!(sql.trim(), "COMMIT" | "ROLLBACK");
+        if ends && self.in_tx.get() && self.client.borrow().is_none() {
+            // The transaction died with its connection: there is nothing left to end.
+            self.in_tx.set(false);
+            return if sql.trim() == "ROLLBACK" {
+                Ok(())
+            } else {
+                Err(DbError {
+                    kind: DbErrorKind::Connection,
+                    message: "postgres: the connection broke before COMMIT".into(),
+                })
+            };
+        }
+        let result = self.retrying(|| self.with(|c| c.batch_execute(sql)));
+        if sql.trim_start().starts_with("BEGIN") {
+            // Even when the rest of the batch failed, a transaction may be open: the caller
+            // ends it.
+            self.in_tx.set(true);
+        } else if ends {
+            self.in_tx.set(false);
+        }
+        result
     }
 }
 
