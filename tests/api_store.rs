@@ -44,13 +44,9 @@ async fn store(place: &Place) -> Store {
         Some(s) => Database::Postgres(s.url()),
         None => Database::Sqlite(dir.join("agentd.db")),
     };
-    Store::connect(
-        &database,
-        settings,
-        CatalogHandle::fixed(catalog),
-    )
-    .await
-    .unwrap()
+    Store::connect(&database, settings, CatalogHandle::fixed(catalog))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

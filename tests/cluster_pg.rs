@@ -55,7 +55,11 @@ async fn a_message_posted_on_one_node_reaches_a_claim_and_a_stream_on_the_other(
             e.event == "message.created" && e.data["payload"]["messageId"] == message.as_str()
         })
         .await;
-    assert!(seen.is_some(), "B never saw A's message: {:?}", stream.seen());
+    assert!(
+        seen.is_some(),
+        "B never saw A's message: {:?}",
+        stream.seen()
+    );
 }
 
 #[tokio::test]
@@ -82,7 +86,12 @@ async fn events_of_both_nodes_replay_from_the_shared_table_on_either() {
             else {
                 panic!("replay on {name} ended early: {:?}", replay.seen());
             };
-            got.push(e.data["payload"]["messageId"].as_str().unwrap_or_default().to_string());
+            got.push(
+                e.data["payload"]["messageId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         assert_eq!(got, [one.clone(), two.clone()], "replay on {name}");
     }
@@ -128,15 +137,20 @@ async fn a_node_whose_connections_are_cut_goes_on_without_an_error() {
         .iter()
         .filter_map(|m| m["content_final"].as_str().map(str::to_string))
         .collect();
-    assert!(texts.contains(&"before".to_string()) && texts.contains(&"after".to_string()), "{texts:?}");
     assert!(
-        s.wait_output("opening a new one", Duration::from_secs(30)).await,
+        texts.contains(&"before".to_string()) && texts.contains(&"after".to_string()),
+        "{texts:?}"
+    );
+    assert!(
+        s.wait_output("opening a new one", Duration::from_secs(30))
+            .await,
         "the connections were not cut: {}",
         s.output()
     );
     // The event stream still gets this node's events, and claims still get work.
     assert!(stream
-        .next_matching(Duration::from_secs(30), |e| e.data["payload"]["messageId"] == after.as_str())
+        .next_matching(Duration::from_secs(30), |e| e.data["payload"]["messageId"]
+            == after.as_str())
         .await
         .is_some());
     let claimed = s

@@ -167,8 +167,9 @@ impl Settings {
                     var: "DATABASE_URL",
                     // Whatever it is, it may hold a password.
                     value: url.split_once("://").map_or("?", |(s, _)| s).to_string() + "://...",
-                    expected: "a postgres://user@host:port/database URL, or unset for SQLite in DATA_DIR",
-                })
+                    expected:
+                        "a postgres://user@host:port/database URL, or unset for SQLite in DATA_DIR",
+                });
             }
         };
         let settings = Settings {

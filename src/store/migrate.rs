@@ -95,7 +95,10 @@ pub fn postgres(conn: &dyn Db) -> Result<(), StoreError> {
             args![],
         )?;
         conn.batch("CREATE TABLE IF NOT EXISTS agentd_schema (version BIGINT NOT NULL)")?;
-        let done: i64 = conn.one("SELECT COALESCE(MAX(version), 0) FROM agentd_schema", args![])?;
+        let done: i64 = conn.one(
+            "SELECT COALESCE(MAX(version), 0) FROM agentd_schema",
+            args![],
+        )?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
             conn.batch(&m.sql(Dialect::Postgres))?;
             conn.execute("DELETE FROM agentd_schema", args![])?;

@@ -161,7 +161,8 @@ impl Store {
                 })?;
                 let w = target.connect()?;
                 migrate::postgres(&w)?;
-                let schema: String = (&w as &dyn Db).one("SELECT current_schema()", sql::args![])?;
+                let schema: String =
+                    (&w as &dyn Db).one("SELECT current_schema()", sql::args![])?;
                 let readers = (0..pool::default_size())
                     .map(|_| target.connect().map(|c| Box::new(c) as pool::Conn))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -205,9 +206,9 @@ impl Store {
             }),
         };
         if let Some((target, channel)) = shared {
-            cluster::spawn_listener(target, channel, Arc::downgrade(&store.inner)).map_err(|e| {
-                StoreError::Internal(format!("cannot start the listener thread: {e}"))
-            })?;
+            cluster::spawn_listener(target, channel, Arc::downgrade(&store.inner)).map_err(
+                |e| StoreError::Internal(format!("cannot start the listener thread: {e}")),
+            )?;
         }
         // Expired leases and due batches from before a restart are handled by the first pass.
         tokio::spawn(dispatch::scheduler::run(store.clone()));
