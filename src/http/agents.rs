@@ -20,29 +20,38 @@ type Reply = Result<HttpResponse, ChatError>;
 type Key = Keyed<ChatKey>;
 const INVALID: &str = "INVALID_REQUEST";
 
+/// The routes, under `/agents/...` and again under `/api/agents/...` (the chat API's own
+/// JavaScript example fetches the latter).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/agents/{id}/chat", web::post().to(chat))
-        .route("/agents/{id}/chat/stream", web::post().to(chat_stream))
-        .route("/agents/{id}/history", web::get().to(history))
+    for prefix in ["", "/api"] {
+        routes(cfg, prefix);
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig, prefix: &str) {
+    let p = |path: &str| format!("{prefix}{path}");
+    cfg.route(&p("/agents/{id}/chat"), web::post().to(chat))
+        .route(&p("/agents/{id}/chat/stream"), web::post().to(chat_stream))
+        .route(&p("/agents/{id}/history"), web::get().to(history))
         .route(
-            "/agents/{id}/conversations",
+            &p("/agents/{id}/conversations"),
             web::get().to(list_conversations),
         )
         .route(
-            "/agents/{id}/conversations",
+            &p("/agents/{id}/conversations"),
             web::post().to(create_conversation),
         )
         .route(
-            "/agents/{id}/conversations/{conv}",
+            &p("/agents/{id}/conversations/{conv}"),
             web::put().to(rename_conversation),
         )
         .route(
-            "/agents/{id}/conversations/{conv}",
+            &p("/agents/{id}/conversations/{conv}"),
             web::delete().to(delete_conversation),
         )
-        .route("/agents/{id}/inbox", web::get().to(inbox))
-        .route("/agents/{id}/mark-read", web::post().to(mark_read))
-        .route("/teams/{id}/chat", web::post().to(team_chat));
+        .route(&p("/agents/{id}/inbox"), web::get().to(inbox))
+        .route(&p("/agents/{id}/mark-read"), web::post().to(mark_read))
+        .route(&p("/teams/{id}/chat"), web::post().to(team_chat));
 }
 
 fn conversation_not_found(id: &str) -> FdError {

@@ -30,7 +30,7 @@ impl Guard for TenKey {
             .ok_or(TenError::Unauthorized)
     }
 }
-type Key = Keyed<TenKey>;
+pub(super) type Key = Keyed<TenKey>;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(health))
@@ -49,6 +49,11 @@ pub(super) fn ok(data: Value) -> HttpResponse {
 
 /// Health, and how workers are contained here (TEN's `data` is `null`; clients ignore it).
 async fn health(state: web::Data<AppState>) -> HttpResponse {
+    // A load balancer stops sending new work here while the workers are being stopped.
+    if state.supervisor.is_shutting_down() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"code": "503", "msg": "draining", "data": null}));
+    }
     let c = state.supervisor.containment();
     HttpResponse::Ok().json(json!({"code": "0", "msg": "ok", "data": {
         "containment": c.mode.as_str(),
@@ -71,7 +76,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// Reads a JSON body of at most `MAX_BODY_BYTES`, whatever its content type.
-async fn json_body<T: DeserializeOwned>(
+pub(super) async fn json_body<T: DeserializeOwned>(
     state: &AppState,
     payload: web::Payload,
 ) -> Result<T, TenError> {
@@ -192,12 +197,17 @@ async fn ping(
 
 async fn stop(
     _: Key,
+    req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, TenError> {
     let channel = channel_of(&state, payload).await?;
     let graph = state.supervisor.get(&channel).map(|i| i.graph);
-    let outcome = state.supervisor.stop(&channel).await?;
+    let by = match req.peer_addr() {
+        Some(peer) => format!("POST /stop from {}", peer.ip()),
+        None => "POST /stop".to_string(),
+    };
+    let outcome = state.supervisor.stop(&channel, &by).await?;
     let mut data = serde_json::to_value(outcome).unwrap_or(Value::Null);
     if let Some(d) = data.as_object_mut() {
         d.insert("channel_name".into(), channel.into());

@@ -213,15 +213,27 @@ impl Supervisor {
         self.inner.registry.ping(channel)
     }
 
-    /// Stops the worker of `channel` and answers once it is gone, with how it ended.
-    pub async fn stop(&self, channel: &str) -> Result<StopOutcome, ChannelError> {
+    /// Stops the worker of `channel` and answers once it is gone, with how it ended. `by` says
+    /// who asked, for the log line every stop leaves.
+    pub async fn stop(&self, channel: &str, by: &str) -> Result<StopOutcome, ChannelError> {
         check_channel(channel)?;
         let tx = self.inner.registry.sender(channel)?;
         let (reply, rx) = oneshot::channel();
         tx.send(Command::Stop(reply))
             .map_err(|_| ChannelError::NotFound(channel.to_string()))?;
-        rx.await
-            .map_err(|_| ChannelError::NotFound(channel.to_string()))
+        let outcome = rx
+            .await
+            .map_err(|_| ChannelError::NotFound(channel.to_string()))?;
+        tracing::info!(
+            channel,
+            by,
+            how = outcome.how,
+            exit_code = outcome.exit_code,
+            signal = outcome.signal,
+            took_ms = outcome.took_ms,
+            "worker stopped"
+        );
+        Ok(outcome)
     }
 
     /// Every worker, ordered by channel.
