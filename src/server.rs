@@ -124,6 +124,9 @@ impl Application {
                     !http_settings.cors_origins.is_empty(),
                     cors(&http_settings),
                 ))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::http::method::method_envelope,
+                ))
                 // Outermost last: the access log sees the honest status before `ten_status`.
                 .wrap(actix_web::middleware::from_fn(
                     crate::http::access_log::access_log,

@@ -29,29 +29,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn routes(cfg: &mut web::ServiceConfig, prefix: &str) {
-    let p = |path: &str| format!("{prefix}{path}");
-    cfg.route(&p("/agents/{id}/chat"), web::post().to(chat))
-        .route(&p("/agents/{id}/chat/stream"), web::post().to(chat_stream))
-        .route(&p("/agents/{id}/history"), web::get().to(history))
-        .route(
-            &p("/agents/{id}/conversations"),
-            web::get().to(list_conversations),
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    let at = |path: &str| web::resource(format!("{prefix}{path}"));
+    cfg.service(at("/agents/{id}/chat").route(web::post().to(chat)))
+        .service(at("/agents/{id}/chat/stream").route(web::post().to(chat_stream)))
+        .service(at("/agents/{id}/history").route(web::get().to(history)))
+        .service(
+            at("/agents/{id}/conversations")
+                .route(web::get().to(list_conversations))
+                .route(web::post().to(create_conversation)),
         )
-        .route(
-            &p("/agents/{id}/conversations"),
-            web::post().to(create_conversation),
+        .service(
+            at("/agents/{id}/conversations/{conv}")
+                .route(web::put().to(rename_conversation))
+                .route(web::delete().to(delete_conversation)),
         )
-        .route(
-            &p("/agents/{id}/conversations/{conv}"),
-            web::put().to(rename_conversation),
-        )
-        .route(
-            &p("/agents/{id}/conversations/{conv}"),
-            web::delete().to(delete_conversation),
-        )
-        .route(&p("/agents/{id}/inbox"), web::get().to(inbox))
-        .route(&p("/agents/{id}/mark-read"), web::post().to(mark_read))
-        .route(&p("/teams/{id}/chat"), web::post().to(team_chat));
+        .service(at("/agents/{id}/inbox").route(web::get().to(inbox)))
+        .service(at("/agents/{id}/mark-read").route(web::post().to(mark_read)))
+        .service(at("/teams/{id}/chat").route(web::post().to(team_chat)));
 }
 
 fn conversation_not_found(id: &str) -> FdError {

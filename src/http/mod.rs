@@ -24,6 +24,7 @@ pub mod conv_stream;
 pub mod conversations;
 pub mod extract;
 pub mod fd_error;
+pub mod method;
 pub mod ops;
 pub mod sse;
 pub mod state;

@@ -33,13 +33,14 @@ impl Guard for TenKey {
 pub(super) type Key = Keyed<TenKey>;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(health))
-        .route("/health", web::get().to(health))
-        .route("/start", web::post().to(start))
-        .route("/stop", web::post().to(stop))
-        .route("/ping", web::post().to(ping))
-        .route("/list", web::get().to(list))
-        .route("/graphs", web::get().to(graphs));
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    cfg.service(web::resource("/").route(web::get().to(health)))
+        .service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/start").route(web::post().to(start)))
+        .service(web::resource("/stop").route(web::post().to(stop)))
+        .service(web::resource("/ping").route(web::post().to(ping)))
+        .service(web::resource("/list").route(web::get().to(list)))
+        .service(web::resource("/graphs").route(web::get().to(graphs)));
 }
 
 /// A success envelope.

@@ -27,6 +27,9 @@ pub enum TenError {
     /// A query parameter of agentd's own routes that is not valid.
     #[error("{0}")]
     BadParams(String),
+    /// A known path with another method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// `/token/generate` could not make a token.
     #[error("{0}")]
     Token(crate::agora::TokenError),
@@ -53,6 +56,7 @@ pub fn ten_msg(code: &str) -> &'static str {
         "10005" => "generate token failed",
         "401" => "unauthorized",
         "500" => "internal error",
+        "405" => "method not allowed",
         _ => "error",
     }
 }
@@ -92,6 +96,7 @@ impl TenError {
             }
             TenError::Token(e) if e.is_bad_request() => ("10000", StatusCode::BAD_REQUEST),
             TenError::Token(_) => ("10005", StatusCode::INTERNAL_SERVER_ERROR),
+            TenError::MethodNotAllowed(_) => ("405", StatusCode::METHOD_NOT_ALLOWED),
             TenError::TokenUnconfigured => ("10005", StatusCode::SERVICE_UNAVAILABLE),
             TenError::TooLarge(_) => ("10000", StatusCode::PAYLOAD_TOO_LARGE),
             TenError::Unauthorized => ("401", StatusCode::UNAUTHORIZED),

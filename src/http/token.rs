@@ -12,7 +12,7 @@ use super::ten_error::TenError;
 use crate::agora::uid_from_i64;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/token/generate", web::post().to(generate));
+    cfg.service(web::resource("/token/generate").route(web::post().to(generate)));
 }
 
 async fn generate(

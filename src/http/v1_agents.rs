@@ -20,14 +20,12 @@ use crate::frontdoor::{Answer, AnswerItem};
 const INVALID: &str = "INVALID_MESSAGE";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents/{agent_id}/messages", web::post().to(send))
-        .route(
-            "/v1/agents/{agent_id}/messages/stream",
-            web::post().to(send_stream),
-        )
-        .route(
-            "/v1/agents/{agent_id}/messages/stream",
-            web::get().to(get_stream),
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    cfg.service(web::resource("/v1/agents/{agent_id}/messages").route(web::post().to(send)))
+        .service(
+            web::resource("/v1/agents/{agent_id}/messages/stream")
+                .route(web::post().to(send_stream))
+                .route(web::get().to(get_stream)),
         );
 }
 
