@@ -97,12 +97,20 @@ fn main() -> ExitCode {
 /// Installs the log subscriber: `RUST_LOG` for what, `LOG_FORMAT` (text or json) for how.
 fn init_logging() -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let mut filter = match &from_env {
-        Some(v) => EnvFilter::try_new(v).map_err(|e| format!("RUST_LOG={v:?} is not valid: {e}"))?,
+        Some(v) => {
+            EnvFilter::try_new(v).map_err(|e| format!("RUST_LOG={v:?} is not valid: {e}"))?
+        }
         None => EnvFilter::new(DEFAULT_LOG_FILTER),
     };
-    if !from_env.as_deref().unwrap_or_default().contains("actix_server") {
+    if !from_env
+        .as_deref()
+        .unwrap_or_default()
+        .contains("actix_server")
+    {
         if let Ok(d) = QUIET_ACTIX.parse() {
             filter = filter.add_directive(d);
         }

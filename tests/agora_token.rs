@@ -400,7 +400,11 @@ async fn the_token_route_answers_what_tens_frontends_read() {
     assert!(!verifies(&d, OTHER_CERT));
     assert_eq!(d.app_id, APP_ID);
     assert_eq!(d.expire, TEN_EXPIRE_SECS);
-    assert!(d.issued_at.abs_diff(now()) < 600, "issued at {}", d.issued_at);
+    assert!(
+        d.issued_at.abs_diff(now()) < 600,
+        "issued at {}",
+        d.issued_at
+    );
     assert_eq!(
         d.services,
         vec![
@@ -425,11 +429,21 @@ async fn the_token_route_answers_what_tens_frontends_read() {
     let r = s
         .post("/token/generate", json!({"uid": 1, "channel_name": " "}))
         .await;
-    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("10004")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("10004")),
+        "{}",
+        r.text
+    );
     let r = s
         .post("/token/generate", json!({"uid": -1, "channel_name": "c"}))
         .await;
-    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("10000")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("10000")),
+        "{}",
+        r.text
+    );
     let r = s.get("/token/generate").await;
     assert_eq!(r.status, 405, "{}", r.text);
     assert_eq!(r.header("allow"), "POST");
@@ -453,7 +467,12 @@ async fn the_token_route_without_a_certificate_or_app_id() {
     let r = s
         .post("/token/generate", json!({"uid": 7, "channel_name": "c"}))
         .await;
-    assert_eq!((r.status, r.body["code"].as_str()), (503, Some("10005")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (503, Some("10005")),
+        "{}",
+        r.text
+    );
     let r = s
         .send(
             s.client
@@ -461,5 +480,10 @@ async fn the_token_route_without_a_certificate_or_app_id() {
                 .json(&json!({"uid": 7, "channel_name": "c"})),
         )
         .await;
-    assert_eq!((r.status, r.body["code"].as_str()), (401, Some("401")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("401")),
+        "{}",
+        r.text
+    );
 }

@@ -193,7 +193,11 @@ async fn chat_errors() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = s
-        .post_raw("/api/v1/chats", "application/x-www-form-urlencoded", "agentIds=echo")
+        .post_raw(
+            "/api/v1/chats",
+            "application/x-www-form-urlencoded",
+            "agentIds=echo",
+        )
         .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert!(

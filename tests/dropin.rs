@@ -87,16 +87,31 @@ async fn tens_frontends_read_their_codes_in_both_modes() {
 
         // The playground pings on page load for a channel with no worker.
         let r = s
-            .post("/ping", json!({"request_id": "p1", "channel_name": "agora_pg"}))
+            .post(
+                "/ping",
+                json!({"request_id": "p1", "channel_name": "agora_pg"}),
+            )
             .await;
         assert_eq!(axios(&r), expect("10002", 404), "{mode}: {}", r.text);
         assert_eq!(r.body["code"], "10002", "{mode}");
-        assert_eq!(r.body["data"]["status"], 404, "{mode}: the honest status stays in data");
+        assert_eq!(
+            r.body["data"]["status"], 404,
+            "{mode}: the honest status stays in data"
+        );
 
         let r = s.post("/start", playground_start("agora_pg")).await;
-        assert_eq!(axios(&r), Ok("0".into()), "{mode}: {}\n{}", r.text, s.output());
+        assert_eq!(
+            axios(&r),
+            Ok("0".into()),
+            "{mode}: {}\n{}",
+            r.text,
+            s.output()
+        );
         let r = s
-            .post("/ping", json!({"request_id": "p2", "channel_name": "agora_pg"}))
+            .post(
+                "/ping",
+                json!({"request_id": "p2", "channel_name": "agora_pg"}),
+            )
             .await;
         assert_eq!(axios(&r), Ok("0".into()), "{mode}: {}", r.text);
 
@@ -105,7 +120,13 @@ async fn tens_frontends_read_their_codes_in_both_modes() {
         assert_eq!(axios(&r), expect("10003", 409), "{mode}: {}", r.text);
 
         let r = s.post("/start", demo_start("agora_demo")).await;
-        assert_eq!(axios(&r), Ok("0".into()), "{mode}: {}\n{}", r.text, s.output());
+        assert_eq!(
+            axios(&r),
+            Ok("0".into()),
+            "{mode}: {}\n{}",
+            r.text,
+            s.output()
+        );
 
         // The worker limit (WORKERS_MAX=2).
         let r = s.post("/start", demo_start("agora_third")).await;
@@ -116,7 +137,11 @@ async fn tens_frontends_read_their_codes_in_both_modes() {
         body["graph_name"] = json!("va_openai_v2v");
         let r = s.post("/start", body).await;
         assert_eq!(axios(&r), expect("10100", 404), "{mode}: {}", r.text);
-        assert_eq!(r.body["data"]["graphs"], json!(["voice_assistant"]), "{mode}");
+        assert_eq!(
+            r.body["data"]["graphs"],
+            json!(["voice_assistant"]),
+            "{mode}"
+        );
         assert!(
             r.body["data"]["detail"]
                 .as_str()
@@ -137,12 +162,18 @@ async fn tens_frontends_read_their_codes_in_both_modes() {
 
         for channel in ["agora_pg", "agora_demo"] {
             let r = s
-                .post("/stop", json!({"request_id": "s1", "channel_name": channel}))
+                .post(
+                    "/stop",
+                    json!({"request_id": "s1", "channel_name": channel}),
+                )
                 .await;
             assert_eq!(axios(&r), Ok("0".into()), "{mode}: {}", r.text);
         }
         let r = s
-            .post("/stop", json!({"request_id": "s2", "channel_name": "agora_pg"}))
+            .post(
+                "/stop",
+                json!({"request_id": "s2", "channel_name": "agora_pg"}),
+            )
             .await;
         assert_eq!(axios(&r), expect("10002", 404), "{mode}: {}", r.text);
 
@@ -170,7 +201,8 @@ async fn the_chat_api_answers_under_api_and_the_v1_stream_over_get() {
     assert_eq!(r.status, 200, "{}", r.text);
 
     // EventSource sends no headers: the key comes as ?token=.
-    let url = s.url("/v1/agents/echo/messages/stream?text=from%20an%20EventSource&userId=u9&token=k1");
+    let url =
+        s.url("/v1/agents/echo/messages/stream?text=from%20an%20EventSource&userId=u9&token=k1");
     let res = reqwest::get(&url).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
@@ -186,12 +218,13 @@ async fn the_chat_api_answers_under_api_and_the_v1_stream_over_get() {
     assert_eq!(done[0]["data"]["userId"], "u9");
 
     let r = s
-        .send(s.client.get(s.url("/v1/agents/echo/messages/stream?text=x")))
+        .send(
+            s.client
+                .get(s.url("/v1/agents/echo/messages/stream?text=x")),
+        )
         .await;
     assert_eq!(r.status, 401, "{}", r.text);
-    let r = s
-        .get("/v1/agents/echo/messages/stream?userId=u9")
-        .await;
+    let r = s.get("/v1/agents/echo/messages/stream?userId=u9").await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "INVALID_MESSAGE", "{}", r.text);
 }
@@ -203,7 +236,12 @@ async fn a_wrong_method_is_a_405_with_allow_in_the_paths_family() {
     use reqwest::Method as M;
 
     let r = send(M::POST, "/health").await;
-    assert_eq!((r.status, r.header("allow")), (405, "GET".into()), "{}", r.text);
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (405, "GET".into()),
+        "{}",
+        r.text
+    );
     assert_eq!(r.body["code"], "405", "TEN's envelope: {}", r.text);
 
     let r = send(M::DELETE, "/api/v1/chats").await;
@@ -214,15 +252,26 @@ async fn a_wrong_method_is_a_405_with_allow_in_the_paths_family() {
 
     for path in ["/agents/echo/chat", "/api/agents/echo/chat"] {
         let r = send(M::GET, path).await;
-        assert_eq!((r.status, r.header("allow")), (405, "POST".into()), "{path}");
-        assert_eq!(r.body["error"]["code"], "METHOD_NOT_ALLOWED", "{path}: {}", r.text);
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, "POST".into()),
+            "{path}"
+        );
+        assert_eq!(
+            r.body["error"]["code"], "METHOD_NOT_ALLOWED",
+            "{path}: {}",
+            r.text
+        );
     }
 
     let r = send(M::GET, "/v1/agents/echo/messages").await;
     assert_eq!((r.status, r.header("allow")), (405, "POST".into()));
     assert_eq!(r.body["success"], false, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "METHOD_NOT_ALLOWED");
-    assert!(!r.header("x-ratelimit-limit").is_empty(), "the agent's quota headers");
+    assert!(
+        !r.header("x-ratelimit-limit").is_empty(),
+        "the agent's quota headers"
+    );
 
     let r = send(M::DELETE, "/conversations").await;
     assert_eq!(r.status, 405, "{}", r.text);
@@ -240,11 +289,16 @@ async fn missing_graph_sources_are_named_and_no_graphs_at_all_is_an_error() {
         .env("PROPERTY_JSON", "/nonexistent/agentd/property.json")
         .start();
     assert!(
-        s.wait_output("/nonexistent/agentd/property.json", SOON).await,
+        s.wait_output("/nonexistent/agentd/property.json", SOON)
+            .await,
         "{}",
         s.output()
     );
-    assert!(s.output().contains("PROPERTY_JSON does not exist"), "{}", s.output());
+    assert!(
+        s.output().contains("PROPERTY_JSON does not exist"),
+        "{}",
+        s.output()
+    );
 
     let out = match TestApp::builder()
         .env("PROPERTY_JSON", "/nonexistent/agentd/property.json")
@@ -267,18 +321,32 @@ async fn the_log_says_what_happened_and_no_more() {
     s.stop_ok("log_ch").await;
     let r = s.post("/ping", json!({"channel_name": "log_ch"})).await;
     assert_eq!(r.status, 404);
-    assert!(s.wait_output("worker stopped", SOON).await, "{}", s.output());
-    assert!(s.wait_output("request refused", SOON).await, "{}", s.output());
+    assert!(
+        s.wait_output("worker stopped", SOON).await,
+        "{}",
+        s.output()
+    );
+    assert!(
+        s.wait_output("request refused", SOON).await,
+        "{}",
+        s.output()
+    );
     let out = s.output();
     let stopped = out.lines().find(|l| l.contains("worker stopped")).unwrap();
     for part in ["log_ch", "POST /stop from 127.0.0.1", "took_ms", "how="] {
         assert!(stopped.contains(part), "{part} missing: {stopped}");
     }
     let refused = out.lines().find(|l| l.contains("request refused")).unwrap();
-    assert!(refused.contains("/ping") && refused.contains("404"), "{refused}");
+    assert!(
+        refused.contains("/ping") && refused.contains("404"),
+        "{refused}"
+    );
     let out = s.output();
     assert_eq!(out.matches("listening").count(), 1, "{out}");
-    assert!(!out.contains("starting 2 workers"), "actix's start-up noise: {out}");
+    assert!(
+        !out.contains("starting 2 workers"),
+        "actix's start-up noise: {out}"
+    );
 }
 
 #[tokio::test]
@@ -352,7 +420,11 @@ async fn draining_health_is_503_and_streams_end_with_a_shutdown_event() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let draining = loop {
         let r = s
-            .send(s.client.get(s.url("/health")).timeout(Duration::from_secs(2)))
+            .send(
+                s.client
+                    .get(s.url("/health"))
+                    .timeout(Duration::from_secs(2)),
+            )
             .await;
         if r.status == 503 {
             break r.body;

@@ -241,5 +241,9 @@ async fn a_worker_retrying_its_batch_is_not_reaped_and_the_last_failure_is_repor
     assert_eq!(r.body["error"]["code"], "AGENT_FAILED", "{}", r.text);
     let reason = r.body["error"]["details"]["reason"].as_str().unwrap();
     assert!(reason.contains("after 4 attempts"), "{}", r.text);
-    assert!(reason.contains("cannot reach the model provider"), "{}", r.text);
+    assert!(
+        reason.contains("cannot reach the model provider"),
+        "{}",
+        r.text
+    );
 }

@@ -50,7 +50,13 @@ fn family_answer(req: &HttpRequest, allowed: &str) -> HttpResponse {
         req.path()
     );
     let path = req.path();
-    let fd = || FdError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", &message);
+    let fd = || {
+        FdError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            &message,
+        )
+    };
     if path == "/api/v1" || path.starts_with("/api/v1/") {
         ApiError::MethodNotAllowed(message.clone()).error_response()
     } else if path.starts_with("/v1/agents/") {

@@ -162,6 +162,18 @@ impl actix_web::ResponseError for TenError {
     }
 }
 
+/// The routes TEN's server has; agentd's own (`/ops/...`) keep honest statuses in every mode.
+const TEN_ROUTES: &[&str] = &[
+    "/",
+    "/health",
+    "/start",
+    "/stop",
+    "/ping",
+    "/list",
+    "/graphs",
+    "/token/generate",
+];
+
 /// With `SUPERVISOR_STATUS=ten`, turns the HTTP status of every supervisor error into 200, as
 /// TEN's server answers: TEN's frontends (axios) throw on any other status before they read
 /// `code`. The envelope is unchanged; `data.status` still carries the honest status.
@@ -169,9 +181,10 @@ pub async fn ten_status(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let ten = req
-        .app_data::<web::Data<AppState>>()
-        .is_some_and(|st| st.settings.supervisor_status == SupervisorStatus::Ten);
+    let ten = TEN_ROUTES.contains(&req.path())
+        && req
+            .app_data::<web::Data<AppState>>()
+            .is_some_and(|st| st.settings.supervisor_status == SupervisorStatus::Ten);
     let mut res = next.call(req).await?;
     if ten
         && res

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    split_command, CgroupMode, SupervisorStatus, DispatchMode, DispatchSettings, Settings, SettingsError, WorkerToken,
+    split_command, CgroupMode, DispatchMode, DispatchSettings, Settings, SettingsError,
+    SupervisorStatus, WorkerToken,
 };
 
 /// Where settings come from; the process environment in production, a map in unit tests.
@@ -154,7 +155,11 @@ impl Settings {
             |v| *v >= 1,
         )?;
 
-        let supervisor_status = match r.raw("SUPERVISOR_STATUS").map(|v| v.to_ascii_lowercase()).as_deref() {
+        let supervisor_status = match r
+            .raw("SUPERVISOR_STATUS")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("honest") => SupervisorStatus::Honest,
             Some("ten") => SupervisorStatus::Ten,
             Some(other) => {

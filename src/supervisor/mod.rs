@@ -224,15 +224,7 @@ impl Supervisor {
         let outcome = rx
             .await
             .map_err(|_| ChannelError::NotFound(channel.to_string()))?;
-        tracing::info!(
-            channel,
-            by,
-            how = outcome.how,
-            exit_code = outcome.exit_code,
-            signal = outcome.signal,
-            took_ms = outcome.took_ms,
-            "worker stopped"
-        );
+        log_stop(channel, by, &outcome);
         Ok(outcome)
     }
 
@@ -280,10 +272,12 @@ impl Supervisor {
             .registry
             .close()
             .into_iter()
-            .map(|tx| async move {
+            .map(|(channel, tx)| async move {
                 let (reply, rx) = oneshot::channel();
                 if tx.send(Command::Stop(reply)).is_ok() {
-                    let _ = rx.await;
+                    if let Ok(outcome) = rx.await {
+                        log_stop(&channel, "shutdown", &outcome);
+                    }
                 }
             });
         futures_util::future::join_all(stops).await;
@@ -367,4 +361,17 @@ fn warn_unenforced(catalog: &CatalogHandle, containment: &ContainmentReport) {
             );
         }
     }
+}
+
+/// The one log line of a stop someone asked for: who, how it ended, how long it took.
+fn log_stop(channel: &str, by: &str, outcome: &StopOutcome) {
+    tracing::info!(
+        channel,
+        by,
+        how = outcome.how,
+        exit_code = outcome.exit_code,
+        signal = outcome.signal,
+        took_ms = outcome.took_ms,
+        "worker stopped"
+    );
 }
