@@ -341,6 +341,24 @@ async fn the_log_says_what_happened_and_no_more() {
         refused.contains("/ping") && refused.contains("404"),
         "{refused}"
     );
+
+    // A reap says so in one line, with how it ended.
+    s.start_ok("reap_ch", "voice_assistant", json!({"timeout": 1}))
+        .await;
+    assert!(
+        s.wait_output("by=\"inactivity timeout\"", SOON).await,
+        "{}",
+        s.output()
+    );
+    let out = s.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("reap_ch") && l.contains("inactivity timeout"))
+        .unwrap();
+    assert!(
+        line.contains("worker stopped") && line.contains("took_ms"),
+        "{line}"
+    );
     let out = s.output();
     assert_eq!(out.matches("listening").count(), 1, "{out}");
     assert!(

@@ -305,7 +305,8 @@ impl Task {
                 Life::Over
             }
             Ended::Idle => {
-                tracing::info!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
+                // The one info line of a reap is `shut`'s "worker stopped" (with how and took_ms).
+                tracing::debug!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
                 self.shut(proc, None, "inactivity timeout").await;
                 Life::Over
             }

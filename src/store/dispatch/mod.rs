@@ -210,11 +210,14 @@ impl Store {
     }
 
     /// Agents with work in hand: a batch pending or leased, or an input not yet batched, in one
-    /// of their chats. Their on-demand workers are kept alive while it lasts.
+    /// of their chats. Their on-demand workers are kept alive while it lasts. Chats bound to a
+    /// supervisor channel do not count: that channel's own worker serves them.
     pub async fn agents_with_work(&self) -> Result<Vec<String>, StoreError> {
         self.read(|c, _, _| {
             c.all(
-                "SELECT ca.agent_id FROM chat_agents ca WHERE ca.chat_id IN ( \
+                "SELECT ca.agent_id FROM chat_agents ca JOIN chats ch ON ch.id = ca.chat_id \
+                 WHERE (ch.external_key IS NULL OR substr(ch.external_key, 1, 8) <> 'channel:') \
+                 AND ca.chat_id IN ( \
                  SELECT chat_id FROM dispatch_batches WHERE status IN ('pending', 'leased') \
                  UNION SELECT chat_id FROM dispatch_inputs WHERE state = 'pending') \
                  GROUP BY ca.agent_id",
