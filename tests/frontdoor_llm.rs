@@ -247,3 +247,22 @@ async fn a_worker_retrying_its_batch_is_not_reaped_and_the_last_failure_is_repor
         r.text
     );
 }
+
+/// A provider that answers 429 with `Retry-After: 7` while the caller waits at most 5 s: the
+/// caller hears the provider's reason at once instead of a timeout.
+#[tokio::test]
+async fn a_rate_limited_provider_is_reported_when_its_retry_after_outlasts_the_wait() {
+    let standin = Standin::start();
+    let s = TestApp::builder()
+        .bundled()
+        .openai(&standin.url, "sk-test", "rate_limited")
+        .env("CHAT_REPLY_TIMEOUT_MS", "5000")
+        .start();
+    let r = s
+        .agent_message("assistant", json!({"text": "hi", "userId": "u3"}))
+        .await;
+    assert_eq!(r.status, 503, "{}\n{}", r.text, s.output());
+    assert_eq!(r.body["error"]["code"], "AGENT_UNAVAILABLE", "{}", r.text);
+    let reason = r.body["error"]["details"]["reason"].as_str().unwrap();
+    assert!(reason.contains("Rate limit reached"), "{}", r.text);
+}
