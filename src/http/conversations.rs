@@ -39,8 +39,13 @@ pub(super) async fn exists(st: &AppState, id: &str) -> Result<(), FdError> {
     }
 }
 
-/// A store failure as a 500 (the cause is logged, not sent).
+/// A store failure as a 500 (the cause is logged, not sent), or 507/503 when the storage
+/// cannot be written.
 pub(super) fn internal(e: crate::store::StoreError) -> FdError {
+    if let Some(storage) = e.storage() {
+        tracing::warn!(error = %e, "front door: the storage cannot be written");
+        return FdError::storage(storage);
+    }
     tracing::error!(error = %e, "front door store error");
     FdError::new(
         StatusCode::INTERNAL_SERVER_ERROR,

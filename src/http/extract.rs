@@ -54,6 +54,8 @@ pub enum BodyError {
     TooLarge(usize),
     /// The connection failed mid-body.
     Unreadable(String),
+    /// The body did not arrive within `BODY_TIMEOUT_MS` (a slow or stalled client).
+    TimedOut,
 }
 
 /// Reads the request body, up to `limit` bytes.
@@ -62,6 +64,7 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes,
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
             actix_web::error::PayloadError::Overflow => BodyError::TooLarge(limit),
+            e if super::slow::is_timeout(&e) => BodyError::TimedOut,
             e => BodyError::Unreadable(e.to_string()),
         })?;
         if buf.len() + chunk.len() > limit {

@@ -46,6 +46,18 @@ impl FdError {
             .details(json!({"field": field, "reason": message}))
     }
 
+    /// 507 or 503: the storage cannot be written; nothing was kept.
+    pub fn storage(storage: crate::store::Storage) -> FdError {
+        let status =
+            StatusCode::from_u16(storage.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        FdError::new(status, storage.code(), storage.message())
+    }
+
+    /// 429 or 503: too many event streams open (with `Retry-After` added by the family).
+    pub fn streams(refused: super::sse::StreamRefused) -> FdError {
+        FdError::new(refused.status(), refused.code(), refused.to_string())
+    }
+
     fn unauthorized() -> FdError {
         FdError::new(
             StatusCode::UNAUTHORIZED,
@@ -97,6 +109,7 @@ impl From<AskError> for FdError {
             AskError::ShuttingDown => {
                 FdError::new(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN", msg)
             }
+            AskError::Storage(storage) => FdError::storage(storage),
             AskError::Internal(_) => {
                 FdError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", msg)
             }
@@ -230,7 +243,12 @@ impl ResponseError for ConvError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.0.status).json(json!({ "error": self.0.error_json() }))
+        let mut b = HttpResponse::build(self.0.status);
+        if matches!(self.0.code, "TOO_MANY_STREAMS" | "STREAMS_FULL") {
+            let wait = super::sse::StreamRefused::RETRY_AFTER_SECS;
+            b.insert_header(("retry-after", wait.to_string()));
+        }
+        b.json(json!({ "error": self.0.error_json() }))
     }
 }
 

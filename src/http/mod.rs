@@ -23,6 +23,7 @@ pub mod conversations;
 pub mod extract;
 pub mod fd_error;
 pub mod ops;
+pub mod slow;
 pub mod sse;
 pub mod state;
 pub mod supervisor;
