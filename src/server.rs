@@ -117,9 +117,7 @@ impl Application {
         let body_timeout = settings.body_timeout;
         let server = HttpServer::new(move || {
             App::new()
-                .wrap_fn(move |req, srv| {
-                    crate::http::slow::body_deadline(req, srv, body_timeout)
-                })
+                .wrap_fn(move |req, srv| crate::http::slow::body_deadline(req, srv, body_timeout))
                 .app_data(web::Data::new(app_state.clone()))
                 .app_data(web::PayloadConfig::new(http_settings.max_body_bytes))
                 .wrap(Condition::new(

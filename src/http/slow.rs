@@ -16,11 +16,7 @@ use futures_util::StreamExt;
 const TIMED_OUT: &str = "the request body did not arrive in time";
 
 /// Runs `srv` on `req` with a body that ends in an error once `within` has passed.
-pub fn body_deadline<S, B>(
-    mut req: ServiceRequest,
-    srv: &S,
-    within: Duration,
-) -> S::Future
+pub fn body_deadline<S, B>(mut req: ServiceRequest, srv: &S, within: Duration) -> S::Future
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,

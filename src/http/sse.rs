@@ -111,7 +111,9 @@ struct Open {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StreamRefused {
     /// This client has `limit` streams open already (HTTP 429).
-    #[error("This client has {limit} event streams open already (SSE_MAX_PER_CLIENT); close one first.")]
+    #[error(
+        "This client has {limit} event streams open already (SSE_MAX_PER_CLIENT); close one first."
+    )]
     PerClient { limit: usize },
     /// agentd serves `limit` streams already (HTTP 503).
     #[error("agentd serves {limit} event streams already (SSE_MAX_TOTAL); try again later.")]

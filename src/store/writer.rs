@@ -75,7 +75,10 @@ impl FileWatch {
         if let Some(e) = &self.gone {
             return Err(e.clone());
         }
-        if self.checked.is_some_and(|at| at.elapsed() < FILE_CHECK_EVERY) {
+        if self
+            .checked
+            .is_some_and(|at| at.elapsed() < FILE_CHECK_EVERY)
+        {
             return Ok(());
         }
         self.checked = Some(Instant::now());

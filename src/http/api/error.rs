@@ -78,9 +78,10 @@ impl ApiError {
     /// The envelope body.
     pub fn envelope(&self) -> Value {
         let (message, details) = match self {
-            ApiError::Store(e) if e.storage().is_some() => {
-                (e.storage().map(Storage::message).unwrap_or_default().into(), None)
-            }
+            ApiError::Store(e) if e.storage().is_some() => (
+                e.storage().map(Storage::message).unwrap_or_default().into(),
+                None,
+            ),
             ApiError::Store(
                 StoreError::Validation { message, details }
                 | StoreError::NotFound { message, details }
