@@ -61,9 +61,9 @@ fn skip(test: &str) {
     );
 }
 
-/// Fills the filesystem of `dir` with one file until it has no space left; the file.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
+/// Fills the filesystem of `dir` with a file `name` until it has no space left; the file.
+fn fill(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
     let mut f = std::fs::File::create(&path).expect("create the filler");
     let chunk = vec![0u8; 64 * 1024];
     while f.write_all(&chunk).is_ok() {}
@@ -105,7 +105,7 @@ async fn a_full_disk_refuses_writes_with_507_keeps_reads_and_recovers_by_itself(
         );
     }
 
-    let filler = fill(fs.path());
+    let filler = fill(fs.path(), "filler");
     let big = "x".repeat(16 * 1024);
     let mut refused = None;
     for i in 0..2000 {
@@ -138,6 +138,7 @@ async fn a_full_disk_refuses_writes_with_507_keeps_reads_and_recovers_by_itself(
     let r = s.start("full-2", "echo", json!({})).await;
     assert_eq!(ten_code(&r), (507, "507".to_string()), "{}", r.text);
     assert_eq!(r.body["msg"], "insufficient storage");
+
     let r = s
         .create_conversation(json!({"title": "t", "participants": ["u1"]}))
         .await;
@@ -153,18 +154,25 @@ async fn a_full_disk_refuses_writes_with_507_keeps_reads_and_recovers_by_itself(
     assert_eq!(s.get("/api/v1/chats").await.status, 200);
     assert!(pid_alive(worker.pid), "the worker died of the full disk");
     assert!(pid_alive(s.pid()));
+    // A channel whose chat exists already gets as far as the worker's file, on the same disk.
+    s.stop_ok("logger").await;
+    let filler_2 = fill(fs.path(), "filler-2");
+    let r = s.start("logger", "echo", json!({"timeout": -1})).await;
+    assert_eq!(ten_code(&r), (507, "507".to_string()), "{}", r.text);
 
     // Space comes back: writes resume by themselves.
     std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&filler_2).unwrap();
     let resumed = wait_for(SOON, || async {
         let r = s.post_message(&chat, support::user_message("after")).await;
         (r.status == 201).then(|| r.body["id"].as_str().unwrap().to_string())
     })
     .await;
     acked.push(resumed.expect("writes did not resume once space was freed"));
-    let r = s.start("full-2", "echo", json!({})).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert!(pid_alive(worker.pid));
+    for channel in ["full-2", "logger"] {
+        let r = s.start(channel, "echo", json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
 
     // Nothing acknowledged is lost, even across a kill -9 and a restart.
     let remains = s.kill9();

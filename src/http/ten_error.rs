@@ -75,6 +75,10 @@ impl TenError {
                 S::WorkersLimit { .. } | S::GraphLimit { .. } => {
                     ("10001", StatusCode::TOO_MANY_REQUESTS)
                 }
+                // A full disk is the storage's failure, answered as such (see `Storage`).
+                S::PropertyFile { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                    ("507", StatusCode::INSUFFICIENT_STORAGE)
+                }
                 S::Chat(_) | S::PropertyFile { .. } => ("10100", StatusCode::INTERNAL_SERVER_ERROR),
                 S::Spawn { .. } => ("10101", StatusCode::INTERNAL_SERVER_ERROR),
                 S::Exited { .. } => ("10101", StatusCode::BAD_GATEWAY),
