@@ -411,6 +411,36 @@ mod tests {
     }
 
     #[test]
+    fn limits_have_bounded_defaults_and_refuse_nonsense() {
+        let s = with(&[]).unwrap();
+        let week = Some(Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(s.events_retention, week);
+        assert_eq!(s.dispatch_retention, week);
+        assert_eq!(s.client_request_timeout, Duration::from_secs(5));
+        assert_eq!((s.sse_max_per_client, s.sse_max_total), (32, 1000));
+        assert_eq!(s.event_bus_capacity, 1024);
+        let s = with(&[
+            ("EVENTS_RETENTION_SECONDS", "0"),
+            ("KEEP_ALIVE_SECONDS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(s.events_retention, None);
+        assert!(s.keep_alive.is_zero());
+        for var in [
+            "SSE_MAX_PER_CLIENT",
+            "SSE_MAX_TOTAL",
+            "EVENT_BUS_CAPACITY",
+            "HTTP_BACKLOG",
+            "HTTP_MAX_CONNECTIONS",
+            "CLIENT_REQUEST_TIMEOUT_MS",
+            "BODY_TIMEOUT_MS",
+            "RETENTION_SWEEP_MS",
+        ] {
+            assert_eq!(with(&[(var, "0")]).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
     fn non_loopback_needs_a_key() {
         let s = with(&[("SERVER_HOST", "0.0.0.0")]).unwrap();
         assert!(s.check_exposure().is_err());
