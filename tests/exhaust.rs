@@ -255,6 +255,9 @@ async fn slow_clients_are_cut_off_and_do_not_stall_others() {
     for (path, body_start) in [
         ("/api/v1/chats", "{\"agentIds\":[\"echo\"],\"title\":\""),
         ("/start", "{\"channel_name\":\"slow\",\"graph_name\":\""),
+        ("/agents/echo/chat", "{\"message\":\""),
+        ("/v1/agents/echo/messages", "{\"message\":\""),
+        ("/conversations", "{\"title\":\""),
     ] {
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{body_start}"
@@ -270,7 +273,10 @@ async fn slow_clients_are_cut_off_and_do_not_stall_others() {
             assert!(body.contains("\"code\":\"10000\""), "{body}");
             assert!(body.contains("BODY_TIMEOUT_MS"), "{body}");
         } else {
-            assert!(body.contains("\"REQUEST_TIMEOUT\""), "{body}");
+            assert!(body.contains("\"REQUEST_TIMEOUT\""), "{path}: {body}");
+        }
+        if path.starts_with("/v1/") {
+            assert!(body.contains("\"success\":false"), "{body}");
         }
     }
 

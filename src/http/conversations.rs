@@ -1,5 +1,6 @@
 //! `/conversations`: create, list and read conversations, and switch bots on or off in them.
 
+use super::fd_error::Body;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -86,7 +87,7 @@ pub(super) fn str_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, Fd
     }
 }
 
-async fn create(_: Key, st: web::Data<AppState>, body: web::Bytes) -> Reply {
+async fn create(_: Key, st: web::Data<AppState>, body: Body<ConvError>) -> Reply {
     let obj = object(&body, INVALID)?;
     let title = required_text(&obj, "title", INVALID, 200)?
         .trim()
@@ -125,7 +126,7 @@ async fn set_bot(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ConvError>,
 ) -> Reply {
     let conv = path.into_inner();
     exists(&st, &conv).await?;
