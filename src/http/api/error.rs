@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 429 (this client's cap) or 503 (the server's): too many event streams open.
     #[error(transparent)]
     Streams(#[from] StreamRefused),
+    /// 405: a known path with another method (the reason names the allowed ones).
+    #[error("{0}")]
+    MethodNotAllowed(String),
 }
 
 impl ApiError {
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::BodyTimeout => "REQUEST_TIMEOUT",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Streams(r) => r.code(),
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             ApiError::Store(StoreError::Database(_) | StoreError::Internal(_)) => "INTERNAL_ERROR",
         }
     }
@@ -121,6 +125,7 @@ impl ResponseError for ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Streams(r) => r.status(),
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(StoreError::Database(_) | StoreError::Internal(_)) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
