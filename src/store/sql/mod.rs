@@ -163,6 +163,10 @@ pub enum DbErrorKind {
     Full,
     /// A value the engine cannot store (PostgreSQL's text cannot hold NUL characters).
     Invalid,
+    /// The database (its file, its directory or the filesystem) cannot be written.
+    ReadOnly,
+    /// The database file is gone or cannot be reached (deleted while open, I/O errors).
+    Unreachable,
     Other,
 }
 
