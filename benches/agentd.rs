@@ -5,6 +5,9 @@
 //! [`TestApp`]), drives it over HTTP like a client would, and prints one table: min, median, p99
 //! and max of every figure, with the figure's natural floor measured in the same run where one
 //! exists. `AGENTD_BIN=/path/to/agentd` measures another build instead (say, before a change).
+//! `AGENTD_BENCH_SCENARIOS="round trips,front door"` runs only the scenarios whose names contain
+//! one of those words; `AGENTD_TEST_DATABASE_URL=postgres://...` runs them on PostgreSQL (each
+//! server in a fresh schema, as the tests do) instead of SQLite.
 //!
 //! One file: each scenario is one function over the shared `TestApp`, and `main` lists them.
 
@@ -89,6 +92,20 @@ fn main() {
     );
     println!("machine: {}", machine());
     println!("binary: {}", binary().display());
+    println!(
+        "database: {}",
+        if support::on_postgres() {
+            "PostgreSQL (AGENTD_TEST_DATABASE_URL)"
+        } else {
+            "SQLite"
+        }
+    );
+    let only: Vec<String> = std::env::var("AGENTD_BENCH_SCENARIOS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty())
+        .collect();
     if std::env::var_os("AGENTD_BIN").is_none() && cfg!(debug_assertions) {
         eprintln!("note: not built by `cargo bench`; these are the figures of a debug build");
     }
@@ -105,6 +122,9 @@ fn main() {
         ("chat reads under a writer", |q| Box::pin(chat_reads(q))),
     ];
     for (name, f) in scenarios {
+        if !only.is_empty() && !only.iter().any(|w| name.contains(w.as_str())) {
+            continue;
+        }
         eprintln!("… {name}");
         // On a task of its own: a scenario that panics (a failed request) fails alone.
         match rt.block_on(rt.spawn(f(quick))) {

@@ -89,12 +89,7 @@ impl Application {
         let local = listener.local_addr()?;
         let base_url = format!("http://{}", loopback_of(local));
 
-        let store = Store::open(
-            &settings.data_dir.join("agentd.db"),
-            settings.clone(),
-            catalog.clone(),
-        )
-        .await?;
+        let store = Store::connect(&settings.database, settings.clone(), catalog.clone()).await?;
         let supervisor = Supervisor::new(settings.clone(), catalog.clone(), base_url.clone())
             .await
             .map_err(|e| ServeError::Supervisor(e.to_string()))?;

@@ -494,3 +494,22 @@ async fn request_idempotency() {
     let r = send("", body.clone()).await;
     assert_error(&r, 400, "VALIDATION_ERROR");
 }
+
+/// PostgreSQL's text cannot hold NUL: there a message with one is refused as the input's fault
+/// (400, nothing written), on SQLite it is stored as sent. Runs on both, asserting each.
+#[tokio::test]
+async fn a_nul_character_is_stored_on_sqlite_and_refused_on_postgres() {
+    let s = TestApp::with_fast_dispatch(&[]);
+    let c = s.new_chat("echo").await;
+    let r = s.post_message(&c, user_message("a\u{0}b")).await;
+    if on_postgres() {
+        assert_error(&r, 400, "VALIDATION_ERROR");
+        assert!(r.text.contains("NUL"), "{}", r.text);
+        assert!(s.messages(&c).await.is_empty(), "nothing half-written");
+        // The connection it failed on still works.
+        s.post_user(&c, "after").await;
+    } else {
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.body["content_final"], "a\u{0}b");
+    }
+}

@@ -1,4 +1,7 @@
 //! Chat and dispatch API at the Rust level: the service calls the supervisor and front doors use.
+//! On SQLite, or on a PostgreSQL schema of the test's own with `AGENTD_TEST_DATABASE_URL`.
+
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -6,29 +9,50 @@ use std::sync::Arc;
 
 use agentd::catalog::watch::CatalogHandle;
 use agentd::catalog::Catalog;
-use agentd::settings::Settings;
+use agentd::settings::{Database, Settings};
 use agentd::store::Store;
+use support::TestSchema;
 
-async fn store(dir: &Path) -> Store {
+/// Where a test's store lives: a temp dir, and its PostgreSQL schema when the tests run there.
+struct Place {
+    dir: tempfile::TempDir,
+    schema: Option<TestSchema>,
+}
+
+impl Place {
+    fn new() -> Place {
+        Place {
+            dir: tempfile::tempdir().unwrap(),
+            schema: TestSchema::create().transpose().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+async fn store(place: &Place) -> Store {
+    let dir = place.path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let catalog =
         Catalog::load(&root.join("property.json"), &root.join("graphs")).expect("bundled catalog");
     let mut env: HashMap<String, String> = HashMap::new();
     env.insert("DISPATCH_MODE".into(), "immediate".into());
     let settings = Arc::new(Settings::from_source(&env, dir).unwrap());
-    Store::open(
-        &dir.join("agentd.db"),
-        settings,
-        CatalogHandle::fixed(catalog),
-    )
-    .await
-    .unwrap()
+    let database = match &place.schema {
+        Some(s) => Database::Postgres(s.url()),
+        None => Database::Sqlite(dir.join("agentd.db")),
+    };
+    Store::connect(&database, settings, CatalogHandle::fixed(catalog))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn chat_for_channel_is_atomic_and_stable() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path()).await;
+    let place = Place::new();
+    let s = store(&place).await;
     let calls = (0..16).map(|_| {
         let s = s.clone();
         tokio::spawn(async move { s.chat_for_channel("room-1", "echo").await.unwrap() })
@@ -46,15 +70,15 @@ async fn chat_for_channel_is_atomic_and_stable() {
     assert_ne!(other, ids[0]);
     s.close().await;
     // Stable across reopen.
-    let s = store(dir.path()).await;
+    let s = store(&place).await;
     assert_eq!(s.chat_for_channel("room-1", "echo").await.unwrap(), ids[0]);
     s.close().await;
 }
 
 #[tokio::test]
 async fn service_api_posts_and_streams_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path()).await;
+    let place = Place::new();
+    let s = store(&place).await;
     let mut bus = s.subscribe();
     let chat = s
         .chat_for_key("frontdoor:conv-9", "echo", "Conversation 9", None)

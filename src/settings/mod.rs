@@ -106,6 +106,8 @@ pub struct Settings {
     pub property_json: PathBuf,
     pub graphs_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Where the store keeps its tables (`DATABASE_URL`; SQLite in `DATA_DIR` by default).
+    pub database: Database,
     pub log_path: PathBuf,
     pub log_stdout: bool,
     pub log_max_bytes: u64,
@@ -160,6 +162,28 @@ pub struct Settings {
     /// A secret made at every start and given to agentd's own workers (`AGENTD_WORKER_TOKEN`):
     /// their writes are not counted against the client write rate limit.
     pub worker_token: WorkerToken,
+}
+
+/// The store's database engine and where it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (the default: `DATA_DIR/agentd.db`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its `postgres://` URL (which may hold a password).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            // The URL may carry a password: only where it points.
+            Database::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&url.rsplit_once('@').map_or(url.as_str(), |(_, at)| at))
+                .finish(),
+        }
+    }
 }
 
 /// A secret that never shows in logs or `Debug` output.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    split_command, CgroupMode, DispatchMode, DispatchSettings, Settings, SettingsError,
+    split_command, CgroupMode, Database, DispatchMode, DispatchSettings, Settings, SettingsError,
     SupervisorStatus, WorkerToken,
 };
 
@@ -224,6 +224,21 @@ impl Settings {
         };
         let data_dir = r.path("DATA_DIR", Path::new("data"), base);
         let log_default = data_dir.join("logs");
+        let database = match r.raw("DATABASE_URL") {
+            None => Database::Sqlite(data_dir.join("agentd.db")),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Database::Postgres(url)
+            }
+            Some(url) => {
+                return Err(SettingsError {
+                    var: "DATABASE_URL",
+                    // Whatever it is, it may hold a password.
+                    value: url.split_once("://").map_or("?", |(s, _)| s).to_string() + "://...",
+                    expected:
+                        "a postgres://user@host:port/database URL, or unset for SQLite in DATA_DIR",
+                });
+            }
+        };
         let settings = Settings {
             host,
             port,
@@ -243,6 +258,7 @@ impl Settings {
             graphs_dir: r.path("GRAPHS_DIR", Path::new("graphs"), base),
             log_path: r.path("LOG_PATH", &log_default, base),
             data_dir,
+            database,
             log_stdout: r.bool("LOG_STDOUT", false)?,
             log_max_bytes: r.u64("LOG_MAX_BYTES", 10 * 1024 * 1024, 1024)?,
             log_max_files: r.parse("LOG_MAX_FILES", 3u32, "a whole number >= 1", |v| *v >= 1)?,
@@ -399,6 +415,21 @@ mod tests {
         assert_eq!(s.property_json, Path::new("/base/property.json"));
         assert_eq!(s.log_path, Path::new("/base/data/logs"));
         assert_eq!(s.dispatch.mode, DispatchMode::BatchedSequential);
+        assert_eq!(
+            s.database,
+            Database::Sqlite(PathBuf::from("/base/data/agentd.db"))
+        );
+    }
+
+    #[test]
+    fn database_url_picks_postgres_and_hides_its_password() {
+        let url = "postgres://agentd:s3cret@db.internal:5432/agentd";
+        let s = with(&[("DATABASE_URL", url)]).unwrap();
+        assert_eq!(s.database, Database::Postgres(url.into()));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let e = with(&[("DATABASE_URL", "mysql://u:s3cret@h/db")]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+        assert!(!e.to_string().contains("s3cret"));
     }
 
     #[test]

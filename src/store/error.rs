@@ -28,7 +28,7 @@ pub enum StoreError {
     },
     /// The database failed.
     #[error("database: {0}")]
-    Database(#[from] super::sql::DbError),
+    Database(super::sql::DbError),
     /// Anything else unexpected (a thread gone, a task panicked).
     #[error("internal: {0}")]
     Internal(String),
@@ -82,7 +82,10 @@ impl StoreError {
                 DbErrorKind::Full => Some(Storage::Full),
                 DbErrorKind::ReadOnly => Some(Storage::ReadOnly),
                 DbErrorKind::Unreachable => Some(Storage::Unreachable),
-                DbErrorKind::Unique | DbErrorKind::Connection | DbErrorKind::Other => None,
+                DbErrorKind::Unique
+                | DbErrorKind::Connection
+                | DbErrorKind::Invalid
+                | DbErrorKind::Other => None,
             },
             _ => None,
         }
@@ -133,6 +136,16 @@ impl Storage {
         match self {
             Storage::Full => "INSUFFICIENT_STORAGE",
             Storage::ReadOnly | Storage::Unreachable => "STORAGE_UNAVAILABLE",
+        }
+    }
+}
+
+impl From<super::sql::DbError> for StoreError {
+    /// A value the database refuses is the input's fault; anything else is the database's.
+    fn from(e: super::sql::DbError) -> StoreError {
+        match e.kind {
+            super::sql::DbErrorKind::Invalid => StoreError::validation(e.message),
+            _ => StoreError::Database(e),
         }
     }
 }

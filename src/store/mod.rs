@@ -2,14 +2,15 @@
 //! scheduler, the event log and live bus, and the front doors' own tables.
 //!
 //! Every operation is a method on [`Store`] returning [`StoreError`]; nothing here knows about
-//! HTTP. The domain logic is written once against the [`sql::Db`] interface (SQLite at
-//! `DATA_DIR/agentd.db`).
+//! HTTP. The domain logic is written once against the [`sql::Db`] interface: SQLite at
+//! `DATA_DIR/agentd.db` by default, or PostgreSQL with `DATABASE_URL` (see `sql::postgres`).
 //! Writes go to one thread that owns the write connection and commits queued writes in groups
 //! (`writer`); reads run on blocking threads over a small pool of read connections. A write's
 //! future resolves only after its commit.
 
 mod chat_keys;
 mod chats;
+mod cluster;
 pub mod conversations;
 mod cursor;
 mod db;
@@ -18,6 +19,7 @@ mod error;
 pub mod events;
 mod idempotency;
 mod messages;
+mod migrate;
 mod pool;
 pub mod requests;
 mod retention;
@@ -33,7 +35,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::catalog::watch::CatalogHandle;
 use crate::catalog::Catalog;
-use crate::settings::Settings;
+use crate::settings::{Database, Settings};
 use sql::Db;
 
 pub use chat_keys::{HistoryItem, KeyedChat, Unread};
@@ -114,8 +116,10 @@ impl W<'_> {
     /// nothing on SQLite, whose one writer serializes everything.
     pub fn lock_name(&mut self, name: &str) -> Result<(), StoreError> {
         if self.c.dialect() == sql::Dialect::Postgres {
+            // Keyed by schema too: deployments (and tests) in other schemas of the same
+            // database do not wait for each other.
             self.c.query(
-                "SELECT pg_advisory_xact_lock(hashtext(?1))",
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(?1))",
                 sql::args![name],
             )?;
         }
@@ -135,13 +139,46 @@ impl Store {
         settings: Arc<Settings>,
         catalog: CatalogHandle,
     ) -> Result<Store, StoreError> {
-        let path = path.to_path_buf();
-        let file = path.clone();
-        let (writer, readers) = tokio::task::spawn_blocking(move || {
-            let mut w = db::open(&path)?;
-            db::migrate(&mut w)?;
-            let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
-            Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r))
+        Store::connect(&Database::Sqlite(path.to_path_buf()), settings, catalog).await
+    }
+
+    /// Opens (and migrates) `database` and starts the dispatch scheduler.
+    pub async fn connect(
+        database: &Database,
+        settings: Arc<Settings>,
+        catalog: CatalogHandle,
+    ) -> Result<Store, StoreError> {
+        let database = database.clone();
+        // SQLite's file, watched for being deleted or replaced while open.
+        let file = match &database {
+            Database::Sqlite(path) => Some(path.clone()),
+            Database::Postgres(_) => None,
+        };
+        let (writer, readers, shared) = tokio::task::spawn_blocking(move || match database {
+            Database::Sqlite(path) => {
+                let mut w = db::open(&path)?;
+                migrate::sqlite(&mut w)?;
+                let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
+                Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r, None))
+            }
+            Database::Postgres(url) => {
+                let target = sql::postgres::PgTarget::parse(&url).map_err(|e| {
+                    StoreError::Database(sql::DbError::other(format!("DATABASE_URL: {e}")))
+                })?;
+                let w = target.connect()?;
+                migrate::postgres(&w)?;
+                let schema: String =
+                    (&w as &dyn Db).one("SELECT current_schema()", sql::args![])?;
+                let readers = (0..pool::default_size())
+                    .map(|_| target.connect().map(|c| Box::new(c) as pool::Conn))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let channel = Arc::new(cluster::Channel::new(&schema));
+                Ok((
+                    Box::new(w) as Box<dyn Db + Send>,
+                    pool::ReadPool::of(readers),
+                    Some((target, channel)),
+                ))
+            }
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
@@ -154,7 +191,8 @@ impl Store {
                 settings: settings.clone(),
                 catalog: catalog.clone(),
                 events: events.clone(),
-                file: writer::FileWatch::new(&file),
+                cluster: shared.as_ref().map(|(_, c)| c.clone()),
+                file: file.as_deref().and_then(writer::FileWatch::new),
             },
         )
         .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
@@ -175,6 +213,11 @@ impl Store {
                 dialect,
             }),
         };
+        if let Some((target, channel)) = shared {
+            cluster::spawn_listener(target, channel, Arc::downgrade(&store.inner)).map_err(
+                |e| StoreError::Internal(format!("cannot start the listener thread: {e}")),
+            )?;
+        }
         // Expired leases and due batches from before a restart are handled by the first pass.
         tokio::spawn(dispatch::scheduler::run(store.clone()));
         tokio::spawn(retention::run(store.clone()));

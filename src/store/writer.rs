@@ -45,6 +45,8 @@ pub(crate) struct Context {
     pub events: broadcast::Sender<Arc<Event>>,
     /// The database file, to notice it being deleted or replaced while it is open.
     pub file: Option<FileWatch>,
+    /// On a shared PostgreSQL schema: where commits are announced to the other nodes.
+    pub cluster: Option<Arc<super::cluster::Channel>>,
 }
 
 /// How often the writer checks that its database file is still the one it opened.
@@ -146,11 +148,15 @@ fn checkpoint_sql(d: Dialect) -> Option<&'static str> {
 }
 
 /// Opens the group's transaction: SQLite takes its write lock at once, so no job of the group
-/// fails half-way on a busy database.
+/// fails half-way on a busy database. PostgreSQL takes the schema's writer lock: one group at a
+/// time across the nodes, so commits (and event `seq`s) have one order, and two nodes' groups
+/// cannot deadlock on each other's rows.
 fn begin_sql(d: Dialect) -> &'static str {
     match d {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
-        Dialect::Postgres => "BEGIN",
+        Dialect::Postgres => {
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext('agentd.writer'))"
+        }
     }
 }
 
@@ -167,6 +173,8 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     }
     .and_then(|()| tx.batch(begin_sql(tx.dialect())));
     if let Err(e) = opened {
+        // Half-begun (PostgreSQL: the lock failed after BEGIN): the next group starts clean.
+        let _ = tx.batch("ROLLBACK");
         for job in group {
             job(Err(StoreError::Database(e.clone())));
         }
@@ -176,6 +184,7 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     let mut events = Vec::new();
     let mut dones: Vec<Done> = Vec::with_capacity(group.len());
     let mut broken: Option<DbError> = None;
+    let mut kick_claims = false;
     for job in group {
         if let Some(reason) = &broken {
             job(Err(StoreError::Database(reason.clone())));
@@ -205,6 +214,7 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
             Some(d) => {
                 dones.push(d);
                 events.extend(job_events);
+                kick_claims |= w.kick_claims;
                 tx.batch("RELEASE job")
             }
             None => tx.batch("ROLLBACK TO job; RELEASE job"),
@@ -213,6 +223,14 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
             broken = Some(e);
         } else if let Err(e) = end {
             broken = Some(e);
+        }
+    }
+    if let (None, Some(cluster)) = (&broken, &ctx.cluster) {
+        if let Err(e) = cluster.announce(tx, &events, kick_claims) {
+            broken = Some(match e {
+                StoreError::Database(d) => d,
+                other => DbError::other(other.to_string()),
+            });
         }
     }
     let committed = match broken {

@@ -1,5 +1,6 @@
 //! [`TestApp`]: the real `agentd serve` on port 0 in a temp dir of its own (its own `DATA_DIR` and
-//! SQLite file), the way to build one, and plain HTTP to it.
+//! SQLite file, or its own PostgreSQL schema: see [`super::database`]), the way to build one, and
+//! plain HTTP to it.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::database::TestSchema;
 use super::process::{Output, Proc, Session};
 
 /// How long a server may take to print its address.
@@ -45,9 +47,17 @@ pub struct Builder {
     dir: Option<tempfile::TempDir>,
     inherited: Vec<Session>,
     key: Option<String>,
+    /// The PostgreSQL schema to run on (shared with another server, or a killed one's).
+    schema: Option<TestSchema>,
 }
 
 impl Builder {
+    /// Runs on this PostgreSQL schema (another node's, to share its database).
+    pub fn schema(mut self, schema: &TestSchema) -> Self {
+        self.schema = Some(schema.clone());
+        self
+    }
+
     /// Runs this binary instead of [`agentd_bin`].
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.bin = path.into();
@@ -127,6 +137,7 @@ impl Builder {
     pub fn after(mut self, remains: Remains) -> Self {
         self.dir = Some(remains.dir);
         self.inherited.extend(remains.sessions);
+        self.schema = self.schema.or(remains.schema);
         self
     }
 
@@ -144,6 +155,10 @@ impl Builder {
         };
         let root = dir.path().to_path_buf();
         let graphs_dir = root.join("graphs");
+        let schema = match self.schema {
+            Some(s) => Some(s),
+            None => TestSchema::create().transpose()?,
+        };
         lay_out(
             &root,
             self.bundled,
@@ -174,6 +189,9 @@ impl Builder {
         ];
         for (k, v) in defaults {
             cmd.env(k, v);
+        }
+        if let Some(s) = &schema {
+            cmd.env("DATABASE_URL", s.url());
         }
         for (k, v) in &self.env {
             match v {
@@ -217,6 +235,7 @@ impl Builder {
             dir: Some(dir),
             client,
             key: self.key,
+            schema,
         })
     }
 }
@@ -263,6 +282,7 @@ fn lay_out(
 pub struct Remains {
     dir: tempfile::TempDir,
     sessions: Vec<Session>,
+    schema: Option<TestSchema>,
 }
 
 /// A running agentd. Dropping it stops it (SIGTERM, then SIGKILL after a grace) and kills
@@ -281,6 +301,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Sent by [`TestApp::request`] (see [`Builder::client_key`]).
     key: Option<String>,
+    /// Its PostgreSQL schema (dropped after the server, as the last field to go).
+    schema: Option<TestSchema>,
 }
 
 /// An HTTP answer: status, headers, and the body as JSON (`Value::Null` when empty or not JSON)
@@ -330,6 +352,7 @@ impl TestApp {
             dir: None,
             inherited: Vec::new(),
             key: None,
+            schema: None,
         }
     }
 
@@ -371,6 +394,11 @@ impl TestApp {
             .flat_map(Session::members)
             .filter(|p| *p != server)
             .collect()
+    }
+
+    /// The PostgreSQL schema it runs on (`None` on SQLite).
+    pub fn schema(&self) -> Option<&TestSchema> {
+        self.schema.as_ref()
     }
 
     /// The server's temp dir (its `property.json`, `graphs/`, `data/` and `logs/`).
@@ -459,7 +487,11 @@ impl TestApp {
             Some(d) => d,
             None => unreachable!("the temp dir is only taken here, by value"),
         };
-        Remains { dir, sessions }
+        Remains {
+            dir,
+            sessions,
+            schema: self.schema.take(),
+        }
     }
 }
 

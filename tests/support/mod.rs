@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod database;
 pub mod frontdoor;
 pub mod ops;
 pub mod process;
@@ -23,6 +24,7 @@ pub mod worker;
 
 pub use api::{assert_error, user_message, Batch};
 pub use app::{agentd_bin, fixture, repo_root, Builder, Remains, Reply, TestApp};
+pub use database::{on_postgres, TestSchema};
 pub use ops::{path_segment, ten_code};
 pub use process::{
     cmdline, environ, group_and_session, group_members, pid_alive, pid_exists, rss_kib,

@@ -304,7 +304,7 @@ impl Store {
                 for id in all.iter().filter(|id| ids.is_empty() || ids.contains(id)) {
                     marked += w
                         .c
-                        .execute("INSERT OR IGNORE INTO fd_reads (message_id, participant, read_at) VALUES (?1, ?2, ?3)", args![id, participant, w.now])?;
+                        .execute("INSERT INTO fd_reads (message_id, participant, read_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", args![id, participant, w.now])?;
                 }
                 let ev = record(w.c, w.now, "read.updated", &conv, json!({"participant": participant, "marked": marked}))?;
                 Ok((marked, ev))

@@ -75,7 +75,7 @@ impl W<'_> {
             DispatchMode::BatchedSequential => {
                 self.c
                     .execute("INSERT INTO dispatch_chat_state (chat_id, first_pending_at, last_input_at) VALUES (?1, ?2, ?2) \
-                         ON CONFLICT (chat_id) DO UPDATE SET first_pending_at = COALESCE(first_pending_at, ?2), last_input_at = ?2", args![chat_id, self.now])?;
+                         ON CONFLICT (chat_id) DO UPDATE SET first_pending_at = COALESCE(dispatch_chat_state.first_pending_at, ?2), last_input_at = ?2", args![chat_id, self.now])?;
                 self.kick_scheduler();
             }
         }

@@ -10,9 +10,9 @@ use crate::settings::DispatchMode;
 use crate::store::error::StoreError;
 use crate::store::W;
 
-/// Advisory lock key of a scheduler pass ("agentd.s" in ASCII): one pass at a time across the
-/// nodes sharing a PostgreSQL database.
-const SCHEDULER_LOCK: i64 = 0x6167_656e_7464_2e73;
+/// Advisory lock name of a scheduler pass: one pass at a time across the nodes sharing a
+/// PostgreSQL schema.
+const SCHEDULER_LOCK: &str = "agentd.scheduler";
 /// When the lock is taken, how soon to try the pass again.
 const SCHEDULER_BUSY_RETRY_MS: i64 = 200;
 
@@ -24,7 +24,7 @@ impl W<'_> {
         match self.c.dialect() {
             crate::store::sql::Dialect::Sqlite => Ok(true),
             crate::store::sql::Dialect::Postgres => self.c.one(
-                "SELECT pg_try_advisory_xact_lock(?1)",
+                "SELECT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext(?1))",
                 args![SCHEDULER_LOCK],
             ),
         }

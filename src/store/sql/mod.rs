@@ -7,6 +7,7 @@
 //! (row locks, JSON, substring search) the statement asks its [`Dialect`]. Rows come back owned
 //! ([`Row`]) and are read with typed getters, so no engine's row type leaks into the domain code.
 
+pub mod postgres;
 pub mod sqlite;
 
 use super::error::StoreError;
@@ -160,6 +161,8 @@ pub enum DbErrorKind {
     Connection,
     /// The disk (or the database's quota) is full.
     Full,
+    /// A value the engine cannot store (PostgreSQL's text cannot hold NUL characters).
+    Invalid,
     /// The database (its file, its directory or the filesystem) cannot be written.
     ReadOnly,
     /// The database file is gone or cannot be reached (deleted while open, I/O errors).
