@@ -251,7 +251,7 @@ fn lone_sleeper() -> Value {
         "auto_start": false,
         "nodes": [{"type": "extension", "name": "main", "addon": "custom", "property": {}}],
         "connections": [],
-        "runtime": {"command": ["sleep", "600"], "ready": "settle", "settle_ms": 1}
+        "runtime": {"command": ["sh", "-c", "exec sleep 600"], "ready": "settle", "settle_ms": 1}
     })
 }
 
