@@ -1,5 +1,6 @@
 //! agentd's benchmark: `cargo bench --bench agentd` (full, a few minutes) or
-//! `cargo bench --bench agentd -- --quick` (under a minute).
+//! `cargo bench --bench agentd -- --quick` (under a minute); `-- --only <words>` runs only the
+//! scenarios whose name contains them.
 //!
 //! It starts the real release `agentd` on port 0 in a temp dir for each scenario (the tests'
 //! [`TestApp`]), drives it over HTTP like a client would, and prints one table: min, median, p99
@@ -78,6 +79,8 @@ type Scenario = fn(bool) -> Pin<Box<dyn Future<Output = Vec<Row>> + Send>>;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--only <words>`: the scenarios whose name contains them (say, `--only start`).
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,14 +104,21 @@ fn main() {
         ("many workers", |q| Box::pin(many_workers(q))),
         ("dispatch latency", |q| Box::pin(dispatch_latency(q))),
         ("round trips", |q| Box::pin(round_trips(q))),
-        ("round trips, 8 agents", |q| Box::pin(round_trips_agents(q, 8))),
-        ("round trips, 32 agents", |q| Box::pin(round_trips_agents(q, 32))),
+        ("round trips, 8 agents", |q| {
+            Box::pin(round_trips_agents(q, 8))
+        }),
+        ("round trips, 32 agents", |q| {
+            Box::pin(round_trips_agents(q, 32))
+        }),
         ("memory per 1,000 chats", |q| Box::pin(chat_memory(q))),
         ("batch sealing", |q| Box::pin(seal_lateness(q))),
         ("front door", |q| Box::pin(front_door(q))),
         ("chat reads under a writer", |q| Box::pin(chat_reads(q))),
     ];
     for (name, f) in scenarios {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         eprintln!("… {name}");
         // On a task of its own: a scenario that panics (a failed request) fails alone.
         match rt.block_on(rt.spawn(f(quick))) {
@@ -223,7 +233,7 @@ fn sleeper_graph() -> Value {
 fn server(env: &[(&str, &str)]) -> TestApp {
     TestApp::builder()
         .binary(binary())
-        .property_json(json!({"ten": {"predefined_graphs": [echo_graph(), warm_echo_graph(2)]}}))
+        .property_json(json!({"ten": {"predefined_graphs": [echo_graph()]}}))
         .graph_file("sleeper", sleeper_graph())
         .env("RUST_LOG", "warn")
         .env("WORKERS_MAX", "2000")
@@ -285,7 +295,13 @@ async fn start_stop(quick: bool) -> Vec<Row> {
 /// start takes a few ms; the pause is 200 ms), so every start finds a waiting worker.
 async fn prewarmed_start(quick: bool) -> Vec<Row> {
     let n = if quick { 10 } else { 40 };
-    let s = server(&[]);
+    // A server of its own: the waiting workers would weigh on the other scenarios.
+    let s = TestApp::builder()
+        .binary(binary())
+        .property_json(json!({"ten": {"predefined_graphs": [echo_graph(), warm_echo_graph(2)]}}))
+        .env("RUST_LOG", "warn")
+        .unset("HTTP_WORKERS")
+        .start();
     let mut warm = Samples::default();
     let mut cold = Samples::default();
     // The pool fills as the server boots.

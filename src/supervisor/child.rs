@@ -422,9 +422,9 @@ impl Child {
         let exit = match raw.pidfd {
             // SAFETY: the pidfd is owned by the AsyncFd and neither replaced nor closed while
             // registered.
-            Some(fd) => Exit::Pidfd(unsafe {
-                AsyncFd::register_with_interest(fd, Interest::READABLE)?
-            }),
+            Some(fd) => {
+                Exit::Pidfd(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? })
+            }
             None => Exit::Sigchld(signal(SignalKind::child()).ok()),
         };
         Ok(Child {

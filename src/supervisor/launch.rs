@@ -67,7 +67,9 @@ impl Supervisor {
         let plan = Plan::new(&inner.settings, &mut res, property_path);
         let (ready_tx, ready_rx) = oneshot::channel();
         let warm = warm.map(|w| w.proc);
-        inner.rt.spawn(task::run(inner.clone(), plan, rx, ready_tx, warm));
+        inner
+            .rt
+            .spawn(task::run(inner.clone(), plan, rx, ready_tx, warm));
         let (pid, worker_id) = ready_rx
             .await
             .unwrap_or(Err(StartError::StoppedDuringStart))?;

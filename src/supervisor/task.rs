@@ -275,7 +275,10 @@ impl Task {
             a.env.insert(k.clone(), v.clone());
         }
         a.env.insert(env::CHANNEL.into(), plan.channel.clone());
-        for (k, v) in [(env::REQUEST_ID, &plan.request_id), (env::CHAT_ID, &plan.chat_id)] {
+        for (k, v) in [
+            (env::REQUEST_ID, &plan.request_id),
+            (env::CHAT_ID, &plan.chat_id),
+        ] {
             if let Some(v) = v {
                 a.env.insert(k.into(), v.clone());
             }

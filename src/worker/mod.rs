@@ -74,6 +74,8 @@ pub struct Worker {
     pub addon: Addon,
     pub client: Client,
     pub notifier: Notifier,
+    /// The API answered already (a prewarmed worker reached it before it waited).
+    pub api_reached: bool,
 }
 
 impl Worker {
@@ -107,6 +109,7 @@ impl Worker {
             path: property.display().to_string(),
             message: "the graph has no node".into(),
         })?;
+        let api_reached = client.is_some();
         let client = client.unwrap_or_else(|| {
             Client::new(&env.api_url, env.api_key.clone(), env.worker_token.clone())
         });
@@ -117,6 +120,7 @@ impl Worker {
             addon,
             client,
             notifier,
+            api_reached,
         })
     }
 
@@ -153,7 +157,7 @@ impl Worker {
 
     /// Claims and answers until `stop` is set.
     pub async fn serve(&self, stop: Stop) {
-        if !self.reach_api(&stop).await {
+        if !self.api_reached && !self.reach_api(&stop).await {
             return;
         }
         self.notifier.send(READY);
