@@ -354,7 +354,8 @@ impl Task {
                 Life::Over
             }
             Ended::Idle => {
-                tracing::info!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
+                // The one info line of a reap is `shut`'s "worker stopped" (with how and took_ms).
+                tracing::debug!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
                 self.shut(proc, None, "inactivity timeout").await;
                 Life::Over
             }
@@ -416,6 +417,10 @@ impl Task {
     ) {
         self.set(|i| i.state = WorkerState::Stopping);
         let out = stop::stop(&mut proc.child, &proc.hold, self.plan.stop_grace).await;
+        if reply.is_none() {
+            // A stop someone asked for is logged by `Supervisor::stop`, which knows who.
+            tracing::info!(channel = %self.plan.channel, by = why, how = out.how, took_ms = out.took_ms, "worker stopped");
+        }
         self.end(proc, &format!("{why} ({})", out.how)).await;
         self.last = out.clone();
         self.finish();
