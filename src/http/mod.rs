@@ -26,6 +26,7 @@ pub mod extract;
 pub mod fd_error;
 pub mod method;
 pub mod ops;
+pub mod slow;
 pub mod sse;
 pub mod state;
 pub mod supervisor;
