@@ -1,5 +1,6 @@
 //! agentd's benchmark: `cargo bench --bench agentd` (full, a few minutes) or
-//! `cargo bench --bench agentd -- --quick` (under a minute).
+//! `cargo bench --bench agentd -- --quick` (under a minute); `-- --only <words>` runs only the
+//! scenarios whose name contains them.
 //!
 //! It starts the real release `agentd` on port 0 in a temp dir for each scenario (the tests'
 //! [`TestApp`]), drives it over HTTP like a client would, and prints one table: min, median, p99
@@ -81,6 +82,8 @@ type Scenario = fn(bool) -> Pin<Box<dyn Future<Output = Vec<Row>> + Send>>;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--only <words>`: the scenarios whose name contains them (say, `--only start`).
+    let only_arg: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,9 +103,11 @@ fn main() {
             "SQLite"
         }
     );
+    // Both ways of choosing scenarios add up: the flag and the variable.
     let only: Vec<String> = std::env::var("AGENTD_BENCH_SCENARIOS")
         .unwrap_or_default()
         .split(',')
+        .chain(only_arg.as_deref())
         .map(|w| w.trim().to_string())
         .filter(|w| !w.is_empty())
         .collect();
@@ -112,11 +117,19 @@ fn main() {
     let mut rows = Vec::new();
     let scenarios: Vec<(&str, Scenario)> = vec![
         ("start/stop", |q| Box::pin(start_stop(q))),
+        ("prewarmed start", |q| Box::pin(prewarmed_start(q))),
         ("reaping", |q| Box::pin(reaping(q))),
         ("ping vs health", |q| Box::pin(ping_throughput(q))),
         ("many workers", |q| Box::pin(many_workers(q))),
         ("dispatch latency", |q| Box::pin(dispatch_latency(q))),
         ("round trips", |q| Box::pin(round_trips(q))),
+        ("round trips, 8 agents", |q| {
+            Box::pin(round_trips_agents(q, 8))
+        }),
+        ("round trips, 32 agents", |q| {
+            Box::pin(round_trips_agents(q, 32))
+        }),
+        ("memory per 1,000 chats", |q| Box::pin(chat_memory(q))),
         ("batch sealing", |q| Box::pin(seal_lateness(q))),
         ("front door", |q| Box::pin(front_door(q))),
         ("chat reads under a writer", |q| Box::pin(chat_reads(q))),
@@ -221,6 +234,14 @@ fn echo_graph() -> Value {
     ], "connections": []}})
 }
 
+/// The echo graph with `n` workers kept waiting for a channel.
+fn warm_echo_graph(n: u32) -> Value {
+    let mut g = echo_graph();
+    g["name"] = json!("warm_echo");
+    g["runtime"] = json!({"prewarm": n});
+    g
+}
+
 fn sleeper_graph() -> Value {
     json!({"name": "sleeper", "nodes": [],
         "runtime": {"command": ["sh", "-c", "exec sleep 3600"], "ready": "settle", "settle_ms": 1, "restart": "never"}})
@@ -286,6 +307,44 @@ async fn start_stop(quick: bool) -> Vec<Row> {
         )
         .with_floor("SIGTERM+wait", floor_stop),
     ]
+}
+
+/// `/start` to ready when a prewarmed echo worker waits, beside a cold `/start` of the same
+/// worker in the same run. Each start waits until the pool has had time to refill (a cold
+/// start takes a few ms; the pause is 200 ms), so every start finds a waiting worker.
+async fn prewarmed_start(quick: bool) -> Vec<Row> {
+    let n = if quick { 10 } else { 40 };
+    // A server of its own: the waiting workers would weigh on the other scenarios.
+    let s = TestApp::builder()
+        .binary(binary())
+        .property_json(json!({"ten": {"predefined_graphs": [echo_graph(), warm_echo_graph(2)]}}))
+        .env("RUST_LOG", "warn")
+        .unset("HTTP_WORKERS")
+        .start();
+    let mut warm = Samples::default();
+    let mut cold = Samples::default();
+    // The pool fills as the server boots.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..n {
+        let ch = format!("bench-warm-{i}");
+        let t0 = Instant::now();
+        s.start_ok(&ch, "warm_echo", json!({"timeout": -1})).await;
+        warm.push(ms(t0.elapsed()));
+        let ch_cold = format!("bench-cold-{i}");
+        let t0 = Instant::now();
+        s.start_ok(&ch_cold, "echo", json!({"timeout": -1})).await;
+        cold.push(ms(t0.elapsed()));
+        s.stop(&ch).await;
+        s.stop(&ch_cold).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    vec![Row::new(
+        "/start to ready, prewarmed echo worker (runtime.prewarm)",
+        "ms",
+        warm,
+        "median ≤ 1 ms; ≤ 0.3 × cold",
+    )
+    .with_floor("cold /start", cold)]
 }
 
 /// Spawns `agentd worker` directly with its own notify socket; (ms to READY=1, ms to exit
@@ -620,6 +679,98 @@ async fn round_trips(quick: bool) -> Vec<Row> {
         "per s",
         Samples(vec![rate]),
         "≥ 2,000 per s",
+    )]
+}
+
+/// Full round trips as [`round_trips`], with `agents` chats answered at once: each chat's
+/// client waits for its answer before it sends the next message (a conversation).
+async fn round_trips_agents(quick: bool, agents: usize) -> Vec<Row> {
+    let secs = if quick { 3 } else { 10 };
+    let s = Arc::new(server(&[
+        ("DISPATCH_MODE", "immediate"),
+        ("WRITE_RATE_LIMIT_MAX", "100000000"),
+    ]));
+    let mut chats = Vec::new();
+    for _ in 0..agents {
+        chats.push(s.new_chat("echo").await);
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for (i, chat) in chats.into_iter().enumerate() {
+        let (s, count) = (s.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let w = format!("agent{i}");
+            while Instant::now() < end {
+                s.post_user(&chat, "ping").await;
+                let b = s
+                    .claim_with(json!({"workerId": w, "waitMs": 5000, "chatId": chat}))
+                    .await;
+                assert_eq!(b.status, 200, "claim: {}", b.text);
+                let m = s.stream_message(&chat, "echo").await;
+                let mid = m.body["id"].as_str().unwrap_or_default().to_string();
+                for piece in ["one ", "two ", "three"] {
+                    s.chunk(&mid, piece).await;
+                }
+                s.complete_message(&mid, json!({})).await;
+                let r = s.complete(&b.body, &w).await;
+                assert_eq!(r.status, 204, "complete: {}", r.text);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
+    vec![Row::new(
+        &format!("full round trips (3 chunks), {agents} agents at once for {secs} s"),
+        "per s",
+        Samples(vec![rate]),
+        "",
+    )]
+}
+
+/// agentd's resident memory grown by 1,000 chats with 10 messages each, all read back in full.
+async fn chat_memory(quick: bool) -> Vec<Row> {
+    let chats_n = if quick { 200 } else { 1000 };
+    let per_chat = 10;
+    let s = Arc::new(server(&[("WRITE_RATE_LIMIT_MAX", "100000000")]));
+    // Warm the server's own pools and caches first.
+    let warmup = s.new_chat("echo").await;
+    s.post_user(&warmup, "warm").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(s.pid()).unwrap_or(0) as f64;
+    let chans: Vec<String> = (0..chats_n).map(|i| format!("{i}")).collect();
+    let chats: Arc<Mutex<Vec<String>>> = Default::default();
+    run_concurrent(&chans, 16, |_| {
+        let (s, chats) = (s.clone(), chats.clone());
+        async move {
+            let chat = s.new_chat("echo").await;
+            for m in 0..per_chat {
+                s.post_user(&chat, &format!("message {m} with a few words of history"))
+                    .await;
+            }
+            lock(&chats).push(chat);
+        }
+    })
+    .await;
+    let all = lock(&chats).clone();
+    run_concurrent(&all, 16, |chat| {
+        let s = s.clone();
+        async move {
+            s.history(&chat).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rss_kib(s.pid()).unwrap_or(0) as f64;
+    let per_1000 = (after - before).max(0.0) / 1024.0 * 1000.0 / chats_n as f64;
+    vec![Row::new(
+        &format!("agentd RSS growth per 1,000 chats ({per_chat} messages each, read back)"),
+        "MB",
+        Samples(vec![per_1000]),
+        "",
     )]
 }
 

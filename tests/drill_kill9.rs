@@ -243,3 +243,63 @@ async fn kill_9_mid_message_stream_loses_nothing_acknowledged() {
         "the kill came after every answer: no drill"
     );
 }
+
+/// A worker with nothing to sweep: only `PR_SET_PDEATHSIG` (and the parent check after it) can
+/// end it when agentd dies.
+fn lone_sleeper() -> Value {
+    json!({
+        "auto_start": false,
+        "nodes": [{"type": "extension", "name": "main", "addon": "custom", "property": {}}],
+        "connections": [],
+        "runtime": {"command": ["sh", "-c", "exec sleep 600"], "ready": "settle", "settle_ms": 1}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_storm_of_starts_leaves_no_orphan() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let s = TestApp::builder()
+        .env("WORKERS_MAX", "2000")
+        .graph_file("lone", lone_sleeper())
+        .start();
+    // Clients start workers as fast as agentd takes them, until it is gone.
+    let started = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..12)
+        .map(|c| {
+            let (client, url, started) = (s.client.clone(), s.url("/start"), started.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let body = json!({"channel_name": format!("c{c}-{n}"), "graph_name": "lone"});
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            started.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            started.load(Ordering::SeqCst) >= 60
+        })
+        .await,
+        "the storm did not get going: {}",
+        s.output()
+    );
+    // In the middle of the storm: starts in flight, children being spawned.
+    let remains = s.kill9();
+    for c in clients {
+        let _ = c.await;
+    }
+    // No sweep runs (no next agentd): every worker must have died with agentd by itself.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            remains.members().is_empty()
+        })
+        .await,
+        "orphans after kill -9 of agentd: {:?}",
+        remains.members()
+    );
+}

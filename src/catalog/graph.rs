@@ -50,6 +50,9 @@ pub struct Runtime {
     pub pids_max: Option<u64>,
     /// Whether the chat front doors may start this graph's worker on demand.
     pub on_demand: bool,
+    /// How many workers of this graph agentd keeps started and waiting for a channel (see
+    /// `supervisor::prewarm`); 0: none.
+    pub prewarm: u32,
     /// The property keys a `/start` request may set; `None`: every key that is not protected.
     pub overridable: Option<Vec<Overridable>>,
 }
@@ -68,6 +71,7 @@ impl Default for Runtime {
             memory_max: None,
             pids_max: None,
             on_demand: true,
+            prewarm: 0,
             overridable: None,
         }
     }

@@ -98,6 +98,9 @@ pub(super) fn parse_graph(
     })
 }
 
+/// Most prewarmed workers one graph may ask for.
+pub const MAX_PREWARM: u64 = 64;
+
 fn parse_runtime(rt: &Value, base_dir: &Path) -> Result<Runtime, String> {
     let obj = rt.as_object().ok_or("must be an object")?;
     let mut out = Runtime::default();
@@ -177,6 +180,13 @@ fn parse_runtime(rt: &Value, base_dir: &Path) -> Result<Runtime, String> {
                     return Err("\"pids_max\" must be >= 1".into());
                 }
                 out.pids_max = Some(n);
+            }
+            "prewarm" => {
+                let n = uint()?;
+                if n > MAX_PREWARM {
+                    return Err(format!("\"prewarm\" must be at most {MAX_PREWARM}"));
+                }
+                out.prewarm = n as u32;
             }
             "on_demand" => {
                 out.on_demand = v.as_bool().ok_or("\"on_demand\" must be true or false")?
@@ -327,6 +337,10 @@ mod tests {
         let rt =
             parse_runtime(&json!({"memory_max": "1G", "pids_max": 64}), Path::new("/")).unwrap();
         assert_eq!((rt.memory_max, rt.pids_max), (Some(1 << 30), Some(64)));
+        let rt = parse_runtime(&json!({"prewarm": 2}), Path::new("/")).unwrap();
+        assert_eq!(rt.prewarm, 2);
+        let err = parse_runtime(&json!({"prewarm": 65}), Path::new("/")).unwrap_err();
+        assert!(err.contains("prewarm"), "{err}");
         let err = parse_runtime(&json!({"pids_max": 0}), Path::new("/")).unwrap_err();
         assert!(err.contains("pids_max"), "{err}");
         let err = parse_runtime(&json!({"pids_max": "many"}), Path::new("/")).unwrap_err();

@@ -32,6 +32,9 @@ pub const CLAIM_WAIT_MS: &str = "AGENTD_CLAIM_WAIT_MS";
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 /// The watchdog interval in microseconds, when the graph has one.
 pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
+/// `1` for a prewarmed worker: it has no channel yet, and waits on stdin for the one line that
+/// gives it one (see [`super::prewarm`]).
+pub const PREWARM: &str = "AGENTD_PREWARM";
 /// systemd's companion of [`WATCHDOG_USEC`]; never given to a worker, so that one inherited from
 /// agentd's own environment cannot point the worker's watchdog at agentd.
 pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
@@ -54,6 +57,7 @@ pub const OWN: &[&str] = &[
     CHAT_ID,
     NOTIFY_SOCKET,
     WATCHDOG_USEC,
+    PREWARM,
 ];
 
 /// True for a variable that only agentd may set.

@@ -10,3 +10,4 @@ pub mod document;
 pub mod env;
 pub mod notify;
 pub mod placeholder;
+pub mod prewarm;

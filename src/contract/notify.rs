@@ -4,6 +4,8 @@
 
 /// The worker is ready: `/start` answers.
 pub const READY: &str = "READY=1";
+/// A prewarmed worker has loaded what it can without a channel and waits for one on stdin.
+pub const PREWARM: &str = "PREWARM=1";
 /// The worker is shutting down.
 pub const STOPPING: &str = "STOPPING=1";
 /// The worker is alive: the watchdog deadline moves.
@@ -15,6 +17,7 @@ pub const WATCHDOG_TRIGGER: &str = "WATCHDOG=trigger";
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Notice {
     pub ready: bool,
+    pub prewarm: bool,
     pub stopping: bool,
     pub watchdog: bool,
     pub watchdog_trigger: bool,
@@ -27,6 +30,7 @@ impl Notice {
         for line in String::from_utf8_lossy(datagram).lines() {
             match line.trim() {
                 READY => n.ready = true,
+                PREWARM => n.prewarm = true,
                 STOPPING => n.stopping = true,
                 WATCHDOG => n.watchdog = true,
                 WATCHDOG_TRIGGER => n.watchdog_trigger = true,

@@ -12,7 +12,7 @@ use super::logs;
 use super::plan::Plan;
 use super::registry::timeout_secs;
 use super::reserve::{Reservation, StartSpec};
-use super::{task, Supervisor};
+use super::{prewarm, task, Supervisor};
 
 /// A worker that is up.
 #[derive(Debug, Clone, Serialize)]
@@ -32,22 +32,33 @@ impl Supervisor {
     pub async fn launch(&self, mut res: Reservation) -> Result<StartedWorker, StartError> {
         let inner = self.inner.clone();
         let channel = res.spec.channel.clone();
-        let stem = logs::safe_stem(&channel);
-        let property_path = inner
-            .run_dir
-            .join(format!("property-{stem}-{}.json", res.generation));
-        write_private(&property_path, &res.doc)
-            .await
-            .map_err(|source| StartError::PropertyFile {
+        // A prewarmed worker already looks for its file at a path of its own.
+        let warm = match res.graph.runtime.prewarm {
+            0 => None,
+            _ => inner.prewarm.take(&res.graph).await,
+        };
+        let property_path = match &warm {
+            Some(w) => w.property_path.clone(),
+            None => inner.run_dir.join(format!(
+                "property-{}-{}.json",
+                logs::safe_stem(&channel),
+                res.generation
+            )),
+        };
+        if let Err(source) = write_private(&property_path, &res.doc).await {
+            prewarm::discard(&inner, warm);
+            return Err(StartError::PropertyFile {
                 path: property_path.display().to_string(),
                 source,
-            })?;
+            });
+        }
 
         let (tx, rx) = mpsc::unbounded_channel();
         if !inner.registry.attach(&channel, res.generation, tx) {
             if !inner.settings.keep_property_files {
                 let _ = std::fs::remove_file(&property_path);
             }
+            prewarm::discard(&inner, warm);
             return Err(StartError::ShuttingDown);
         }
         // From here the task owns the slot: dropping the reservation no longer releases it.
@@ -55,7 +66,10 @@ impl Supervisor {
 
         let plan = Plan::new(&inner.settings, &mut res, property_path);
         let (ready_tx, ready_rx) = oneshot::channel();
-        inner.rt.spawn(task::run(inner.clone(), plan, rx, ready_tx));
+        let warm = warm.map(|w| w.proc);
+        inner
+            .rt
+            .spawn(task::run(inner.clone(), plan, rx, ready_tx, warm));
         let (pid, worker_id) = ready_rx
             .await
             .unwrap_or(Err(StartError::StoppedDuringStart))?;

@@ -339,8 +339,28 @@ impl LogSink {
     }
 }
 
-/// Copies a child's stream into the sink line by line until end of file.
-pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: Arc<LogSink>) {
+/// Where a process's output goes now. A prewarmed worker's output goes to its graph's prewarm
+/// log until a channel takes the worker, then to that channel's log.
+pub struct Route(std::sync::RwLock<Arc<LogSink>>);
+
+impl Route {
+    pub fn new(sink: Arc<LogSink>) -> Arc<Route> {
+        Arc::new(Route(std::sync::RwLock::new(sink)))
+    }
+
+    /// The sink lines go to from now on.
+    pub fn get(&self) -> Arc<LogSink> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sends the lines read from now on to `sink`.
+    pub fn set(&self, sink: Arc<LogSink>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+}
+
+/// Copies a child's stream into its route's sink line by line until end of file.
+pub async fn pump(mut stream: impl AsyncRead + Unpin, route: Arc<Route>) {
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -360,10 +380,10 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: Arc<LogSink>) {
             let line = std::mem::replace(&mut pending, rest);
             lines.push(text(&line));
         }
-        sink.write(lines).await;
+        route.get().write(lines).await;
     }
     if !pending.is_empty() {
-        sink.write(vec![text(&pending)]).await;
+        route.get().write(vec![text(&pending)]).await;
     }
 }
 
@@ -421,8 +441,8 @@ mod tests {
         let sink = Arc::new(LogSink::to_file(p.clone(), 1 << 20, 2));
         let text: String = (0..500).map(|i| format!("line {i}\r\n")).collect();
         sink.note("before").await;
-        pump(text.as_bytes(), sink.clone()).await;
-        pump(&b"no newline at the end"[..], sink.clone()).await;
+        pump(text.as_bytes(), Route::new(sink.clone())).await;
+        pump(&b"no newline at the end"[..], Route::new(sink.clone())).await;
         sink.note("after").await;
         let written = std::fs::read_to_string(&p).unwrap();
         let want: String = std::iter::once("--- agentd: before".to_string())

@@ -14,6 +14,7 @@
 //! CPU (and enforces `runtime.memory_max` where the kernel cannot).
 
 pub mod cgroup;
+mod child;
 pub mod document;
 pub mod errors;
 pub mod fields;
@@ -22,6 +23,7 @@ pub mod logs;
 mod notify;
 pub mod overrides;
 mod plan;
+mod prewarm;
 mod reap;
 pub mod records;
 mod registry;
@@ -110,6 +112,8 @@ pub(crate) struct Inner {
     /// Where workers' cgroups are made; `None` in process-group mode.
     tree: Option<Tree>,
     containment: ContainmentReport,
+    /// Workers started ahead of their channel, per graph with `runtime.prewarm`.
+    prewarm: prewarm::Pools,
 }
 
 /// See [`Supervisor::on_worker_gone`].
@@ -158,7 +162,7 @@ impl Supervisor {
         tokio::spawn(records.clone().run_writer());
         tokio::spawn(reap::run());
         let rt = tokio::runtime::Handle::current();
-        spawn::init(rt.clone());
+        spawn::init();
         let sample_every = settings.worker_sample_interval;
         let inner = Arc::new(Inner {
             settings,
@@ -172,8 +176,10 @@ impl Supervisor {
             leftovers: Mutex::new(leftovers),
             tree,
             containment,
+            prewarm: prewarm::Pools::default(),
         });
         usage::start(Arc::downgrade(&inner), sample_every);
+        prewarm::start(&inner);
         Ok(Supervisor { inner })
     }
 
@@ -265,7 +271,13 @@ impl Supervisor {
         Ok(self.inner.registry.log(channel)?.follow(n))
     }
 
-    /// Refuses new starts, then stops every worker in parallel with the grace period.
+    /// How many prewarmed workers of `graph` wait for a channel now.
+    pub fn prewarmed(&self, graph: &str) -> usize {
+        self.inner.prewarm.waiting(graph)
+    }
+
+    /// Refuses new starts, then stops every worker (prewarmed ones too) in parallel with the
+    /// grace period.
     pub async fn shutdown(&self) {
         let stops = self
             .inner
@@ -280,7 +292,8 @@ impl Supervisor {
                     }
                 }
             });
-        futures_util::future::join_all(stops).await;
+        let stops = futures_util::future::join_all(stops);
+        futures_util::future::join(stops, self.inner.prewarm.close()).await;
         if let Some(tree) = &self.inner.tree {
             tree.remove();
         }
@@ -289,6 +302,7 @@ impl Supervisor {
     /// Kills every worker's process group and cgroup at once (their cgroups are removed by the
     /// next start's sweep).
     pub fn kill_all_now(&self) {
+        self.inner.prewarm.kill_all_now();
         for (pid, cgroup) in self.inner.registry.close_for_kill() {
             stop::kill_group(pid as i32, Signal::SIGKILL);
             if let Some(dir) = cgroup {

@@ -2,7 +2,7 @@
 //! and its backoff, the inactivity and watchdog clocks, and where its output goes. Made once per
 //! launch from the reservation, the graph's `runtime` and the settings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +11,12 @@ use tokio::time::Instant;
 use super::logs::{self, LogSink};
 use super::registry::PingClock;
 use super::reserve::Reservation;
-use crate::catalog::{Ready, Restart, Timeout};
+use crate::catalog::{Graph, Ready, Restart, Timeout};
 use crate::contract::document::PROPERTY_FLAG;
 use crate::settings::Settings;
 
+/// The stand-in channel of a prewarmed worker in logs and records: `prewarm:<graph>`.
+pub(super) const PREWARM_PREFIX: &str = "prewarm:";
 /// First restart delay; doubled for each consecutive failure, up to [`BACKOFF_MAX`].
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -49,28 +51,57 @@ pub(super) struct Plan {
     pub log: Arc<LogSink>,
     /// The channel's last ping, written by `/ping`.
     pub pings: Arc<PingClock>,
+    /// A prewarmed worker's: no channel yet, a stdin to be given one on.
+    pub prewarm: bool,
 }
 
 impl Plan {
     /// The plan of a reservation whose document is at `property_path`; takes its extra
     /// environment.
     pub fn new(settings: &Settings, res: &mut Reservation, property_path: PathBuf) -> Plan {
-        let channel = res.spec.channel.clone();
-        let graph = res.graph.clone();
+        let mut plan = Plan::for_graph(
+            settings,
+            &res.graph,
+            res.spec.channel.clone(),
+            property_path,
+            res.log.clone(),
+        );
+        plan.generation = res.generation;
+        plan.request_id = res.spec.request_id.clone();
+        plan.chat_id = res.spec.chat_id.clone();
+        plan.extra_env = std::mem::take(&mut res.spec.extra_env);
+        plan.timeout = res.timeout;
+        plan.pings = res.pings.clone();
+        plan
+    }
+
+    /// The plan of one prewarmed worker of `graph` (no channel yet; its file will be at
+    /// `property_path`).
+    pub fn prewarm(
+        settings: &Settings,
+        graph: &Graph,
+        property_path: PathBuf,
+        log: Arc<LogSink>,
+    ) -> Plan {
+        let mut plan = Plan::for_graph(
+            settings,
+            graph,
+            format!("{PREWARM_PREFIX}{}", graph.name),
+            property_path,
+            log,
+        );
+        plan.prewarm = true;
+        plan
+    }
+
+    fn for_graph(
+        settings: &Settings,
+        graph: &Graph,
+        channel: String,
+        property_path: PathBuf,
+        log: Arc<LogSink>,
+    ) -> Plan {
         let builtin = graph.runtime.command.is_none() && settings.worker_command.is_none();
-        let mut argv = graph
-            .runtime
-            .command
-            .clone()
-            .or_else(|| settings.worker_command.clone())
-            .unwrap_or_else(|| {
-                let exe = std::env::current_exe()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| "agentd".into());
-                vec![exe, "worker".into()]
-            });
-        argv.push(PROPERTY_FLAG.into());
-        argv.push(property_path.to_string_lossy().into_owned());
         let ready = graph.runtime.ready.unwrap_or(if builtin {
             Ready::Notify
         } else {
@@ -83,12 +114,12 @@ impl Plan {
             .filter(|p| p.is_dir());
         Plan {
             channel,
-            generation: res.generation,
+            generation: 0,
             graph: graph.name.clone(),
-            request_id: res.spec.request_id.clone(),
-            chat_id: res.spec.chat_id.clone(),
-            extra_env: std::mem::take(&mut res.spec.extra_env),
-            argv,
+            request_id: None,
+            chat_id: None,
+            extra_env: Vec::new(),
+            argv: argv(settings, graph, &property_path),
             cwd,
             ready,
             settle: graph
@@ -97,7 +128,7 @@ impl Plan {
                 .map(Duration::from_millis)
                 .unwrap_or(settings.worker_settle),
             start_timeout: settings.worker_start_timeout,
-            timeout: res.timeout,
+            timeout: Timeout::Never,
             restart: graph.runtime.restart,
             max_restarts: graph.runtime.max_restarts,
             watchdog: graph.runtime.watchdog_ms.map(Duration::from_millis),
@@ -106,8 +137,9 @@ impl Plan {
             stop_grace: settings.worker_stop_grace,
             property_path,
             keep_property_file: settings.keep_property_files,
-            log: res.log.clone(),
-            pings: res.pings.clone(),
+            log,
+            pings: Arc::new(PingClock::default()),
+            prewarm: false,
         }
     }
 
@@ -181,6 +213,24 @@ impl Plan {
             let _ = std::fs::remove_file(&self.property_path);
         }
     }
+}
+
+/// The command line of `graph`'s worker for the file at `property_path`.
+pub(super) fn argv(settings: &Settings, graph: &Graph, property_path: &Path) -> Vec<String> {
+    let mut argv = graph
+        .runtime
+        .command
+        .clone()
+        .or_else(|| settings.worker_command.clone())
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "agentd".into());
+            vec![exe, "worker".into()]
+        });
+    argv.push(PROPERTY_FLAG.into());
+    argv.push(property_path.to_string_lossy().into_owned());
+    argv
 }
 
 /// The delay before restart number `attempt` (from 1).

@@ -2,11 +2,11 @@
 //! parents died before them (a `setsid()` one included) become agentd's children, and their
 //! exit statuses are collected here so that none stays a zombie.
 //!
-//! Worker leaders are never reaped here: each one's status belongs to its tokio `Child`. They are
-//! registered while their fork is under way ([`spawning`]) and forgotten once their `Child` has
-//! been waited for ([`forget`]); the same lock covers the fork and every reaping pass, so a
-//! leader is never mistaken for an orphan, nor is the status of a failed exec (which the standard
-//! library collects itself) taken from it.
+//! Worker leaders are never reaped here: each one's status belongs to its [`super::child::Child`].
+//! They are registered while their spawn is under way ([`spawning`]) and forgotten once their
+//! `Child` has been waited for ([`forget`]); the same lock covers the spawn and every reaping
+//! pass, so a leader is never mistaken for an orphan, nor is the status of a failed exec (which
+//! the spawn collects itself) taken from it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};

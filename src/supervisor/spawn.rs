@@ -3,32 +3,30 @@
 //! of its own, its cgroup joined before exec, death with agentd), the record of its group and
 //! cgroup, and the pumps of its output.
 //!
-//! Every fork happens on one thread that lives as long as agentd: `PR_SET_PDEATHSIG` fires when
-//! the *thread* that forked the child exits, not the process (prctl(2)). Tokio may retire the
-//! thread a task runs on (`block_in_place`, blocking-pool threads), which would kill healthy
-//! workers; forking from a dedicated, never-ending thread ties the signal to agentd's life only.
+//! Every spawn ([`child::spawn`], no fork of agentd) happens on one thread that lives as long as
+//! agentd: `PR_SET_PDEATHSIG` fires when the *thread* that made the child exits, not the process
+//! (prctl(2)). Tokio may retire the thread a task runs on (`block_in_place`, blocking-pool
+//! threads), which would kill healthy workers; spawning from a dedicated, never-ending thread
+//! ties the signal to agentd's life only.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::process::Stdio;
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
 
-use nix::sys::signal::Signal;
-use nix::unistd::{getppid, Pid};
-use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::cgroup::{self, Cgroup, Enforced};
+use super::cgroup::{Cgroup, Enforced};
+use super::child::{self, Child, RawChild, Spec};
 use super::errors::StartError;
 use super::logs;
 use super::notify::NotifySocket;
 use super::plan::Plan;
 use super::reap;
 use super::records::{self, Record};
-use super::stop::Hold;
+use super::stop::{self, Hold};
 use super::Inner;
 use crate::contract::env;
 
@@ -44,6 +42,8 @@ pub(super) struct Proc {
     pub worker_id: String,
     pub notify: NotifySocket,
     pub pumps: Vec<JoinHandle<()>>,
+    /// Where the pumps send its output.
+    pub route: Arc<logs::Route>,
     pub started: Instant,
     /// The records change that recorded this process's group.
     pub recorded: u64,
@@ -75,7 +75,7 @@ pub(super) async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError
             return Err(spawn_err(e));
         }
     };
-    let pid = child.id().unwrap_or(0);
+    let pid = child.id();
     let recorded = inner.records.add(Record {
         channel: plan.channel.clone(),
         worker_id: worker_id.clone(),
@@ -83,12 +83,13 @@ pub(super) async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError
         start_time: records::start_time(pid as i32).unwrap_or(0),
         cgroup: cgroup.as_ref().map(|c| c.dir().to_path_buf()),
     });
+    let route = logs::Route::new(plan.log.clone());
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(logs::pump(out, plan.log.clone())));
+        pumps.push(tokio::spawn(logs::pump(out, route.clone())));
     }
     if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(logs::pump(err, plan.log.clone())));
+        pumps.push(tokio::spawn(logs::pump(err, route.clone())));
     }
     Ok(Proc {
         child,
@@ -101,6 +102,7 @@ pub(super) async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError
         worker_id,
         notify,
         pumps,
+        route,
         started: Instant::now(),
         recorded,
     })
@@ -131,75 +133,46 @@ fn discard(cgroup: Option<&Cgroup>) {
     }
 }
 
-/// The worker's command: argv, working directory and environment, in a process group of its
-/// own and in the cgroup whose `cgroup.procs` is `procs` (if any), killed when agentd dies.
+/// The worker's command: argv, working directory and environment, in the cgroup whose
+/// `cgroup.procs` is `procs` (if any). The process group and the death with agentd are
+/// [`child::spawn`]'s.
 fn command(
     inner: &Inner,
     plan: &Plan,
     worker_id: &str,
     notify_socket: &str,
     procs: Option<File>,
-) -> Command {
-    let mut cmd = Command::new(plan.argv.first().map(String::as_str).unwrap_or_default());
-    cmd.args(plan.argv.iter().skip(1));
-    if let Some(dir) = &plan.cwd {
-        cmd.current_dir(dir);
-    }
-    cmd.env_remove(env::WATCHDOG_PID);
+) -> Spec {
+    let mut env: Vec<(OsString, Option<OsString>)> = vec![(env::WATCHDOG_PID.into(), None)];
+    let mut set = |k: &str, v: Option<&str>| env.push((k.into(), v.map(Into::into)));
     for (k, v) in plan.extra_env.iter().filter(|(k, _)| !env::is_own(k)) {
-        cmd.env(k, v);
+        set(k, Some(v));
     }
     let settings = &inner.settings;
-    cmd.env(env::CHANNEL, &plan.channel)
-        .env(env::GRAPH, &plan.graph)
-        .env(env::AGENT_ID, &plan.graph)
-        .env(env::WORKER_ID, worker_id)
-        .env(env::SERVER_URL, &inner.base_url)
-        .env(env::API_URL, env::api_url(&inner.base_url))
-        .env(env::NOTIFY_SOCKET, notify_socket)
-        .env(env::WORKER_TOKEN, settings.worker_token.as_str());
+    // A prewarmed worker learns its channel when one takes it (see super::prewarm).
+    let channel = (!plan.prewarm).then_some(plan.channel.as_str());
+    set(env::CHANNEL, channel);
+    set(env::PREWARM, plan.prewarm.then_some("1"));
+    set(env::GRAPH, Some(&plan.graph));
+    set(env::AGENT_ID, Some(&plan.graph));
+    set(env::WORKER_ID, Some(worker_id));
+    set(env::SERVER_URL, Some(&inner.base_url));
+    set(env::API_URL, Some(&env::api_url(&inner.base_url)));
+    set(env::NOTIFY_SOCKET, Some(notify_socket));
+    set(env::WORKER_TOKEN, Some(settings.worker_token.as_str()));
     // Unset ones are removed, so nothing leaks in from agentd's own environment.
-    let optional = [
-        (env::REQUEST_ID, plan.request_id.clone()),
-        (env::API_KEY, settings.api_key.clone()),
-        (env::CHAT_ID, plan.chat_id.clone()),
-        (
-            env::WATCHDOG_USEC,
-            plan.watchdog.map(|w| (w.as_micros() as u64).to_string()),
-        ),
-    ];
-    for (name, value) in optional {
-        match value {
-            Some(v) => cmd.env(name, v),
-            None => cmd.env_remove(name),
-        };
+    let watchdog = plan.watchdog.map(|w| (w.as_micros() as u64).to_string());
+    set(env::REQUEST_ID, plan.request_id.as_deref());
+    set(env::API_KEY, settings.api_key.as_deref());
+    set(env::CHAT_ID, plan.chat_id.as_deref());
+    set(env::WATCHDOG_USEC, watchdog.as_deref());
+    Spec {
+        argv: plan.argv.clone(),
+        cwd: plan.cwd.clone(),
+        env,
+        stdin_pipe: plan.prewarm,
+        procs,
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
-    let parent = Pid::this();
-    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid and write
-    // syscalls and errno reads); nothing allocates. `procs` lives in the closure, so its
-    // descriptor is open in the child; it is close-on-exec, so the worker never sees it.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // agentd died between fork and prctl: do not run as an orphan.
-            if getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            // Into the cgroup before exec, so nothing the worker starts can be outside it.
-            if let Some(f) = &procs {
-                if !cgroup::join(f.as_raw_fd()) {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    cmd
 }
 
 impl Drop for Proc {
@@ -208,31 +181,27 @@ impl Drop for Proc {
     }
 }
 
-type Job = (Command, oneshot::Sender<io::Result<Child>>);
+type Job = (Spec, oneshot::Sender<io::Result<RawChild>>);
 
 static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
 
-/// Starts the spawner thread inside `rt`, agentd's main runtime (idempotent).
-pub(super) fn init(rt: tokio::runtime::Handle) {
-    spawner(rt);
+/// Starts the spawner thread (idempotent).
+pub(super) fn init() {
+    spawner();
 }
 
-fn spawner(handle: tokio::runtime::Handle) -> &'static mpsc::Sender<Job> {
+fn spawner() -> &'static mpsc::Sender<Job> {
     SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("agentd-spawner".into())
             .spawn(move || {
-                // The child's SIGCHLD handling and pipes belong to agentd's runtime.
-                let _guard = handle.enter();
-                for (mut cmd, reply) in rx {
+                for (spec, reply) in rx {
                     let spawned = reap::spawning(|| {
-                        let child = cmd.spawn()?;
-                        let pid = child.id().unwrap_or(0);
-                        Ok((child, pid))
+                        let raw = child::spawn(spec)?;
+                        let pid = raw.pid();
+                        Ok((raw, pid))
                     });
-                    // The closure holds the cgroup's `cgroup.procs`: close it now.
-                    drop(cmd);
                     let _ = reply.send(spawned);
                 }
             })
@@ -242,16 +211,19 @@ fn spawner(handle: tokio::runtime::Handle) -> &'static mpsc::Sender<Job> {
     })
 }
 
-/// Forks `cmd` on the spawner thread.
-async fn fork(cmd: Command) -> io::Result<Child> {
-    let sender = match SPAWNER.get() {
-        Some(s) => s,
-        None => spawner(tokio::runtime::Handle::current()),
-    };
+/// Starts `spec` on the spawner thread.
+async fn fork(spec: Spec) -> io::Result<Child> {
     let (reply, rx) = oneshot::channel();
-    sender
-        .send((cmd, reply))
+    spawner()
+        .send((spec, reply))
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    rx.await
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+    let raw = rx
+        .await
+        .map_err(|_| io::Error::other("the spawner thread is gone"))??;
+    let pid = raw.pid();
+    Child::new(raw).inspect_err(|_| {
+        // Cannot be watched: kill it; the reaper collects it once it is forgotten.
+        stop::kill_group(pid as i32, nix::sys::signal::Signal::SIGKILL);
+        reap::forget(pid);
+    })
 }

@@ -2,7 +2,7 @@
 //! every process so that nothing (and no zombie) is left behind.
 //!
 //! What holds a worker is its [`Hold`]: its process group, and its cgroup when workers run in
-//! cgroups ([`super::cgroup`]). The leader is always reaped through its tokio `Child` first;
+//! cgroups ([`super::cgroup`]). The leader is always reaped through its [`Child`] first;
 //! only then is the rest reaped here. With a cgroup, "gone" means the cgroup is empty (a
 //! descendant that called `setsid()` is in it too), and the orphans agentd inherits are reaped
 //! by [`super::reap`]. Without one, members are reaped by waiting on the group (`waitpid(-pgid)`)
@@ -19,11 +19,11 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::Serialize;
-use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
 
 use super::cgroup::Cgroup;
+use super::child::Child;
 use super::reap;
 
 /// Longest wait for killed members to be reaped.

@@ -16,11 +16,14 @@ use tokio::time::{sleep_until, Instant};
 
 use super::errors::StartError;
 use super::plan::{self, Plan, RESET_AFTER};
+use super::records::{self, Record};
 use super::registry::{Command, MemoryMax, WorkerInfo, WorkerState};
 use super::spawn::{self, Proc};
 use super::stop::{self, describe, StopOutcome};
 use super::{Containment, Inner};
 use crate::catalog::Ready;
+use crate::contract::env;
+use crate::contract::prewarm::Assignment;
 
 /// Longest wait for a dead worker's output pipes to drain.
 const PUMP_WAIT: Duration = Duration::from_secs(1);
@@ -69,6 +72,8 @@ struct Task {
     last: StopOutcome,
     /// A `pids_max` that cannot be enforced has been reported.
     told_unenforced: bool,
+    /// A prewarmed worker to adopt instead of spawning the first process.
+    warm: Option<Proc>,
 }
 
 /// Runs a channel's worker from spawn to gone for good.
@@ -77,6 +82,7 @@ pub(super) async fn run(
     plan: Plan,
     rx: mpsc::UnboundedReceiver<Command>,
     ready_tx: ReadyReply,
+    warm: Option<Proc>,
 ) {
     let mut task = Task {
         inner,
@@ -86,6 +92,7 @@ pub(super) async fn run(
         deadline: None,
         last: StopOutcome::from_status("not_started", None, Duration::ZERO),
         told_unenforced: false,
+        warm,
     };
     let mut consecutive = 0u32;
     loop {
@@ -156,7 +163,10 @@ impl Task {
     /// Spawns one process and runs it to its end; also returns how long it ran.
     async fn spawn_and_run(&mut self) -> Result<(Life, Duration), StartError> {
         self.plan.log.clear_tail();
-        let mut proc = spawn::spawn(&self.inner, &self.plan).await?;
+        let mut proc = match self.warm.take() {
+            Some(warm) => self.adopt(warm).await,
+            None => spawn::spawn(&self.inner, &self.plan).await?,
+        };
         let (pid, wid) = (proc.pid, proc.worker_id.clone());
         let cgroup = proc.hold.cgroup.as_ref().map(|c| c.dir().to_path_buf());
         let memory_max = self.plan.memory_max.map(|bytes| MemoryMax {
@@ -244,6 +254,45 @@ impl Task {
             }
         };
         Ok((life, proc.started.elapsed()))
+    }
+
+    /// Makes a prewarmed worker this channel's: its output to the channel's log, its record
+    /// under the channel, and its channel on its stdin (see [`crate::contract::prewarm`]). A
+    /// worker that died meanwhile is noticed by the wait for readiness, like a cold one.
+    async fn adopt(&self, mut proc: Proc) -> Proc {
+        use tokio::io::AsyncWriteExt;
+        let plan = &self.plan;
+        proc.route.set(plan.log.clone());
+        proc.recorded = self.inner.records.add(Record {
+            channel: plan.channel.clone(),
+            worker_id: proc.worker_id.clone(),
+            pgid: proc.pid as i32,
+            start_time: records::start_time(proc.pid as i32).unwrap_or(0),
+            cgroup: proc.hold.cgroup.as_ref().map(|c| c.dir().to_path_buf()),
+        });
+        let mut a = Assignment::default();
+        for (k, v) in plan.extra_env.iter().filter(|(k, _)| !env::is_own(k)) {
+            a.env.insert(k.clone(), v.clone());
+        }
+        a.env.insert(env::CHANNEL.into(), plan.channel.clone());
+        for (k, v) in [
+            (env::REQUEST_ID, &plan.request_id),
+            (env::CHAT_ID, &plan.chat_id),
+        ] {
+            if let Some(v) = v {
+                a.env.insert(k.into(), v.clone());
+            }
+        }
+        if let Some(mut stdin) = proc.child.stdin.take() {
+            if let Err(e) = stdin.write_all(&a.to_line()).await {
+                tracing::warn!(channel = %plan.channel, pid = proc.pid, "cannot hand the prewarmed worker its channel: {e}");
+            }
+        }
+        proc.started = Instant::now();
+        plan.log
+            .note(&format!("prewarmed worker {} taken", proc.pid))
+            .await;
+        proc
     }
 
     /// Says once per worker that its graph's `pids_max` cannot be enforced for this process.

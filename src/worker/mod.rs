@@ -18,7 +18,9 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::contract::notify::{READY, STOPPING, WATCHDOG};
+use crate::contract::env;
+use crate::contract::notify::{PREWARM, READY, STOPPING, WATCHDOG};
+use crate::contract::prewarm::{self, Assignment};
 use addons::Addon;
 use client::{ApiError, ClaimFilter, Client};
 use config::{ConfigError, GraphConfig, Scope, WorkerEnv};
@@ -72,6 +74,8 @@ pub struct Worker {
     pub addon: Addon,
     pub client: Client,
     pub notifier: Notifier,
+    /// The API answered already (a prewarmed worker reached it before it waited).
+    pub api_reached: bool,
 }
 
 impl Worker {
@@ -79,6 +83,15 @@ impl Worker {
     pub fn load(
         property: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Worker, WorkerError> {
+        Worker::load_with(property, lookup, None)
+    }
+
+    /// [`Worker::load`], with the API client a prewarmed worker made already.
+    pub fn load_with(
+        property: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        client: Option<Client>,
     ) -> Result<Worker, WorkerError> {
         let graph = GraphConfig::load(property, lookup)?;
         let env = WorkerEnv::from_lookup(lookup, &graph.name)?;
@@ -96,7 +109,10 @@ impl Worker {
             path: property.display().to_string(),
             message: "the graph has no node".into(),
         })?;
-        let client = Client::new(&env.api_url, env.api_key.clone(), env.worker_token.clone());
+        let api_reached = client.is_some();
+        let client = client.unwrap_or_else(|| {
+            Client::new(&env.api_url, env.api_key.clone(), env.worker_token.clone())
+        });
         let notifier = Notifier::new(env.notify_socket.clone());
         Ok(Worker {
             graph,
@@ -104,6 +120,7 @@ impl Worker {
             addon,
             client,
             notifier,
+            api_reached,
         })
     }
 
@@ -140,7 +157,7 @@ impl Worker {
 
     /// Claims and answers until `stop` is set.
     pub async fn serve(&self, stop: Stop) {
-        if !self.reach_api(&stop).await {
+        if !self.api_reached && !self.reach_api(&stop).await {
             return;
         }
         self.notifier.send(READY);
@@ -221,10 +238,64 @@ async fn feed_watchdog(notifier: Notifier, interval: Duration) {
     }
 }
 
+/// A prewarmed worker's wait for its channel (see [`crate::contract::prewarm`]): builds its API
+/// client and reaches the API (keeping the connection), says `PREWARM=1`, then reads the
+/// assignment from stdin; `None` at end of file (not needed).
+///
+/// SIGTERM still has its default action (ends the process) until the worker installs its
+/// handlers after this.
+async fn wait_for_channel() -> Result<Option<(Assignment, Client)>, WorkerError> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let lookup = |k: &str| std::env::var(k).ok();
+    let graph = std::env::var(env::GRAPH).unwrap_or_default();
+    let wenv = WorkerEnv::from_lookup(&lookup, &graph)?;
+    let client = Client::new(
+        &wenv.api_url,
+        wenv.api_key.clone(),
+        wenv.worker_token.clone(),
+    );
+    let mut backoff = Duration::from_millis(100);
+    while let Err(e) = client.health().await {
+        tracing::info!("waiting for the API at {}: {e}", client.base());
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    Notifier::new(wenv.notify_socket.clone()).send(PREWARM);
+    // Read without blocking the runtime, which keeps the API connection alive meanwhile.
+    let fd = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned()?;
+    let stdin = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdin.take(prewarm::MAX_LINE as u64))
+        .read_line(&mut line)
+        .await?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let assignment = Assignment::parse(&line).map_err(|e| {
+        WorkerError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the prewarm assignment on stdin is not valid: {e}"),
+        ))
+    })?;
+    Ok(Some((assignment, client)))
+}
+
 /// Runs the worker until SIGTERM.
 pub async fn run(property: &Path) -> Result<(), WorkerError> {
-    let lookup = |k: &str| std::env::var(k).ok();
-    let worker = Worker::load(property, &lookup)?;
+    let (assigned, client) = if std::env::var(env::PREWARM).is_ok_and(|v| v == "1") {
+        match wait_for_channel().await? {
+            Some((a, client)) => (a.env, Some(client)),
+            None => {
+                tracing::info!("prewarmed worker not needed: exiting");
+                return Ok(());
+            }
+        }
+    } else {
+        Default::default()
+    };
+    // The assignment's variables win over the environment the prewarmed worker started with.
+    let lookup = |k: &str| assigned.get(k).cloned().or_else(|| std::env::var(k).ok());
+    let worker = Worker::load_with(property, &lookup, client)?;
     let (tx, stop) = Stop::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -285,6 +285,13 @@ pub struct Remains {
     schema: Option<TestSchema>,
 }
 
+impl Remains {
+    /// Live processes (zombies excluded) of the killed servers' sessions.
+    pub fn members(&self) -> Vec<i32> {
+        self.sessions.iter().flat_map(Session::members).collect()
+    }
+}
+
 /// A running agentd. Dropping it stops it (SIGTERM, then SIGKILL after a grace) and kills
 /// whatever it left behind.
 pub struct TestApp {
