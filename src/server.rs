@@ -118,6 +118,7 @@ impl Application {
                     !http_settings.cors_origins.is_empty(),
                     cors(&http_settings),
                 ))
+                .wrap(actix_web::middleware::from_fn(crate::http::metrics::count))
                 .configure(crate::http::configure)
                 .default_service(web::to(crate::http::supervisor::not_found))
         })

@@ -9,6 +9,7 @@
 //!   `/messages/:id`, `/stream/:id`, `/events` (the conversations API).
 //! - [`ops`]: `/ops/...`, agentd's own operator routes (worker feed, logs, dispatch queue).
 //! - [`console`]: `/console`, the web console's static files.
+//! - [`metrics`]: `/metrics` (the Prometheus scrape) and the middleware counting every request.
 
 pub mod access;
 pub mod agents;
@@ -22,6 +23,7 @@ pub mod conv_stream;
 pub mod conversations;
 pub mod extract;
 pub mod fd_error;
+pub mod metrics;
 pub mod ops;
 pub mod sse;
 pub mod state;
@@ -45,5 +47,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(conv_events::configure)
         .configure(ops::configure)
         .configure(console::configure)
+        .configure(metrics::configure)
         .default_service(web::to(supervisor::not_found));
 }

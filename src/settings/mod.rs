@@ -76,6 +76,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub http_workers: usize,
+    /// `GET /metrics` answers a loopback peer without the key (for a scraper on the same host).
+    pub metrics_public_loopback: bool,
 
     // Files
     pub property_json: PathBuf,

@@ -163,6 +163,7 @@ impl Settings {
             cors_origins,
             max_body_bytes,
             http_workers,
+            metrics_public_loopback: r.bool("METRICS_PUBLIC_LOOPBACK", false)?,
             property_json: r.path("PROPERTY_JSON", Path::new("property.json"), base),
             graphs_dir: r.path("GRAPHS_DIR", Path::new("graphs"), base),
             log_path: r.path("LOG_PATH", &log_default, base),

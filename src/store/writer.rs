@@ -58,7 +58,10 @@ fn run(conn: Box<dyn Db + Send>, rx: mpsc::Receiver<Msg>, ctx: Context) {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Job(job) => group.push(job),
+                Msg::Job(job) => {
+                    crate::observe::writes_taken(1);
+                    group.push(job)
+                }
                 Msg::Checkpoint(done) => {
                     commit_group(&*conn, std::mem::take(&mut group), &ctx);
                     if let Some(sql) = checkpoint_sql(conn.dialect()) {
@@ -98,6 +101,12 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
     if group.is_empty() {
         return;
     }
+    let began = std::time::Instant::now();
+    commit_jobs(tx, group, ctx);
+    crate::observe::group_committed(began.elapsed());
+}
+
+fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
     match tx.batch(begin_sql(tx.dialect())) {
         Ok(()) => {}
         Err(e) => {
