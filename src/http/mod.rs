@@ -10,6 +10,7 @@
 //! - [`ops`]: `/ops/...`, agentd's own operator routes (worker feed, logs, dispatch queue).
 //! - [`console`]: `/console`, the web console's static files.
 //! - [`metrics`]: `/metrics` (the Prometheus scrape) and the middleware counting every request.
+//! - [`openapi`]: `/openapi.json` (the OpenAPI document of every route) and `/docs` (its page).
 
 pub mod access;
 pub mod agents;
@@ -24,6 +25,7 @@ pub mod conversations;
 pub mod extract;
 pub mod fd_error;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod sse;
 pub mod state;
@@ -48,5 +50,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(ops::configure)
         .configure(console::configure)
         .configure(metrics::configure)
+        .configure(openapi::configure)
         .default_service(web::to(supervisor::not_found));
 }

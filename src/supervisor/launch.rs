@@ -14,8 +14,8 @@ use super::registry::timeout_secs;
 use super::reserve::{Reservation, StartSpec};
 use super::{task, Supervisor};
 
-/// A worker that is up.
-#[derive(Debug, Clone, Serialize)]
+/// A worker that is up (`/start`'s `data`; its schema is in the OpenAPI document).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StartedWorker {
     pub channel_name: String,
     pub graph_name: String,
