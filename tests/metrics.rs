@@ -7,7 +7,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::json;
-use support::{wait_for, wait_until, TestApp, SOON};
+use support::{graph, wait_for, wait_until, TestApp, SOON};
 
 /// One scrape, parsed: each series (name and labels as written) with its value.
 #[derive(Debug)]
@@ -112,6 +112,10 @@ async fn scrape(s: &TestApp) -> Scrape {
 async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
     let s = TestApp::builder()
         .bundled()
+        .graph_file(
+            "crashy",
+            graph(&["crash.sh", "0.3", "3"], json!({"settle_ms": 100, "max_restarts": 1})),
+        )
         .fast_dispatch()
         .client_key("metrics-key")
         .env("WORKER_SAMPLE_INTERVAL_MS", "100")
@@ -123,13 +127,9 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "401", "{body}");
 
+    // Families without labels are there from the start; those with labels once they count.
     let before = scrape(&s).await;
     for family in [
-        "agentd_worker_starts",
-        "agentd_worker_start_seconds",
-        "agentd_worker_stops",
-        "agentd_worker_crashes",
-        "agentd_worker_restarts",
         "agentd_orphans_reaped",
         "agentd_dispatch_claims_waiting",
         "agentd_dispatch_lease_expiries",
@@ -140,9 +140,6 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
         "agentd_sqlite_writer_queue",
         "agentd_sqlite_commit_seconds",
         "agentd_sse_clients",
-        "agentd_workers",
-        "agentd_worker_memory_bytes",
-        "agentd_worker_cpu_seconds",
         "agentd_dispatch_queue_items",
         "agentd_dispatch_queue_oldest_age_seconds",
     ] {
@@ -155,7 +152,7 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
     let start_requests =
         r#"agentd_http_requests_total{family="supervisor",method="POST",route="/start",status="200"}"#;
 
-    let mut events = s.events("", None).await;
+    let _events = s.events("", None).await;
     let chat = s.start_ok("metered", "echo", json!({"timeout": -1})).await.chat();
     assert!(
         s.ask(&chat, "count me", "count me").await.is_some(),
@@ -189,7 +186,10 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
         "{}",
         during.text
     );
-    assert!(during.get("agentd_sse_clients") >= 1.0, "{}", during.text);
+    // Two event streams are open: the API's and, from here, the worker's log.
+    let log = s.follow_log("metered", "").await;
+    let open = scrape(&s).await.get("agentd_sse_clients");
+    assert!(open >= 2.0, "{}", during.text);
     for state in ["pending", "delayed", "leased"] {
         assert_eq!(
             during
@@ -205,7 +205,15 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
     }
 
     s.stop_ok("metered").await;
-    drop(events);
+    // The log's stream ends with its worker: its client is counted out.
+    assert!(
+        wait_until(SOON, || async {
+            scrape(&s).await.get("agentd_sse_clients") == open - 1.0
+        })
+        .await,
+        "the ended stream is still counted"
+    );
+    drop(log);
 
     let after = scrape(&s).await;
     assert_eq!(after.get(starts), before.get(starts) + 1.0, "{}", after.text);
@@ -230,6 +238,32 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
         after.text
     );
     assert!(!after.text.contains(&chat), "a raw path leaked into a label");
+    for family in [
+        "agentd_worker_starts",
+        "agentd_worker_start_seconds",
+        "agentd_worker_stops",
+        "agentd_worker_stop_seconds",
+    ] {
+        assert!(after.types.contains_key(family), "no {family}:\n{}", after.text);
+    }
+    assert!(
+        after.matching("agentd_worker_stop_seconds_count", &[r#"graph="echo""#])[0].1 >= 1.0,
+        "{}",
+        after.text
+    );
+
+    // A worker that fails is counted as a crash, and its restart as one.
+    s.start_ok("crashy", "crashy", json!({})).await;
+    let crashed = wait_for(SOON, || async {
+        let m = scrape(&s).await;
+        let crashes = m.get(r#"agentd_worker_crashes_total{graph="crashy"}"#);
+        let restarts = m.get(r#"agentd_worker_restarts_total{graph="crashy"}"#);
+        (crashes >= 2.0 && restarts >= 1.0).then_some(m)
+    })
+    .await;
+    assert!(crashed.is_some(), "no crash counted:\n{}", s.output());
+    assert!(wait_until(SOON, || async { s.gone("crashy").await }).await);
+
     // A path no route matches is counted under one series.
     assert_eq!(s.get("/no/such/thing").await.status, 404);
     let later = scrape(&s).await;
@@ -246,11 +280,6 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
         later.matching("agentd_worker_memory_bytes", &[]).is_empty(),
         "{}",
         later.text
-    );
-    // The stream was closed: its client is counted out.
-    assert!(
-        wait_until(SOON, || async { scrape(&s).await.get("agentd_sse_clients") == 0.0 }).await,
-        "the closed stream is still counted"
     );
 }
 
@@ -270,9 +299,11 @@ async fn a_loopback_scraper_may_go_without_the_key_when_allowed() {
 
 #[tokio::test]
 async fn a_bad_metrics_setting_stops_agentd_at_start_up() {
-    let err = TestApp::builder()
+    let Err(err) = TestApp::builder()
         .env("METRICS_PUBLIC_LOOPBACK", "maybe")
         .try_start()
-        .expect_err("agentd started with a bad METRICS_PUBLIC_LOOPBACK");
+    else {
+        panic!("agentd started with a bad METRICS_PUBLIC_LOOPBACK");
+    };
     assert!(err.contains("METRICS_PUBLIC_LOOPBACK"), "{err}");
 }
