@@ -331,7 +331,11 @@ pub fn family_of(route: Option<&str>) -> &'static str {
     let Some(route) = route else {
         return "none";
     };
-    let first = route.trim_start_matches('/').split('/').next().unwrap_or("");
+    let first = route
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
     match first {
         "" | "health" | "start" | "stop" | "ping" | "list" | "graphs" => "supervisor",
         "api" => "api",
@@ -504,7 +508,10 @@ mod tests {
         assert_eq!(family_of(Some("/start")), "supervisor");
         assert_eq!(family_of(Some("/")), "supervisor");
         assert_eq!(family_of(Some("/api/v1/chats/{id}")), "api");
-        assert_eq!(family_of(Some("/v1/agents/{agent_id}/messages")), "agent_messages");
+        assert_eq!(
+            family_of(Some("/v1/agents/{agent_id}/messages")),
+            "agent_messages"
+        );
         assert_eq!(family_of(Some("/teams/{id}/chat")), "chat");
         assert_eq!(family_of(Some("/stream/{id}")), "conversations");
         assert_eq!(family_of(Some("/metrics")), "meta");

@@ -114,7 +114,10 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
         .bundled()
         .graph_file(
             "crashy",
-            graph(&["crash.sh", "0.3", "3"], json!({"settle_ms": 100, "max_restarts": 1})),
+            graph(
+                &["crash.sh", "0.3", "3"],
+                json!({"settle_ms": 100, "max_restarts": 1}),
+            ),
         )
         .fast_dispatch()
         .client_key("metrics-key")
@@ -143,17 +146,23 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
         "agentd_dispatch_queue_items",
         "agentd_dispatch_queue_oldest_age_seconds",
     ] {
-        assert!(before.types.contains_key(family), "no {family}:\n{}", before.text);
+        assert!(
+            before.types.contains_key(family),
+            "no {family}:\n{}",
+            before.text
+        );
     }
     let starts = r#"agentd_worker_starts_total{graph="echo",outcome="ok"}"#;
     let stops = r#"agentd_worker_stops_total{graph="echo",reason="requested"}"#;
     let start_count = r#"agentd_worker_start_seconds_count{graph="echo"}"#;
     let commits = "agentd_sqlite_commit_seconds_count";
-    let start_requests =
-        r#"agentd_http_requests_total{family="supervisor",method="POST",route="/start",status="200"}"#;
+    let start_requests = r#"agentd_http_requests_total{family="supervisor",method="POST",route="/start",status="200"}"#;
 
     let _events = s.events("", None).await;
-    let chat = s.start_ok("metered", "echo", json!({"timeout": -1})).await.chat();
+    let chat = s
+        .start_ok("metered", "echo", json!({"timeout": -1}))
+        .await
+        .chat();
     assert!(
         s.ask(&chat, "count me", "count me").await.is_some(),
         "{}",
@@ -216,7 +225,12 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
     drop(log);
 
     let after = scrape(&s).await;
-    assert_eq!(after.get(starts), before.get(starts) + 1.0, "{}", after.text);
+    assert_eq!(
+        after.get(starts),
+        before.get(starts) + 1.0,
+        "{}",
+        after.text
+    );
     assert_eq!(after.get(start_count), before.get(start_count) + 1.0);
     assert_eq!(after.get(stops), before.get(stops) + 1.0, "{}", after.text);
     assert_eq!(
@@ -237,14 +251,21 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
         "{}",
         after.text
     );
-    assert!(!after.text.contains(&chat), "a raw path leaked into a label");
+    assert!(
+        !after.text.contains(&chat),
+        "a raw path leaked into a label"
+    );
     for family in [
         "agentd_worker_starts",
         "agentd_worker_start_seconds",
         "agentd_worker_stops",
         "agentd_worker_stop_seconds",
     ] {
-        assert!(after.types.contains_key(family), "no {family}:\n{}", after.text);
+        assert!(
+            after.types.contains_key(family),
+            "no {family}:\n{}",
+            after.text
+        );
     }
     assert!(
         after.matching("agentd_worker_stop_seconds_count", &[r#"graph="echo""#])[0].1 >= 1.0,
@@ -269,13 +290,20 @@ async fn metrics_need_the_key_and_count_a_start_a_message_and_a_stop() {
     let later = scrape(&s).await;
     assert!(
         !later
-            .matching("agentd_http_requests_total", &[r#"route="unmatched""#, r#"status="404""#])
+            .matching(
+                "agentd_http_requests_total",
+                &[r#"route="unmatched""#, r#"status="404""#]
+            )
             .is_empty(),
         "{}",
         later.text
     );
     // The worker is gone, and so are its series.
-    assert!(later.matching("agentd_workers", &[]).is_empty(), "{}", later.text);
+    assert!(
+        later.matching("agentd_workers", &[]).is_empty(),
+        "{}",
+        later.text
+    );
     assert!(
         later.matching("agentd_worker_memory_bytes", &[]).is_empty(),
         "{}",

@@ -213,7 +213,10 @@ async fn the_document_is_public_openapi_3_1_and_lists_every_route() {
         .starts_with("application/json"));
     let doc: Value = r.json().await.expect("the document is JSON");
     assert!(
-        doc["openapi"].as_str().unwrap_or_default().starts_with("3.1."),
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1."),
         "{}",
         doc["openapi"]
     );
@@ -287,7 +290,13 @@ fn the_checker_finds_what_does_not_fit() {
     violations(&doc, &schema, &bad, "$", &mut e);
     assert_eq!(e.len(), 3, "{e:?}");
     e.clear();
-    violations(&doc, &schema, &json!({"code": "0", "data": {"status": 7}}), "$", &mut e);
+    violations(
+        &doc,
+        &schema,
+        &json!({"code": "0", "data": {"status": 7}}),
+        "$",
+        &mut e,
+    );
     assert_eq!(e.len(), 1, "{e:?}");
 }
 
@@ -318,9 +327,7 @@ async fn real_answers_match_their_schemas() {
     conforms(&doc, "POST /start", r.status, &r.body);
     let r = s.start("bad", "no-such-graph", json!({})).await;
     conforms(&doc, "POST /start", r.status, &r.body);
-    let r = s
-        .send(s.client.get(s.url("/list")))
-        .await;
+    let r = s.send(s.client.get(s.url("/list"))).await;
     conforms(&doc, "GET /list", r.status, &r.body);
     let r = s.get("/ops/dispatch").await;
     conforms(&doc, "GET /ops/dispatch", r.status, &r.body);
@@ -373,16 +380,32 @@ async fn real_answers_match_their_schemas() {
     let r = s
         .post("/v1/agents/echo/messages", json!({"text": "hi v1"}))
         .await;
-    conforms(&doc, "POST /v1/agents/{agent_id}/messages", r.status, &r.body);
+    conforms(
+        &doc,
+        "POST /v1/agents/{agent_id}/messages",
+        r.status,
+        &r.body,
+    );
     let r = s.post("/v1/agents/echo/messages", json!({})).await;
-    conforms(&doc, "POST /v1/agents/{agent_id}/messages", r.status, &r.body);
+    conforms(
+        &doc,
+        "POST /v1/agents/{agent_id}/messages",
+        r.status,
+        &r.body,
+    );
     let r = s
-        .post("/conversations", json!({"title": "Room", "participants": ["u1"]}))
+        .post(
+            "/conversations",
+            json!({"title": "Room", "participants": ["u1"]}),
+        )
         .await;
     conforms(&doc, "POST /conversations", r.status, &r.body);
     let conv = r.body["id"].as_str().unwrap().to_string();
     let r = s
-        .post(&format!("/messages/{conv}"), json!({"from": "u1", "content": "hi"}))
+        .post(
+            &format!("/messages/{conv}"),
+            json!({"from": "u1", "content": "hi"}),
+        )
         .await;
     conforms(&doc, "POST /messages/{id}", r.status, &r.body);
     let r = s.get(&format!("/messages/{conv}")).await;
@@ -412,10 +435,16 @@ async fn the_docs_page_is_public_and_built_in() {
         assert_eq!(r.status(), 200, "{path}");
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
         assert!(ct.starts_with(kind), "{path}: {ct}");
-        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
         let text = r.text().await.unwrap();
         // Nothing comes from elsewhere.
-        assert!(!text.contains("https://") && !text.contains("http://"), "{path}");
+        assert!(
+            !text.contains("https://") && !text.contains("http://"),
+            "{path}"
+        );
     }
 }

@@ -36,7 +36,10 @@ fn schemathesis() -> Option<PathBuf> {
         return Some(on_path);
     }
     let out = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
         .output()
         .ok()?;
     let scripts = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());

@@ -241,20 +241,36 @@ fn chats_patch() {}
 macro_rules! chat_flag {
     ($name:ident, $path:literal, $summary:literal) => {
         #[utoipa::path(post, path = $path, tag = "api", summary = $summary,
-            params(("id" = String, Path)),
-            responses(
-                (status = 200, description = "Done", body = OkTrue),
-                (status = 401, description = "No key", body = ApiErrorBody),
-                (status = 404, description = "No such chat", body = ApiErrorBody),
-                (status = 429, description = "Write rate limit", body = ApiErrorBody),
-            ))]
+                    params(("id" = String, Path)),
+                    responses(
+                        (status = 200, description = "Done", body = OkTrue),
+                        (status = 401, description = "No key", body = ApiErrorBody),
+                        (status = 404, description = "No such chat", body = ApiErrorBody),
+                        (status = 429, description = "Write rate limit", body = ApiErrorBody),
+                    ))]
         fn $name() {}
     };
 }
-chat_flag!(chats_archive, "/api/v1/chats/{id}/archive", "Archive a chat");
-chat_flag!(chats_unarchive, "/api/v1/chats/{id}/unarchive", "Unarchive a chat");
-chat_flag!(chats_mark_read, "/api/v1/chats/{id}/mark-read", "Mark a chat read");
-chat_flag!(chats_mark_unread, "/api/v1/chats/{id}/mark-unread", "Mark a chat unread");
+chat_flag!(
+    chats_archive,
+    "/api/v1/chats/{id}/archive",
+    "Archive a chat"
+);
+chat_flag!(
+    chats_unarchive,
+    "/api/v1/chats/{id}/unarchive",
+    "Unarchive a chat"
+);
+chat_flag!(
+    chats_mark_read,
+    "/api/v1/chats/{id}/mark-read",
+    "Mark a chat read"
+);
+chat_flag!(
+    chats_mark_unread,
+    "/api/v1/chats/{id}/mark-unread",
+    "Mark a chat unread"
+);
 
 #[utoipa::path(post, path = "/api/v1/chats/{id}/messages", tag = "api",
     summary = "Post a message (a user's message is dispatched to the chat's agent)",
@@ -365,9 +381,23 @@ macro_rules! message_op {
         fn $name() {}
     };
 }
-message_op!(messages_chunk, "/api/v1/messages/{id}/chunks", "Append to a streaming message", Chunk);
-message_op!(messages_complete, "/api/v1/messages/{id}/complete", "Finish a streaming message", Complete);
-message_op!(messages_cancel, "/api/v1/messages/{id}/cancel", "Cancel a streaming message");
+message_op!(
+    messages_chunk,
+    "/api/v1/messages/{id}/chunks",
+    "Append to a streaming message",
+    Chunk
+);
+message_op!(
+    messages_complete,
+    "/api/v1/messages/{id}/complete",
+    "Finish a streaming message",
+    Complete
+);
+message_op!(
+    messages_cancel,
+    "/api/v1/messages/{id}/cancel",
+    "Cancel a streaming message"
+);
 
 macro_rules! request_op {
     ($name:ident, $method:ident, $path:literal, $summary:literal $(, $body:ty)?) => {
@@ -386,9 +416,26 @@ macro_rules! request_op {
         fn $name() {}
     };
 }
-request_op!(requests_patch, patch, "/api/v1/requests/{id}", "Change a pending request", RequestPatch);
-request_op!(requests_resolve, post, "/api/v1/requests/{id}/resolve", "Answer a request (the body depends on its type)", Object);
-request_op!(requests_cancel, post, "/api/v1/requests/{id}/cancel", "Cancel a request");
+request_op!(
+    requests_patch,
+    patch,
+    "/api/v1/requests/{id}",
+    "Change a pending request",
+    RequestPatch
+);
+request_op!(
+    requests_resolve,
+    post,
+    "/api/v1/requests/{id}/resolve",
+    "Answer a request (the body depends on its type)",
+    Object
+);
+request_op!(
+    requests_cancel,
+    post,
+    "/api/v1/requests/{id}/cancel",
+    "Cancel a request"
+);
 
 #[utoipa::path(post, path = "/api/v1/dispatch/claim", tag = "api",
     summary = "Claim one batch of work (long poll up to waitMs)",
@@ -431,9 +478,24 @@ macro_rules! dispatch_op {
         fn $name() {}
     };
 }
-dispatch_op!(dispatch_heartbeat, "/api/v1/dispatch/{id}/heartbeat", "Extend a lease", Heartbeat);
-dispatch_op!(dispatch_complete, "/api/v1/dispatch/{id}/complete", "A batch was answered", WorkerOnly);
-dispatch_op!(dispatch_fail, "/api/v1/dispatch/{id}/fail", "A batch failed (retried, or failed for good)", Fail);
+dispatch_op!(
+    dispatch_heartbeat,
+    "/api/v1/dispatch/{id}/heartbeat",
+    "Extend a lease",
+    Heartbeat
+);
+dispatch_op!(
+    dispatch_complete,
+    "/api/v1/dispatch/{id}/complete",
+    "A batch was answered",
+    WorkerOnly
+);
+dispatch_op!(
+    dispatch_fail,
+    "/api/v1/dispatch/{id}/fail",
+    "A batch failed (retried, or failed for good)",
+    Fail
+);
 
 // ------------------------------------------------------------------ chat API (/agents, /teams)
 
