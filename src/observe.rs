@@ -11,6 +11,7 @@
 //! Label values are bounded: graphs come from the catalog, routes are matched patterns (never a
 //! raw path), channels are bounded by `WORKERS_MAX`.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -21,7 +22,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -92,7 +92,6 @@ fn commit_buckets() -> Histogram {
 
 /// Everything counted as it happens.
 struct Metrics {
-    registry: Registry,
     starts: Family<StartLabels, Counter>,
     start_seconds: Timed,
     stops: Family<StopLabels, Counter>,
@@ -113,8 +112,7 @@ struct Metrics {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut r = Registry::default();
-        let m = Metrics {
+        Metrics {
             starts: Family::default(),
             start_seconds: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
             stops: Family::default(),
@@ -131,8 +129,12 @@ impl Metrics {
             writer_queue: Gauge::default(),
             commit_seconds: commit_buckets(),
             sse_clients: Gauge::default(),
-            registry: Registry::default(),
-        };
+        }
+    }
+
+    /// Registers every family (each a cheap handle on the same values) for one scrape.
+    fn register(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "agentd_worker_starts",
             "Worker starts (POST /start and the front doors' starts on demand), by graph and outcome (ok, failed)",
@@ -217,7 +219,6 @@ impl Metrics {
             "Event-stream (SSE) responses open now, over every API family",
             m.sse_clients.clone(),
         );
-        Metrics { registry: r, ..m }
     }
 }
 
@@ -420,10 +421,12 @@ pub struct Snapshot {
 
 /// The scrape's text: the counters, then the snapshot's gauges, then `# EOF`.
 pub fn render(snap: &Snapshot) -> String {
+    let mut counted = Registry::default();
+    METRICS.register(&mut counted);
     let live = live_registry(snap);
     let mut out = String::with_capacity(16 * 1024);
     // Writing to a String cannot fail; the encoder returns fmt::Result only for other writers.
-    let _ = encode_registry(&mut out, &METRICS.registry);
+    let _ = encode_registry(&mut out, &counted);
     let _ = encode_registry(&mut out, &live);
     let _ = encode_eof(&mut out);
     out

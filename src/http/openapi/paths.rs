@@ -88,7 +88,7 @@ fn ops_workers_stream() {}
     summary = "A worker's last log lines; with `follow`, SSE with new lines as they are written",
     params(
         ("channel" = String, Path, description = "The worker's channel"),
-        ("lines" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many lines (default 100)"),
+        ("lines" = Option<u32>, Query, minimum = 1, maximum = 200, description = "How many lines (default 100)"),
         ("follow" = Option<String>, Query, description = "`true`, `1` or empty: an event stream"),
         ("token" = Option<String>, Query, description = "The key, for EventSource clients"),
     ),
