@@ -86,6 +86,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         .args(["--request-timeout", "30"])
         .arg("--report-dir")
         .arg(&report)
+        // Its cache goes to the working directory: the server's temp dir, not the repository.
+        .current_dir(s.root())
         .env("NO_COLOR", "1");
     let out = tokio::time::timeout(
         Duration::from_secs(600),
