@@ -169,7 +169,7 @@ impl Metrics {
         );
         r.register(
             "agentd_orphans_reaped",
-            "Exited descendants of workers that agentd reaped as their subreaper",
+            "Exited descendants of workers that agentd reaped (as their subreaper, or as members of a stopped worker's process group)",
             m.reaped.clone(),
         );
         r.register(
@@ -278,7 +278,7 @@ pub fn worker_restarted(graph: &str) {
         .inc();
 }
 
-/// An orphaned descendant of a worker was reaped.
+/// An exited descendant of a worker (not its leader) was reaped.
 pub fn orphan_reaped() {
     METRICS.reaped.inc();
 }
