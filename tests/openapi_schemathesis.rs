@@ -71,7 +71,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         // A front-door call for an agent that never answers gives up soon.
         .env("CHAT_REPLY_TIMEOUT_MS", "3000")
         .start();
-    let report = s.root().join("schemathesis");
     let mut cmd = Command::new(&st);
     cmd.arg("run")
         .arg(s.url("/openapi.json"))
@@ -84,8 +83,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         // sources while describing strategies.
         .args(["--workers", "1"])
         .args(["--request-timeout", "30"])
-        .arg("--report-dir")
-        .arg(&report)
         // Its cache goes to the working directory: the server's temp dir, not the repository.
         .current_dir(s.root())
         .env("NO_COLOR", "1");
