@@ -30,6 +30,11 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("no graphs: neither PROPERTY_JSON ({property_json}) nor GRAPHS_DIR ({graphs_dir}) exists; set one of them to where your graphs are")]
+    NoGraphs {
+        property_json: String,
+        graphs_dir: String,
+    },
     #[error("graph catalog: {0}")]
     Catalog(#[from] crate::catalog::CatalogError),
     #[error("cannot listen on {addr}: {source}")]
@@ -72,6 +77,7 @@ impl Application {
 
         let (catalog, watch) =
             crate::catalog::watch::start(&settings.property_json, &settings.graphs_dir)?;
+        check_graph_sources(&settings, catalog.current().graphs().len())?;
 
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener =
@@ -118,7 +124,18 @@ impl Application {
                     !http_settings.cors_origins.is_empty(),
                     cors(&http_settings),
                 ))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::http::method::method_envelope,
+                ))
+                // Outermost last: the access log sees the honest status before `ten_status`.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::http::access_log::access_log,
+                ))
+                // So do the metrics: a request counts under its honest status in either mode.
                 .wrap(actix_web::middleware::from_fn(crate::http::metrics::count))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::http::ten_error::ten_status,
+                ))
                 .configure(crate::http::configure)
                 .default_service(web::to(crate::http::supervisor::not_found))
         })
@@ -158,7 +175,8 @@ impl Application {
 
         // Tests and scripts read this line to learn the port when SERVER_PORT=0.
         println!("agentd listening on {base_url}");
-        tracing::info!(%base_url, graphs = state.catalog.current().graphs().len(), "agentd listening");
+        // The line above says it to a person; this one is for log collectors only.
+        tracing::debug!(%base_url, graphs = state.catalog.current().graphs().len(), "agentd listening");
 
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -174,8 +192,10 @@ impl Application {
             }
         }
 
-        // The supervisor's flag is the one shutdown flag: it refuses new starts from here on.
+        // The supervisor's flag is the one shutdown flag: it refuses new starts from here on
+        // (and `/health` answers 503 draining).
         let graceful = supervisor.shutdown();
+        crate::http::sse::shut_down_streams();
         tokio::select! {
             _ = graceful => tracing::info!("every worker stopped"),
             _ = term.recv() => { tracing::warn!("second signal: killing every worker now"); supervisor.kill_all_now(); }
@@ -212,6 +232,26 @@ fn loopback_of(addr: SocketAddr) -> SocketAddr {
         }
         _ => addr,
     }
+}
+
+/// Says which graph source is missing (a typo in a path otherwise starts agentd with no
+/// graphs and no word why), and refuses to start when both are and no graph exists.
+fn check_graph_sources(settings: &Settings, graphs: usize) -> Result<(), ServeError> {
+    let prop_missing = !settings.property_json.is_file();
+    let dir_missing = !settings.graphs_dir.is_dir();
+    if prop_missing && dir_missing && graphs == 0 {
+        return Err(ServeError::NoGraphs {
+            property_json: settings.property_json.display().to_string(),
+            graphs_dir: settings.graphs_dir.display().to_string(),
+        });
+    }
+    if prop_missing {
+        tracing::warn!(path = %settings.property_json.display(), "PROPERTY_JSON does not exist: no graphs from a property file");
+    }
+    if dir_missing {
+        tracing::warn!(path = %settings.graphs_dir.display(), "GRAPHS_DIR does not exist: no graphs from a graphs directory");
+    }
+    Ok(())
 }
 
 fn ensure_writable_dir(what: &'static str, dir: &Path) -> Result<(), ServeError> {

@@ -2,6 +2,8 @@
 //! its own parsing of the layout, inflate by flate2's zlib-rs backend (another implementation than
 //! the miniz_oxide that compresses), and its own HMAC-SHA256 check.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +15,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use proptest::prelude::*;
+use serde_json::json;
 use sha2::Sha256;
+use support::TestApp;
 
 // The fixed inputs shared by Agora's own builder test suites (AgoraIO/Tools, DynamicKey/AgoraDynamicKey).
 const APP_ID: &str = "970CA35de60c44645bbae8a215061b33";
@@ -372,4 +376,114 @@ proptest! {
             ]
         );
     }
+}
+
+/// `POST /token/generate` through the real server, with the body TEN's playground and demo send:
+/// the token it answers decodes, verifies with the certificate and carries TEN's privileges.
+#[tokio::test]
+async fn the_token_route_answers_what_tens_frontends_read() {
+    let s = TestApp::builder()
+        .env("AGORA_APP_ID", APP_ID)
+        .env("AGORA_APP_CERTIFICATE", CERT)
+        .start();
+    let body = json!({"request_id": "8d6f1a", "uid": 176573, "channel_name": "agora_abc"});
+    let r = s.post("/token/generate", body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["code"], "0");
+    assert_eq!(r.body["msg"], "success");
+    let data = &r.body["data"];
+    assert_eq!(data["appId"], APP_ID);
+    assert_eq!(data["channel_name"], "agora_abc");
+    assert_eq!(data["uid"], 176573);
+    let d = decode(data["token"].as_str().unwrap());
+    assert!(verifies(&d, CERT), "the signature does not verify");
+    assert!(!verifies(&d, OTHER_CERT));
+    assert_eq!(d.app_id, APP_ID);
+    assert_eq!(d.expire, TEN_EXPIRE_SECS);
+    assert!(
+        d.issued_at.abs_diff(now()) < 600,
+        "issued at {}",
+        d.issued_at
+    );
+    assert_eq!(
+        d.services,
+        vec![
+            Service::Rtc {
+                privileges: all(&[1, 2, 3, 4], TEN_EXPIRE_SECS),
+                channel: "agora_abc".into(),
+                account: "176573".into(),
+            },
+            Service::Rtm {
+                privileges: all(&[1], TEN_EXPIRE_SECS),
+                user_id: "176573".into(),
+            },
+        ]
+    );
+    assert!(
+        !s.output().contains(CERT),
+        "the certificate was logged:\n{}",
+        s.output()
+    );
+
+    // TEN's errors: a blank channel is 10004, a uid that is not a uint32 is 10000.
+    let r = s
+        .post("/token/generate", json!({"uid": 1, "channel_name": " "}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("10004")),
+        "{}",
+        r.text
+    );
+    let r = s
+        .post("/token/generate", json!({"uid": -1, "channel_name": "c"}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("10000")),
+        "{}",
+        r.text
+    );
+    let r = s.get("/token/generate").await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    assert_eq!(r.header("allow"), "POST");
+}
+
+/// Without a certificate the App ID itself is the token, as TEN answers; without an App ID
+/// there is nothing to answer with (10005); the route needs the key like `/start`.
+#[tokio::test]
+async fn the_token_route_without_a_certificate_or_app_id() {
+    let s = TestApp::builder().env("AGORA_APP_ID", APP_ID).start();
+    let r = s
+        .post("/token/generate", json!({"uid": 7, "channel_name": "c"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["data"]["token"], APP_ID);
+
+    let s = TestApp::builder()
+        .env("AGENTD_API_KEY", "k1")
+        .client_key("k1")
+        .start();
+    let r = s
+        .post("/token/generate", json!({"uid": 7, "channel_name": "c"}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (503, Some("10005")),
+        "{}",
+        r.text
+    );
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/token/generate"))
+                .json(&json!({"uid": 7, "channel_name": "c"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("401")),
+        "{}",
+        r.text
+    );
 }

@@ -187,10 +187,27 @@ async fn chat_errors() {
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["message"], "Malformed JSON in request body");
     assert!(r.body["error"].get("details").is_none());
+    // The body is what counts: JSON sent with another content type (`curl -d`) is read.
     let r = s
         .post_raw("/api/v1/chats", "text/plain", "{\"agentIds\":[\"echo\"]}")
         .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s
+        .post_raw(
+            "/api/v1/chats",
+            "application/x-www-form-urlencoded",
+            "agentIds=echo",
+        )
+        .await;
     assert_error(&r, 400, "VALIDATION_ERROR");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "{}",
+        r.text
+    );
     let r = s.chat("AAAAAAAAAAAAAAAAAAAAA").await;
     assert_error(&r, 404, "NOT_FOUND");
     assert_eq!(

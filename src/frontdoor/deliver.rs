@@ -55,9 +55,46 @@ pub enum AnswerItem {
     Done(Result<Answer, AskError>),
 }
 
+/// How often the on-demand workers with work in hand are pinged: well under the shortest
+/// inactivity timeout there is (one second).
+const KEEP_BUSY_EVERY: Duration = Duration::from_millis(500);
+
+/// Pings the on-demand worker of every agent with work in hand (a batch pending, leased or
+/// waiting for a retry), so that a worker whose batch is being retried is never reaped for
+/// inactivity meanwhile. Runs for the life of the server; idle servers skip the query.
+pub(super) async fn keep_busy_alive(fd: Arc<FrontDoor>) {
+    let mut tick = tokio::time::interval(KEEP_BUSY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if fd.supervisor.is_shutting_down() {
+            return;
+        }
+        let on_demand = fd
+            .supervisor
+            .list()
+            .iter()
+            .any(|w| w.channel.starts_with(AGENT_CHANNEL_PREFIX));
+        if !on_demand {
+            continue;
+        }
+        match fd.store.agents_with_work().await {
+            Ok(agents) => {
+                for agent in agents {
+                    let _ = fd.supervisor.ping(&agent_channel(&agent));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "keeping busy workers alive: store read failed"),
+        }
+    }
+}
+
+/// What every on-demand worker's channel starts with.
+const AGENT_CHANNEL_PREFIX: &str = "agent:";
+
 /// The supervisor channel of an agent's on-demand worker.
 pub fn agent_channel(agent: &str) -> String {
-    format!("agent:{agent}")
+    format!("{AGENT_CHANNEL_PREFIX}{agent}")
 }
 
 impl FrontDoor {
@@ -183,16 +220,27 @@ pub struct Delivered {
 
 impl Delivered {
     /// Waits (up to `CHAT_REPLY_TIMEOUT_MS`) for the agent's answer. Pieces of a streamed answer
-    /// go to `on_delta` as they arrive.
+    /// go to `on_delta` as they arrive. A failed attempt whose retry comes after the deadline
+    /// ends the wait at once as `Unavailable` with the attempt's reason (the message stays
+    /// queued); so does the deadline when an attempt has failed meanwhile.
     pub async fn answer(
         mut self,
         fd: &FrontDoor,
         on_delta: Option<&OnDelta>,
     ) -> Result<Answer, AskError> {
         let limit = fd.settings.chat_reply_timeout;
-        let waited = tokio::time::timeout(
-            limit,
-            wait_answer(fd, &mut self.events, &self.chat_id, on_delta),
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut last_failure: Option<String> = None;
+        let waited = tokio::time::timeout_at(
+            deadline,
+            wait_answer(
+                fd,
+                &mut self.events,
+                &self.chat_id,
+                on_delta,
+                deadline,
+                &mut last_failure,
+            ),
         )
         .await;
         match waited {
@@ -205,16 +253,34 @@ impl Delivered {
                 }
                 Ok(a)
             }
-            Ok(Err(reason)) => Err(AskError::Failed {
+            Ok(Err(Miss::Failed(reason))) => Err(AskError::Failed {
                 agent: self.agent,
                 reason,
             }),
-            Err(_) => Err(AskError::Timeout {
+            Ok(Err(Miss::Retrying(reason))) => Err(AskError::Unavailable {
                 agent: self.agent,
-                secs: limit.as_secs(),
+                reason,
             }),
+            Err(_) => match last_failure {
+                Some(reason) => Err(AskError::Unavailable {
+                    agent: self.agent,
+                    reason,
+                }),
+                None => Err(AskError::Timeout {
+                    agent: self.agent,
+                    secs: limit.as_secs(),
+                }),
+            },
         }
     }
+}
+
+/// Why the wait for an answer ended without one.
+enum Miss {
+    /// The dispatch failed for good (or was cancelled, or agentd is stopping).
+    Failed(String),
+    /// An attempt failed and the next one comes after the caller's deadline.
+    Retrying(String),
 }
 
 async fn wait_answer(
@@ -222,7 +288,9 @@ async fn wait_answer(
     events: &mut broadcast::Receiver<Arc<Event>>,
     chat_id: &str,
     on_delta: Option<&OnDelta>,
-) -> Result<Answer, String> {
+    deadline: tokio::time::Instant,
+    last_failure: &mut Option<String>,
+) -> Result<Answer, Miss> {
     let mut reply: Option<String> = None;
     let mut streamed = String::new();
     loop {
@@ -231,7 +299,7 @@ async fn wait_answer(
             // Missed events are recovered from the store when the answer completes.
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => {
-                return Err("agentd is shutting down".into())
+                return Err(Miss::Failed("agentd is shutting down".into()))
             }
         };
         let p = &ev.payload;
@@ -268,7 +336,7 @@ async fn wait_answer(
                         .get("contentFinal")
                         .and_then(Value::as_str)
                         .unwrap_or("the agent failed");
-                    return Err(text.to_string());
+                    return Err(Miss::Failed(text.to_string()));
                 }
             }
             "message.streaming.chunk" if reply.as_deref() == Some(message_id) => {
@@ -283,7 +351,7 @@ async fn wait_answer(
             }
             "message.streaming.complete" if reply.as_deref() == Some(message_id) => {
                 if p.get("streamState").and_then(Value::as_str) == Some("cancelled") {
-                    return Err("the agent's answer was cancelled".into());
+                    return Err(Miss::Failed("the agent's answer was cancelled".into()));
                 }
                 let text = p
                     .get("finalText")
@@ -291,6 +359,19 @@ async fn wait_answer(
                     .map(str::to_string)
                     .unwrap_or(streamed);
                 return Ok(finish(fd, message_id, text).await);
+            }
+            "dispatch.failed" if reply.is_none() => {
+                let reason = p
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the agent failed")
+                    .to_string();
+                let retry_in = p.get("retryInMs").and_then(Value::as_u64).unwrap_or(0);
+                let retry_at = tokio::time::Instant::now() + Duration::from_millis(retry_in);
+                if retry_at >= deadline {
+                    return Err(Miss::Retrying(reason));
+                }
+                *last_failure = Some(reason);
             }
             "request.created" if reply.is_none() => {
                 let title = p

@@ -61,9 +61,11 @@ impl FrontDoor {
         })
     }
 
-    /// Starts the background work: the relay of bot answers into conversations.
+    /// Starts the background work: the relay of bot answers into conversations, and keeping
+    /// busy on-demand workers alive.
     pub fn start(self: &Arc<Self>) {
         tokio::spawn(conversations::relay(self.clone()));
+        tokio::spawn(deliver::keep_busy_alive(self.clone()));
     }
 
     /// The graph of `agent`, or `AgentNotFound`.

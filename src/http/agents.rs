@@ -20,29 +20,33 @@ type Reply = Result<HttpResponse, ChatError>;
 type Key = Keyed<ChatKey>;
 const INVALID: &str = "INVALID_REQUEST";
 
+/// The routes, under `/agents/...` and again under `/api/agents/...` (the chat API's own
+/// JavaScript example fetches the latter).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/agents/{id}/chat", web::post().to(chat))
-        .route("/agents/{id}/chat/stream", web::post().to(chat_stream))
-        .route("/agents/{id}/history", web::get().to(history))
-        .route(
-            "/agents/{id}/conversations",
-            web::get().to(list_conversations),
+    for prefix in ["", "/api"] {
+        routes(cfg, prefix);
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig, prefix: &str) {
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    let at = |path: &str| web::resource(format!("{prefix}{path}"));
+    cfg.service(at("/agents/{id}/chat").route(web::post().to(chat)))
+        .service(at("/agents/{id}/chat/stream").route(web::post().to(chat_stream)))
+        .service(at("/agents/{id}/history").route(web::get().to(history)))
+        .service(
+            at("/agents/{id}/conversations")
+                .route(web::get().to(list_conversations))
+                .route(web::post().to(create_conversation)),
         )
-        .route(
-            "/agents/{id}/conversations",
-            web::post().to(create_conversation),
+        .service(
+            at("/agents/{id}/conversations/{conv}")
+                .route(web::put().to(rename_conversation))
+                .route(web::delete().to(delete_conversation)),
         )
-        .route(
-            "/agents/{id}/conversations/{conv}",
-            web::put().to(rename_conversation),
-        )
-        .route(
-            "/agents/{id}/conversations/{conv}",
-            web::delete().to(delete_conversation),
-        )
-        .route("/agents/{id}/inbox", web::get().to(inbox))
-        .route("/agents/{id}/mark-read", web::post().to(mark_read))
-        .route("/teams/{id}/chat", web::post().to(team_chat));
+        .service(at("/agents/{id}/inbox").route(web::get().to(inbox)))
+        .service(at("/agents/{id}/mark-read").route(web::post().to(mark_read)))
+        .service(at("/teams/{id}/chat").route(web::post().to(team_chat)));
 }
 
 fn conversation_not_found(id: &str) -> FdError {

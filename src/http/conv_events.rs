@@ -14,7 +14,7 @@ use super::state::AppState;
 use crate::store::ConvEvent;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/events", web::get().to(events));
+    cfg.service(web::resource("/events").route(web::get().to(events)));
 }
 
 async fn events(_: Keyed<ConvStreamKey>, req: HttpRequest, st: web::Data<AppState>) -> Reply {

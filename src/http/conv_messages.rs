@@ -14,10 +14,14 @@ use crate::store::conversations::NewConvMessage;
 const TYPES: &[&str] = &["text", "image", "file", "ping"];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/messages/{id}", web::post().to(post_message))
-        .route("/messages/{id}", web::get().to(get_messages))
-        .route("/messages/{id}/read", web::post().to(mark_read))
-        .route("/messages/{id}/deliverylogs", web::get().to(delivery_logs));
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    cfg.service(
+        web::resource("/messages/{id}")
+            .route(web::post().to(post_message))
+            .route(web::get().to(get_messages)),
+    )
+    .service(web::resource("/messages/{id}/read").route(web::post().to(mark_read)))
+    .service(web::resource("/messages/{id}/deliverylogs").route(web::get().to(delivery_logs)));
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> FdError {

@@ -9,7 +9,7 @@ use super::fd_error::{ConvStreamKey, FdError};
 use super::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stream/{id}", web::get().to(stream));
+    cfg.service(web::resource("/stream/{id}").route(web::get().to(stream)));
 }
 
 async fn stream(

@@ -13,11 +13,18 @@ pub(super) type Key = Keyed<ConvKey>;
 pub(super) const INVALID: &str = "INVALID_REQUEST";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/conversations", web::post().to(create))
-        .route("/conversations", web::get().to(list))
-        .route("/conversations/{id}", web::get().to(get_one))
-        .route("/conversations/{id}/bots", web::post().to(set_bot))
-        .route("/conversations/{id}/bots", web::get().to(get_bots));
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    cfg.service(
+        web::resource("/conversations")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(web::resource("/conversations/{id}").route(web::get().to(get_one)))
+    .service(
+        web::resource("/conversations/{id}/bots")
+            .route(web::post().to(set_bot))
+            .route(web::get().to(get_bots)),
+    );
 }
 
 pub(super) fn not_found(id: &str) -> FdError {

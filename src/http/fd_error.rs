@@ -300,13 +300,27 @@ pub struct V1Key;
 impl Guard for V1Key {
     type Error = V1Error;
     fn check(req: &HttpRequest, st: &AppState) -> Result<(), V1Error> {
-        if has_key(req, st, HEADERS) {
-            return Ok(());
-        }
-        let agent = req.match_info().get("agent_id").unwrap_or_default();
-        Err(V1Error {
-            error: FdError::unauthorized(),
-            quota: st.frontdoor.limits.peek(agent),
-        })
+        v1_check(req, st, HEADERS)
     }
+}
+
+/// The agent messages API's key check on its `GET` stream, which `EventSource` opens without
+/// headers: the key may also come as `?token=`.
+pub struct V1StreamKey;
+impl Guard for V1StreamKey {
+    type Error = V1Error;
+    fn check(req: &HttpRequest, st: &AppState) -> Result<(), V1Error> {
+        v1_check(req, st, HEADERS_OR_QUERY)
+    }
+}
+
+fn v1_check(req: &HttpRequest, st: &AppState, accept: Accept) -> Result<(), V1Error> {
+    if has_key(req, st, accept) {
+        return Ok(());
+    }
+    let agent = req.match_info().get("agent_id").unwrap_or_default();
+    Err(V1Error {
+        error: FdError::unauthorized(),
+        quota: st.frontdoor.limits.peek(agent),
+    })
 }

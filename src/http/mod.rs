@@ -2,6 +2,7 @@
 //! state handlers share. Route files mirror URL roots:
 //!
 //! - [`supervisor`]: `/start`, `/stop`, `/ping`, `/list`, `/graphs`, `/health` (TEN envelope).
+//! - [`token`]: `POST /token/generate` (TEN's Agora token route).
 //! - [`api`]: `/api/v1/...` (chats, messages, requests, dispatch, events, config).
 //! - [`agents`]: `/agents/...` and `/teams/...` (the chat API).
 //! - [`v1_agents`]: `/v1/agents/...` (the agent messages API).
@@ -13,6 +14,7 @@
 //! - [`openapi`]: `/openapi.json` (the OpenAPI document of every route) and `/docs` (its page).
 
 pub mod access;
+pub mod access_log;
 pub mod agents;
 pub mod api;
 pub mod auth;
@@ -26,11 +28,13 @@ pub mod extract;
 pub mod fd_error;
 pub mod metrics;
 pub mod openapi;
+pub mod method;
 pub mod ops;
 pub mod sse;
 pub mod state;
 pub mod supervisor;
 pub mod ten_error;
+pub mod token;
 pub mod v1_agents;
 
 use actix_web::web;
@@ -41,6 +45,7 @@ pub use self::state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope("/api/v1").configure(api::configure))
         .configure(supervisor::configure)
+        .configure(token::configure)
         .configure(agents::configure)
         .configure(v1_agents::configure)
         .configure(conversations::configure)

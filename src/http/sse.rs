@@ -8,9 +8,35 @@
 //! `data:`, `id:` in that order, `: keepalive`, and `no-cache, no-transform`. The frames are a
 //! few lines; the rest is a channel.
 
+use std::sync::LazyLock;
+
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
+
+/// Set once the server begins to shut down: every open stream then ends with a last
+/// `event: shutdown` frame, so clients can tell a shutdown from a dropped connection. One
+/// server per process, so one flag.
+static SHUTDOWN: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
+
+/// Ends every open event stream (each with its `event: shutdown` frame), and any opened later.
+pub fn shut_down_streams() {
+    SHUTDOWN.send_replace(true);
+}
+
+async fn shutting_down() {
+    let mut rx = SHUTDOWN.subscribe();
+    let _ = rx.wait_for(|down| *down).await;
+}
+
+/// The last frame of a stream cut by the shutdown.
+fn shutdown_frame() -> Bytes {
+    Frame::new()
+        .event("shutdown")
+        .data(r#"{"reason":"agentd is shutting down"}"#)
+        .bytes()
+}
 
 /// One event, its fields in the order they were added, each on its own line.
 #[derive(Debug, Default)]
@@ -75,11 +101,15 @@ where
     response_from(HttpResponse::Ok(), frames)
 }
 
-/// [`response`] on a response that already has headers of its own.
+/// [`response`] on a response that already has headers of its own. The stream ends early, with
+/// an `event: shutdown` frame, when the server shuts down.
 pub fn response_from<S>(mut builder: HttpResponseBuilder, frames: S) -> HttpResponse
 where
     S: Stream<Item = Bytes> + 'static,
 {
+    let farewell = futures_util::stream::once(async { *SHUTDOWN.borrow() })
+        .filter_map(|down| std::future::ready(down.then(shutdown_frame)));
+    let frames = frames.take_until(shutting_down()).chain(farewell);
     builder
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache, no-transform"))

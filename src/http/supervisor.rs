@@ -30,16 +30,17 @@ impl Guard for TenKey {
             .ok_or(TenError::Unauthorized)
     }
 }
-type Key = Keyed<TenKey>;
+pub(super) type Key = Keyed<TenKey>;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(health))
-        .route("/health", web::get().to(health))
-        .route("/start", web::post().to(start))
-        .route("/stop", web::post().to(stop))
-        .route("/ping", web::post().to(ping))
-        .route("/list", web::get().to(list))
-        .route("/graphs", web::get().to(graphs));
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    cfg.service(web::resource("/").route(web::get().to(health)))
+        .service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/start").route(web::post().to(start)))
+        .service(web::resource("/stop").route(web::post().to(stop)))
+        .service(web::resource("/ping").route(web::post().to(ping)))
+        .service(web::resource("/list").route(web::get().to(list)))
+        .service(web::resource("/graphs").route(web::get().to(graphs)));
 }
 
 /// A success envelope.
@@ -49,6 +50,11 @@ pub(super) fn ok(data: Value) -> HttpResponse {
 
 /// Health, and how workers are contained here (TEN's `data` is `null`; clients ignore it).
 async fn health(state: web::Data<AppState>) -> HttpResponse {
+    // A load balancer stops sending new work here while the workers are being stopped.
+    if state.supervisor.is_shutting_down() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"code": "503", "msg": "draining", "data": null}));
+    }
     let c = state.supervisor.containment();
     HttpResponse::Ok().json(json!({"code": "0", "msg": "ok", "data": {
         "containment": c.mode.as_str(),
@@ -71,7 +77,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// Reads a JSON body of at most `MAX_BODY_BYTES`, whatever its content type.
-async fn json_body<T: DeserializeOwned>(
+pub(super) async fn json_body<T: DeserializeOwned>(
     state: &AppState,
     payload: web::Payload,
 ) -> Result<T, TenError> {
@@ -192,12 +198,17 @@ async fn ping(
 
 async fn stop(
     _: Key,
+    req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, TenError> {
     let channel = channel_of(&state, payload).await?;
     let graph = state.supervisor.get(&channel).map(|i| i.graph);
-    let outcome = state.supervisor.stop(&channel).await?;
+    let by = match req.peer_addr() {
+        Some(peer) => format!("POST /stop from {}", peer.ip()),
+        None => "POST /stop".to_string(),
+    };
+    let outcome = state.supervisor.stop(&channel, &by).await?;
     let mut data = serde_json::to_value(outcome).unwrap_or(Value::Null);
     if let Some(d) = data.as_object_mut() {
         d.insert("channel_name".into(), channel.into());

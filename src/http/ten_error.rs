@@ -1,10 +1,16 @@
 //! The TEN supervisor family's errors: the one place where supervisor failures meet the wire,
 //! as TEN's envelope `{code, msg, data}` with string codes and honest HTTP statuses.
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::web;
 use serde_json::{json, Value};
 use thiserror::Error;
 
+use super::state::AppState;
+use crate::settings::SupervisorStatus;
 use crate::supervisor::{ChannelError, StartError};
 
 /// Everything a supervisor route can answer with other than success.
@@ -21,6 +27,15 @@ pub enum TenError {
     /// A query parameter of agentd's own routes that is not valid.
     #[error("{0}")]
     BadParams(String),
+    /// A known path with another method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// `/token/generate` could not make a token.
+    #[error("{0}")]
+    Token(crate::agora::TokenError),
+    /// `/token/generate` without `AGORA_APP_ID`.
+    #[error("AGORA_APP_ID is not set: agentd makes no Agora tokens")]
+    TokenUnconfigured,
     /// agentd failed on its side (details in its log).
     #[error("{0}")]
     Internal(String),
@@ -38,8 +53,10 @@ pub fn ten_msg(code: &str) -> &'static str {
         "10100" => "process property json failed",
         "10101" => "start worker failed",
         "10102" => "stop worker failed",
+        "10005" => "generate token failed",
         "401" => "unauthorized",
         "500" => "internal error",
+        "405" => "method not allowed",
         _ => "error",
     }
 }
@@ -55,7 +72,7 @@ impl TenError {
                 S::BadParams(_) | S::BadTimeout(_) | S::Refused { .. } | S::BadProperty { .. } => {
                     ("10000", StatusCode::BAD_REQUEST)
                 }
-                S::UnknownGraph(_) => ("10100", StatusCode::NOT_FOUND),
+                S::UnknownGraph { .. } => ("10100", StatusCode::NOT_FOUND),
                 S::UnknownNodes { .. } | S::MissingEnv { .. } | S::UnknownAddon { .. } => {
                     ("10100", StatusCode::BAD_REQUEST)
                 }
@@ -74,6 +91,13 @@ impl TenError {
                 ChannelError::BadParams(_) => ("10000", StatusCode::BAD_REQUEST),
                 ChannelError::NotFound(_) => ("10002", StatusCode::NOT_FOUND),
             },
+            TenError::Token(crate::agora::TokenError::ChannelEmpty) => {
+                ("10004", StatusCode::BAD_REQUEST)
+            }
+            TenError::Token(e) if e.is_bad_request() => ("10000", StatusCode::BAD_REQUEST),
+            TenError::Token(_) => ("10005", StatusCode::INTERNAL_SERVER_ERROR),
+            TenError::MethodNotAllowed(_) => ("405", StatusCode::METHOD_NOT_ALLOWED),
+            TenError::TokenUnconfigured => ("10005", StatusCode::SERVICE_UNAVAILABLE),
             TenError::TooLarge(_) => ("10000", StatusCode::PAYLOAD_TOO_LARGE),
             TenError::Unauthorized => ("401", StatusCode::UNAUTHORIZED),
             TenError::BadParams(_) => ("10000", StatusCode::BAD_REQUEST),
@@ -91,6 +115,9 @@ impl TenError {
             TenError::Start(StartError::NotReady { output, .. }) => json!({"output": output}),
             TenError::Start(StartError::UnknownNodes { nodes, unknown, .. }) => {
                 json!({"nodes": nodes, "unknown": unknown})
+            }
+            TenError::Start(StartError::UnknownGraph { available, .. }) => {
+                json!({ "graphs": available })
             }
             TenError::Start(StartError::MissingEnv { vars, .. }) => json!({"variables": vars}),
             TenError::Start(StartError::UnknownAddon { node, addon, .. }) => {
@@ -133,4 +160,39 @@ impl actix_web::ResponseError for TenError {
             "data": self.data(status),
         }))
     }
+}
+
+/// The routes TEN's server has; agentd's own (`/ops/...`) keep honest statuses in every mode.
+const TEN_ROUTES: &[&str] = &[
+    "/",
+    "/health",
+    "/start",
+    "/stop",
+    "/ping",
+    "/list",
+    "/graphs",
+    "/token/generate",
+];
+
+/// With `SUPERVISOR_STATUS=ten`, turns the HTTP status of every supervisor error into 200, as
+/// TEN's server answers: TEN's frontends (axios) throw on any other status before they read
+/// `code`. The envelope is unchanged; `data.status` still carries the honest status.
+pub async fn ten_status(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let ten = TEN_ROUTES.contains(&req.path())
+        && req
+            .app_data::<web::Data<AppState>>()
+            .is_some_and(|st| st.settings.supervisor_status == SupervisorStatus::Ten);
+    let mut res = next.call(req).await?;
+    if ten
+        && res
+            .response()
+            .error()
+            .is_some_and(|e| e.as_error::<TenError>().is_some())
+    {
+        *res.response_mut().status_mut() = StatusCode::OK;
+    }
+    Ok(res)
 }

@@ -7,9 +7,10 @@ use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::extract::Keyed;
+use super::extract::{query, Keyed};
 use super::fd_error::{
-    object, optional_text, required_text, with_quota, FdError, V1Error, V1Key, MAX_TEXT,
+    object, optional_text, required_text, with_quota, FdError, V1Error, V1Key, V1StreamKey,
+    MAX_TEXT,
 };
 use super::sse;
 use super::state::AppState;
@@ -19,10 +20,12 @@ use crate::frontdoor::{Answer, AnswerItem};
 const INVALID: &str = "INVALID_MESSAGE";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents/{agent_id}/messages", web::post().to(send))
-        .route(
-            "/v1/agents/{agent_id}/messages/stream",
-            web::post().to(send_stream),
+    // One resource per path, so a known path with another method is a 405 with `Allow`.
+    cfg.service(web::resource("/v1/agents/{agent_id}/messages").route(web::post().to(send)))
+        .service(
+            web::resource("/v1/agents/{agent_id}/messages/stream")
+                .route(web::post().to(send_stream))
+                .route(web::get().to(get_stream)),
         );
 }
 
@@ -191,6 +194,25 @@ async fn send_stream(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, V1Error> {
+    let (m, permit) = accept(&st, path.into_inner(), &body).await?;
+    stream_answer(&st, m, permit).await
+}
+
+/// `GET .../messages/stream?text=...&userId=...&roomId=...`: the same stream for `EventSource`,
+/// which can only send GET; the fields come from the query instead of a JSON body.
+async fn get_stream(
+    _: Keyed<V1StreamKey>,
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, V1Error> {
+    let mut fields = Map::new();
+    for name in ["text", "userId", "roomId"] {
+        if let Some(v) = query(&req, name) {
+            fields.insert(name.into(), Value::String(v));
+        }
+    }
+    let body = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
     let (m, permit) = accept(&st, path.into_inner(), &body).await?;
     stream_answer(&st, m, permit).await
 }

@@ -41,6 +41,16 @@ impl DispatchMode {
     }
 }
 
+/// How the supervisor routes report errors (`SUPERVISOR_STATUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupervisorStatus {
+    /// An HTTP status that says what happened (404, 409, 429...), TEN's `code` in the body.
+    Honest,
+    /// HTTP 200 for every answer with TEN's `code` in the body, as TEN's server does: its
+    /// frontends (axios) throw on any other status before they read `code`.
+    Ten,
+}
+
 /// Whether workers get a cgroup of their own (`WORKER_CGROUPS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupMode {
@@ -78,6 +88,9 @@ pub struct Settings {
     pub http_workers: usize,
     /// `GET /metrics` answers a loopback peer without the key (for a scraper on the same host).
     pub metrics_public_loopback: bool,
+    pub supervisor_status: SupervisorStatus,
+    /// Agora credentials for `POST /token/generate`; `None` when `AGORA_APP_ID` is unset.
+    pub agora: Option<crate::agora::Credentials>,
 
     // Files
     pub property_json: PathBuf,

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    split_command, CgroupMode, DispatchMode, DispatchSettings, Settings, SettingsError, WorkerToken,
+    split_command, CgroupMode, DispatchMode, DispatchSettings, Settings, SettingsError,
+    SupervisorStatus, WorkerToken,
 };
 
 /// Where settings come from; the process environment in production, a map in unit tests.
@@ -154,6 +155,45 @@ impl Settings {
             |v| *v >= 1,
         )?;
 
+        let supervisor_status = match r
+            .raw("SUPERVISOR_STATUS")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("honest") => SupervisorStatus::Honest,
+            Some("ten") => SupervisorStatus::Ten,
+            Some(other) => {
+                return Err(SettingsError {
+                    var: "SUPERVISOR_STATUS",
+                    value: other.to_string(),
+                    expected: "honest or ten",
+                })
+            }
+        };
+        let agora = match r.raw("AGORA_APP_ID") {
+            None => None,
+            Some(app_id) => {
+                let cert = r.raw("AGORA_APP_CERTIFICATE");
+                match crate::agora::Credentials::new(&app_id, cert.as_deref()) {
+                    Ok(c) => Some(c),
+                    // The certificate's value is never echoed: it signs every token.
+                    Err(crate::agora::TokenError::Certificate) => {
+                        return Err(SettingsError {
+                            var: "AGORA_APP_CERTIFICATE",
+                            value: "<redacted>".into(),
+                            expected: "32 hexadecimal characters (the project's primary certificate), or empty",
+                        })
+                    }
+                    Err(_) => {
+                        return Err(SettingsError {
+                            var: "AGORA_APP_ID",
+                            value: app_id,
+                            expected: "32 hexadecimal characters (the project's App ID)",
+                        })
+                    }
+                }
+            }
+        };
         let data_dir = r.path("DATA_DIR", Path::new("data"), base);
         let log_default = data_dir.join("logs");
         let settings = Settings {
@@ -164,6 +204,8 @@ impl Settings {
             max_body_bytes,
             http_workers,
             metrics_public_loopback: r.bool("METRICS_PUBLIC_LOOPBACK", false)?,
+            supervisor_status,
+            agora,
             property_json: r.path("PROPERTY_JSON", Path::new("property.json"), base),
             graphs_dir: r.path("GRAPHS_DIR", Path::new("graphs"), base),
             log_path: r.path("LOG_PATH", &log_default, base),
@@ -350,6 +392,21 @@ mod tests {
                 .var,
             "WORKER_SAMPLE_INTERVAL_MS"
         );
+        assert_eq!(
+            with(&[("SUPERVISOR_STATUS", "loud")]).unwrap_err().var,
+            "SUPERVISOR_STATUS"
+        );
+        assert_eq!(
+            with(&[("AGORA_APP_ID", "nothex")]).unwrap_err().var,
+            "AGORA_APP_ID"
+        );
+        let e = with(&[
+            ("AGORA_APP_ID", "0123456789abcdef0123456789abcdef"),
+            ("AGORA_APP_CERTIFICATE", "secret-but-wrong"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "AGORA_APP_CERTIFICATE");
+        assert!(!e.to_string().contains("secret-but-wrong"));
         assert_eq!(
             with(&[("WORKER_COMMAND", "\"unterminated")])
                 .unwrap_err()

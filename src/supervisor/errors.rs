@@ -26,8 +26,12 @@ pub enum StartError {
         node: String,
         problem: crate::contract::addons::PropertyError,
     },
-    #[error("graph {0:?} does not exist")]
-    UnknownGraph(String),
+    #[error("graph {graph:?} does not exist; the graphs are {available:?}")]
+    UnknownGraph {
+        graph: String,
+        /// Every graph of the catalog, so the caller sees what to ask for instead.
+        available: Vec<String>,
+    },
     #[error("graph {graph:?} has no node named {unknown:?}; its nodes are {nodes:?}")]
     UnknownNodes {
         graph: String,

@@ -213,15 +213,19 @@ impl Supervisor {
         self.inner.registry.ping(channel)
     }
 
-    /// Stops the worker of `channel` and answers once it is gone, with how it ended.
-    pub async fn stop(&self, channel: &str) -> Result<StopOutcome, ChannelError> {
+    /// Stops the worker of `channel` and answers once it is gone, with how it ended. `by` says
+    /// who asked, for the log line every stop leaves.
+    pub async fn stop(&self, channel: &str, by: &str) -> Result<StopOutcome, ChannelError> {
         check_channel(channel)?;
         let tx = self.inner.registry.sender(channel)?;
         let (reply, rx) = oneshot::channel();
         tx.send(Command::Stop(reply))
             .map_err(|_| ChannelError::NotFound(channel.to_string()))?;
-        rx.await
-            .map_err(|_| ChannelError::NotFound(channel.to_string()))
+        let outcome = rx
+            .await
+            .map_err(|_| ChannelError::NotFound(channel.to_string()))?;
+        log_stop(channel, by, &outcome);
+        Ok(outcome)
     }
 
     /// Every worker, ordered by channel.
@@ -268,10 +272,12 @@ impl Supervisor {
             .registry
             .close()
             .into_iter()
-            .map(|tx| async move {
+            .map(|(channel, tx)| async move {
                 let (reply, rx) = oneshot::channel();
                 if tx.send(Command::Stop(reply)).is_ok() {
-                    let _ = rx.await;
+                    if let Ok(outcome) = rx.await {
+                        log_stop(&channel, "shutdown", &outcome);
+                    }
                 }
             });
         futures_util::future::join_all(stops).await;
@@ -355,4 +361,17 @@ fn warn_unenforced(catalog: &CatalogHandle, containment: &ContainmentReport) {
             );
         }
     }
+}
+
+/// The one log line of a stop someone asked for: who, how it ended, how long it took.
+fn log_stop(channel: &str, by: &str, outcome: &StopOutcome) {
+    tracing::info!(
+        channel,
+        by,
+        how = outcome.how,
+        exit_code = outcome.exit_code,
+        signal = outcome.signal,
+        took_ms = outcome.took_ms,
+        "worker stopped"
+    );
 }

@@ -416,13 +416,13 @@ impl Registry {
     }
 
     /// Refuses every later reservation and launch; returns the senders of the running tasks.
-    pub(super) fn close(&self) -> Vec<mpsc::UnboundedSender<Command>> {
+    pub(super) fn close(&self) -> Vec<(String, mpsc::UnboundedSender<Command>)> {
         let mut slots = self.lock();
         slots.shutting_down = true;
         slots
             .by_channel
-            .values()
-            .filter_map(|s| s.tx.clone())
+            .iter()
+            .filter_map(|(channel, s)| Some((channel.clone(), s.tx.clone()?)))
             .collect()
     }
 

@@ -123,7 +123,10 @@ impl Supervisor {
         let graph = catalog
             .get(&spec.graph)
             .cloned()
-            .ok_or_else(|| StartError::UnknownGraph(spec.graph.clone()))?;
+            .ok_or_else(|| StartError::UnknownGraph {
+                graph: spec.graph.clone(),
+                available: catalog.graphs().iter().map(|g| g.name.clone()).collect(),
+            })?;
         let timeout = match spec.timeout {
             None | Some(0) => graph
                 .runtime

@@ -309,7 +309,8 @@ impl Task {
                 Life::Over
             }
             Ended::Idle => {
-                tracing::info!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
+                // The one info line of a reap is `shut`'s "worker stopped" (with how and took_ms).
+                tracing::debug!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
                 self.shut(proc, None, true, "inactivity timeout").await;
                 Life::Over
             }
@@ -374,6 +375,10 @@ impl Task {
         let began = Instant::now();
         let out = stop::stop(&mut proc.child, &proc.hold, self.plan.stop_grace).await;
         crate::observe::worker_stopped(&self.plan.graph, idle, began.elapsed());
+        if reply.is_none() {
+            // A stop someone asked for is logged by `Supervisor::stop`, which knows who.
+            tracing::info!(channel = %self.plan.channel, by = why, how = out.how, took_ms = out.took_ms, "worker stopped");
+        }
         self.end(proc, &format!("{why} ({})", out.how)).await;
         self.last = out.clone();
         self.finish();

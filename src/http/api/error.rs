@@ -25,6 +25,9 @@ pub enum ApiError {
     /// 429, with `Retry-After` in whole seconds.
     #[error("Write rate limit exceeded.")]
     RateLimited { retry_after_secs: u64 },
+    /// 405: a known path with another method (the reason names the allowed ones).
+    #[error("{0}")]
+    MethodNotAllowed(String),
 }
 
 impl ApiError {
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::Store(StoreError::Conflict { .. }) => "CONFLICT",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             ApiError::Store(StoreError::Database(_) | StoreError::Internal(_)) => "INTERNAL_ERROR",
         }
     }
@@ -91,6 +95,7 @@ impl ResponseError for ApiError {
             ApiError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(StoreError::Database(_) | StoreError::Internal(_)) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -4,7 +4,7 @@
 mod chats;
 mod config;
 mod dispatch;
-mod error;
+pub mod error;
 mod events;
 mod messages;
 mod requests;
@@ -72,7 +72,7 @@ type Write = Keyed<WriteKey>;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Nested scopes: a request is matched against a few patterns, not against every route of the
-    // API in turn. Every resource answers an unknown method with the JSON 404, as unknown paths.
+    // API in turn. A known path with another method is a 405 with `Allow` (see `res`).
     cfg.service(res("/health").route(web::get().to(config::health)))
         .service(res("/config").route(web::get().to(config::config)))
         .service(res("/events/stream").route(web::get().to(events::stream)))
@@ -145,7 +145,9 @@ fn scope(path: &str) -> actix_web::Scope {
 }
 
 fn res(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(not_found))
+    // No default service: a known path with another method gets actix's 405 with `Allow`,
+    // which `http::method` words in this API's envelope.
+    web::resource(path)
 }
 
 /// Unknown `/api/v1` paths: the JSON envelope (Opengram answers plain text here).

@@ -22,17 +22,16 @@ pub async fn read_body(payload: web::Payload, limit: usize) -> Result<bytes::Byt
         })
 }
 
-/// Parses a JSON object body. Empty, or not declared as JSON → `{}` (the usual field errors
-/// follow); invalid JSON → 400 `Malformed JSON in request body`; not an object → schema error.
+/// Parses a JSON object body whatever its declared type (`curl -d` sends JSON as a form, and
+/// the body is what counts). Empty → `{}` (the usual field errors follow); invalid JSON → 400
+/// `Malformed JSON in request body` (saying the body must be JSON when another type was
+/// declared); not an object → schema error.
 pub fn parse_object(req: &HttpRequest, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let declared_other = req
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| !ct.to_ascii_lowercase().contains("json"));
-    if declared_other {
-        return Ok(Map::new());
-    }
     match extract::parse_json::<Value>(body) {
         Ok(None) => Ok(Map::new()),
         Ok(Some(Value::Object(m))) => Ok(m),
@@ -42,6 +41,9 @@ pub fn parse_object(req: &HttpRequest, body: &[u8]) -> Result<Map<String, Value>
             v.finish()?;
             Ok(Map::new())
         }
+        Err(_) if declared_other => Err(ApiError::validation(
+            "The request body must be JSON (Content-Type: application/json).",
+        )),
         Err(_) => Err(ApiError::MalformedJson),
     }
 }

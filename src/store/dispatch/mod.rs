@@ -189,10 +189,42 @@ impl Store {
                      lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1", args![id, w.now + delay, reason])?;
                 w.wake_by(w.now + delay);
                 w.kick_claims();
+                // Whoever waits for this chat's answer learns why it is late, and when the
+                // next try is (a front door gives up at once when that is past its deadline).
+                w.ephemeral(
+                    "dispatch.failed",
+                    json!({
+                        "chatId": chat_id,
+                        "batchId": id,
+                        "reason": reason,
+                        "attempt": attempts,
+                        "retryable": true,
+                        "willRetry": true,
+                        "retryInMs": delay,
+                    }),
+                );
             } else {
                 w.terminal_failure(&id, &chat_id, attempts, &reason)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// Agents with work in hand: a batch pending or leased, or an input not yet batched, in one
+    /// of their chats. Their on-demand workers are kept alive while it lasts. Chats bound to a
+    /// supervisor channel do not count: that channel's own worker serves them.
+    pub async fn agents_with_work(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c, _, _| {
+            c.all(
+                "SELECT ca.agent_id FROM chat_agents ca JOIN chats ch ON ch.id = ca.chat_id \
+                 WHERE (ch.external_key IS NULL OR substr(ch.external_key, 1, 8) <> 'channel:') \
+                 AND ca.chat_id IN ( \
+                 SELECT chat_id FROM dispatch_batches WHERE status IN ('pending', 'leased') \
+                 UNION SELECT chat_id FROM dispatch_inputs WHERE state = 'pending') \
+                 GROUP BY ca.agent_id",
+                args![],
+            )
         })
         .await
     }
