@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use actix_web::http::header;
 use actix_web::{guard, web, HttpRequest, HttpResponse};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, SecurityRequirement};
 
@@ -29,7 +30,11 @@ pub const PUBLIC: &[&str] = &[
 
 /// Routes that also take the key as `?token=` (event streams a browser opens, and `/api/v1`).
 fn takes_query_token(path: &str) -> bool {
-    path.starts_with("/api/v1/") || path.starts_with("/ops/")
+    path.starts_with("/api/v1/")
+        || path.starts_with("/ops/")
+        || path.starts_with("/stream/")
+        || path == "/events"
+        || path.ends_with("/messages/stream")
 }
 
 /// The document, finished: version, security schemes, and each operation's key requirement.
@@ -50,6 +55,22 @@ pub fn document() -> OpenApi {
         "token",
         SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
     );
+    // The chat API also answers under `/api` (TEN's playground calls it there): the same
+    // operations, each with an id of its own.
+    let aliases: Vec<(String, utoipa::openapi::PathItem)> = doc
+        .paths
+        .paths
+        .iter()
+        .filter(|(p, _)| p.starts_with("/agents/") || p.starts_with("/teams/"))
+        .map(|(p, item)| {
+            let mut item = item.clone();
+            for op in operations(&mut item) {
+                op.operation_id = op.operation_id.take().map(|id| format!("api_{id}"));
+            }
+            (format!("/api{p}"), item)
+        })
+        .collect();
+    doc.paths.paths.extend(aliases);
     for (path, item) in doc.paths.paths.iter_mut() {
         if PUBLIC.contains(&path.as_str()) {
             continue;
@@ -62,20 +83,24 @@ pub fn document() -> OpenApi {
             .iter()
             .map(|s| SecurityRequirement::new(*s, Vec::<String>::new()))
             .collect();
-        for op in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for op in operations(item) {
             op.security = Some(requirement.clone());
         }
     }
     doc
+}
+
+/// Every operation of a path.
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// The document as JSON, made once.

@@ -73,6 +73,18 @@ fn list() {}
     ))]
 fn graphs() {}
 
+#[utoipa::path(post, path = "/token/generate", tag = "supervisor",
+    summary = "An Agora token for a channel (TEN's route)",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "The token", body = TenToken),
+        (status = 400, description = "A bad body, channel or uid (10000, 10004)", body = TenError),
+        (status = 401, description = "No key", body = TenError),
+        (status = 413, description = "The body is too large", body = TenError),
+        (status = 503, description = "No AGORA_APP_ID set (10005)", body = TenError),
+    ))]
+fn token_generate() {}
+
 // ------------------------------------------------------------------ ops
 
 #[utoipa::path(get, path = "/ops/workers/stream", tag = "ops",
@@ -645,6 +657,25 @@ fn v1_messages() {}
     ))]
 fn v1_messages_stream() {}
 
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/messages/stream", tag = "agent-messages",
+    operation_id = "v1_messages_stream_get",
+    summary = "The same stream for EventSource clients: the fields come from the query",
+    params(
+        ("agent_id" = String, Path),
+        ("text" = String, Query),
+        ("userId" = Option<String>, Query),
+        ("roomId" = Option<String>, Query),
+        ("token" = Option<String>, Query, description = "The key, for EventSource clients"),
+    ),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid", body = V1ErrorBody),
+        (status = 401, description = "No key", body = V1ErrorBody),
+        (status = 404, description = "No such agent", body = V1ErrorBody),
+        (status = 429, description = "The agent's rate or concurrency limit", body = V1ErrorBody),
+    ))]
+fn v1_messages_stream_get() {}
+
 // ------------------------------------------------------------------ conversations API
 
 #[utoipa::path(post, path = "/conversations", tag = "conversations", summary = "Create a conversation",
@@ -777,7 +808,7 @@ fn conv_events() {}
         license(name = "Apache-2.0")
     ),
     paths(
-        root, health, start, stop, ping, list, graphs,
+        root, health, start, stop, ping, list, graphs, token_generate,
         ops_workers_stream, ops_logs, ops_dispatch,
         metrics, openapi_json, docs, console, console_file,
         api_health, api_config, api_events_stream,
@@ -790,7 +821,7 @@ fn conv_events() {}
         agents_chat, agents_chat_stream, agents_history, agents_conversations,
         agents_new_conversation, agents_rename_conversation, agents_delete_conversation,
         agents_inbox, agents_mark_read, teams_chat,
-        v1_messages, v1_messages_stream,
+        v1_messages, v1_messages_stream, v1_messages_stream_get,
         conversations_create, conversations_list, conversations_get, conversations_set_bot,
         conversations_bots, conv_messages_post, conv_messages_get, conv_messages_read,
         conv_delivery_logs, conv_stream, conv_events,

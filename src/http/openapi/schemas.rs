@@ -119,6 +119,34 @@ pub struct StartRequest {
     pub token: Option<String>,
 }
 
+ten_ok!(
+    /// `/token/generate`'s answer.
+    TenToken,
+    AgoraToken
+);
+
+/// `/token/generate`'s body (TEN's).
+#[derive(ToSchema)]
+pub struct TokenRequest {
+    pub request_id: Option<String>,
+    #[schema(min_length = 1)]
+    pub channel_name: String,
+    /// 0 (the default) to 4294967295.
+    #[schema(minimum = 0, maximum = 4294967295u64)]
+    pub uid: Option<u64>,
+}
+
+/// An Agora token for a channel and uid.
+#[derive(ToSchema)]
+pub struct AgoraToken {
+    #[schema(rename = "appId")]
+    pub app_id: String,
+    /// AccessToken2 (RTC and RTM, one day), or the App ID when no certificate is set.
+    pub token: String,
+    pub channel_name: String,
+    pub uid: u64,
+}
+
 /// `/stop` and `/ping`'s body.
 #[derive(ToSchema)]
 pub struct ChannelRequest {
