@@ -70,6 +70,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         .env("WRITE_RATE_LIMIT_MAX", "1000000")
         // A front-door call for an agent that never answers gives up soon.
         .env("CHAT_REPLY_TIMEOUT_MS", "3000")
+        // /token/generate answers 503 (a 5xx) by design when agentd has no Agora project: give
+        // it one (made-up credentials of the right form), so that the route itself is tested.
+        .env("AGORA_APP_ID", "0123456789abcdef0123456789abcdef")
+        .env("AGORA_APP_CERTIFICATE", "fedcba9876543210fedcba9876543210")
         .start();
     let mut cmd = Command::new(&st);
     cmd.arg("run")
