@@ -332,13 +332,12 @@ pub fn family_of(route: Option<&str>) -> &'static str {
     let Some(route) = route else {
         return "none";
     };
-    let first = route
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("");
+    let mut parts = route.trim_start_matches('/').split('/');
+    let first = parts.next().unwrap_or("");
     match first {
-        "" | "health" | "start" | "stop" | "ping" | "list" | "graphs" => "supervisor",
+        "" | "health" | "start" | "stop" | "ping" | "list" | "graphs" | "token" => "supervisor",
+        // The chat API answers under `/api` too.
+        "api" if matches!(parts.next(), Some("agents" | "teams")) => "chat",
         "api" => "api",
         "agents" | "teams" => "chat",
         "v1" => "agent_messages",
@@ -516,6 +515,8 @@ mod tests {
             "agent_messages"
         );
         assert_eq!(family_of(Some("/teams/{id}/chat")), "chat");
+        assert_eq!(family_of(Some("/api/agents/{id}/chat")), "chat");
+        assert_eq!(family_of(Some("/token/generate")), "supervisor");
         assert_eq!(family_of(Some("/stream/{id}")), "conversations");
         assert_eq!(family_of(Some("/metrics")), "meta");
         assert_eq!(family_of(None), "none");
