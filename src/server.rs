@@ -82,6 +82,10 @@ impl Application {
         let addr = SocketAddr::new(settings.host, settings.port);
         let listener =
             TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        // `HttpServer::backlog` applies only to addresses it binds itself; this listener is
+        // bound here (so the port is known before serving): listening again sets its backlog.
+        set_backlog(&listener, settings.http_backlog)
+            .map_err(|source| ServeError::Bind { addr, source })?;
         let local = listener.local_addr()?;
         let base_url = format!("http://{}", loopback_of(local));
 
@@ -116,8 +120,10 @@ impl Application {
         let state = AppState::new(settings.clone(), catalog, supervisor, store, frontdoor);
         let app_state = state.clone();
         let http_settings = settings.clone();
+        let body_timeout = settings.body_timeout;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(move |req, srv| crate::http::slow::body_deadline(req, srv, body_timeout))
                 .app_data(web::Data::new(app_state.clone()))
                 .app_data(web::PayloadConfig::new(http_settings.max_body_bytes))
                 .wrap(Condition::new(
@@ -140,6 +146,18 @@ impl Application {
                 .default_service(web::to(crate::http::supervisor::not_found))
         })
         .workers(settings.http_workers)
+        // Slow clients: a head trickled in is cut off with a 408, an idle keep-alive connection
+        // is closed, and past the connection cap new clients wait in the kernel's backlog.
+        .client_request_timeout(settings.client_request_timeout)
+        .client_disconnect_timeout(settings.client_disconnect_timeout)
+        .keep_alive(keep_alive(settings.keep_alive))
+        .max_connections(
+            settings
+                .http_max_connections
+                .div_ceil(settings.http_workers.max(1))
+                .max(1),
+        )
+        .backlog(settings.http_backlog)
         .disable_signals()
         .shutdown_timeout(HTTP_SHUTDOWN_SECS)
         .listen(listener)?
@@ -219,6 +237,21 @@ pub async fn serve() -> Result<(), ServeError> {
         .await?
         .run_until_stopped()
         .await
+}
+
+/// actix's keep-alive for a duration: zero turns it off.
+fn keep_alive(d: Duration) -> actix_web::http::KeepAlive {
+    if d.is_zero() {
+        actix_web::http::KeepAlive::Disabled
+    } else {
+        actix_web::http::KeepAlive::Timeout(d)
+    }
+}
+
+fn set_backlog(listener: &TcpListener, backlog: u32) -> std::io::Result<()> {
+    let backlog = nix::sys::socket::Backlog::new(backlog.min(i32::MAX as u32) as i32)
+        .map_err(std::io::Error::from)?;
+    nix::sys::socket::listen(listener, backlog).map_err(std::io::Error::from)
 }
 
 /// The address agentd's own children use to reach it: loopback when bound to every interface.

@@ -27,6 +27,9 @@ pub enum AskError {
     Timeout { agent: String, secs: u64 },
     #[error("agentd is shutting down")]
     ShuttingDown,
+    /// The storage cannot be written (a full disk, a read-only database): nothing was kept.
+    #[error("{}", .0.message())]
+    Storage(crate::store::Storage),
     #[error("{0}")]
     Internal(String),
 }

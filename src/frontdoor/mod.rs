@@ -128,6 +128,10 @@ pub fn key_part(s: &str) -> String {
 
 /// A store failure as seen by a front door: logged here, answered as a bare internal error.
 pub(crate) fn internal(e: StoreError) -> AskError {
+    if let Some(storage) = e.storage() {
+        tracing::warn!(error = %e, "front door: the storage cannot be written");
+        return AskError::Storage(storage);
+    }
     tracing::error!(error = %e, "front door store error");
     AskError::Internal("Unexpected server error.".into())
 }

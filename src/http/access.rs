@@ -55,6 +55,16 @@ fn client_key(req: &HttpRequest, trust_proxy: bool) -> String {
     if !trust_proxy {
         return "*".into();
     }
+    client_ip(req, true)
+}
+
+/// The client's IP: the connection's peer, or the first address of the proxy headers when they
+/// are trusted (`TRUST_PROXY_HEADERS`).
+pub fn client_ip(req: &HttpRequest, trust_proxy: bool) -> String {
+    let peer = || req.peer_addr().map(|a| a.ip().to_string());
+    if !trust_proxy {
+        return peer().unwrap_or_else(|| "*".into());
+    }
     let h = |name: &str| {
         req.headers()
             .get(name)
@@ -65,7 +75,7 @@ fn client_key(req: &HttpRequest, trust_proxy: bool) -> String {
     h("x-forwarded-for")
         .or_else(|| h("x-real-ip"))
         .or_else(|| h("cf-connecting-ip"))
-        .or_else(|| req.peer_addr().map(|a| a.ip().to_string()))
+        .or_else(peer)
         .unwrap_or_else(|| "*".into())
 }
 

@@ -1,6 +1,7 @@
 //! The chat API's routes: `POST /agents/:id/chat` (whole or streamed), history, conversations
 //! per agent, the inbox, and `POST /teams/:id/chat`.
 
+use super::fd_error::Body;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -95,7 +96,12 @@ async fn parse_chat(st: &AppState, agent: String, body: &[u8]) -> Result<ChatReq
     })
 }
 
-async fn chat(_: Key, st: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> Reply {
+async fn chat(
+    _: Key,
+    st: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Body<ChatError>,
+) -> Reply {
     let r = parse_chat(&st, path.into_inner(), &body).await?;
     let g = st.frontdoor.graph(&r.agent)?;
     let a = st
@@ -119,7 +125,7 @@ async fn chat_stream(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ChatError>,
 ) -> Reply {
     let r = parse_chat(&st, path.into_inner(), &body).await?;
     // Store the message and start (or reach) the agent before answering 200, so "unavailable"
@@ -214,7 +220,7 @@ async fn create_conversation(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ChatError>,
 ) -> Reply {
     let agent = path.into_inner();
     st.frontdoor.graph(&agent)?;
@@ -236,7 +242,7 @@ async fn rename_conversation(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    body: Body<ChatError>,
 ) -> Reply {
     let (agent, conv) = path.into_inner();
     owned(&st, &agent, &conv).await?;
@@ -277,7 +283,7 @@ async fn mark_read(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ChatError>,
 ) -> Reply {
     let agent = path.into_inner();
     st.frontdoor.graph(&agent)?;
@@ -314,7 +320,7 @@ async fn team_chat(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ChatError>,
 ) -> Reply {
     let team_name = path.into_inner();
     if st.frontdoor.team(&team_name).is_none() {

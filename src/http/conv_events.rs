@@ -40,7 +40,8 @@ async fn events(_: Keyed<ConvStreamKey>, req: HttpRequest, st: web::Data<AppStat
         (None, None) => None,
     };
     if wants_sse {
-        return Ok(feed(st.get_ref().clone(), None, after));
+        let permit = st.admit_stream(&req).map_err(FdError::streams)?;
+        return Ok(feed(st.get_ref().clone(), permit, None, after));
     }
     let limit = match q.get("limit") {
         None => 100,

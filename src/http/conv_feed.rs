@@ -62,7 +62,12 @@ pub fn last_event_id(req: &HttpRequest) -> Option<String> {
 }
 
 /// The feed of one conversation (`conv`) or of all, replaying stored events after `after`.
-pub fn feed(st: AppState, conv: Option<String>, after: Option<i64>) -> HttpResponse {
+pub fn feed(
+    st: AppState,
+    permit: sse::StreamPermit,
+    conv: Option<String>,
+    after: Option<i64>,
+) -> HttpResponse {
     let interval = st.settings.sse_ping_interval;
     let store = st.store;
     let mut live = store.subscribe_conversations();
@@ -124,5 +129,5 @@ pub fn feed(st: AppState, conv: Option<String>, after: Option<i64>) -> HttpRespo
             }
         }
     });
-    sse::response(tokio_stream::wrappers::ReceiverStream::new(rx))
+    sse::held_response(permit, tokio_stream::wrappers::ReceiverStream::new(rx))
 }

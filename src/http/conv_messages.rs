@@ -1,6 +1,7 @@
 //! `/messages/:conversationId`: post and page through a conversation's messages, read receipts,
 //! and the delivery logs of its bots.
 
+use super::fd_error::{Body, ConvError};
 use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -32,7 +33,7 @@ async fn post_message(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ConvError>,
 ) -> Reply {
     let conv = path.into_inner();
     exists(&st, &conv).await?;
@@ -137,7 +138,7 @@ async fn mark_read(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ConvError>,
 ) -> Reply {
     let conv = path.into_inner();
     exists(&st, &conv).await?;

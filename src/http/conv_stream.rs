@@ -30,5 +30,6 @@ async fn stream(
         ),
         None => None,
     };
-    Ok(feed(st.get_ref().clone(), Some(conv), after))
+    let permit = st.admit_stream(&req).map_err(FdError::streams)?;
+    Ok(feed(st.get_ref().clone(), permit, Some(conv), after))
 }

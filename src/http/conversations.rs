@@ -1,5 +1,6 @@
 //! `/conversations`: create, list and read conversations, and switch bots on or off in them.
 
+use super::fd_error::Body;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -46,8 +47,13 @@ pub(super) async fn exists(st: &AppState, id: &str) -> Result<(), FdError> {
     }
 }
 
-/// A store failure as a 500 (the cause is logged, not sent).
+/// A store failure as a 500 (the cause is logged, not sent), or 507/503 when the storage
+/// cannot be written.
 pub(super) fn internal(e: crate::store::StoreError) -> FdError {
+    if let Some(storage) = e.storage() {
+        tracing::warn!(error = %e, "front door: the storage cannot be written");
+        return FdError::storage(storage);
+    }
     tracing::error!(error = %e, "front door store error");
     FdError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,7 +94,7 @@ pub(super) fn str_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, Fd
     }
 }
 
-async fn create(_: Key, st: web::Data<AppState>, body: web::Bytes) -> Reply {
+async fn create(_: Key, st: web::Data<AppState>, body: Body<ConvError>) -> Reply {
     let obj = object(&body, INVALID)?;
     let title = required_text(&obj, "title", INVALID, 200)?
         .trim()
@@ -127,7 +133,7 @@ async fn set_bot(
     _: Key,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<ConvError>,
 ) -> Reply {
     let conv = path.into_inner();
     exists(&st, &conv).await?;

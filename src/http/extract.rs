@@ -54,14 +54,21 @@ pub enum BodyError {
     TooLarge(usize),
     /// The connection failed mid-body.
     Unreadable(String),
+    /// The body did not arrive within `BODY_TIMEOUT_MS` (a slow or stalled client).
+    TimedOut,
 }
 
-/// Reads the request body, up to `limit` bytes.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, BodyError> {
+/// Reads the request body, up to `limit` bytes (an extractor's `dev::Payload` or a
+/// handler's `web::Payload`).
+pub async fn read_body<P>(mut payload: P, limit: usize) -> Result<Bytes, BodyError>
+where
+    P: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin,
+{
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
             actix_web::error::PayloadError::Overflow => BodyError::TooLarge(limit),
+            e if super::slow::is_timeout(&e) => BodyError::TimedOut,
             e => BodyError::Unreadable(e.to_string()),
         })?;
         if buf.len() + chunk.len() > limit {

@@ -2,12 +2,17 @@
 //! `{"error":{code,message,details?}}`, the agent messages API `{"success":false,"error":{...}}`
 //! with its rate-limit headers. Each family has its own error type and `ResponseError`.
 
+use std::marker::PhantomData;
+
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 use serde_json::{json, Map, Value};
 
 use super::auth::Accept;
-use super::extract::{has_key, Guard};
+use super::extract::{has_key, read_body, BodyError, Guard};
 use super::state::AppState;
 use crate::frontdoor::limits::Quota;
 use crate::frontdoor::AskError;
@@ -44,6 +49,18 @@ impl FdError {
         let message = message.into();
         FdError::new(StatusCode::BAD_REQUEST, code, message.clone())
             .details(json!({"field": field, "reason": message}))
+    }
+
+    /// 507 or 503: the storage cannot be written; nothing was kept.
+    pub fn storage(storage: crate::store::Storage) -> FdError {
+        let status =
+            StatusCode::from_u16(storage.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        FdError::new(status, storage.code(), storage.message())
+    }
+
+    /// 429 or 503: too many event streams open (with `Retry-After` added by the family).
+    pub fn streams(refused: super::sse::StreamRefused) -> FdError {
+        FdError::new(refused.status(), refused.code(), refused.to_string())
     }
 
     fn unauthorized() -> FdError {
@@ -97,6 +114,7 @@ impl From<AskError> for FdError {
             AskError::ShuttingDown => {
                 FdError::new(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN", msg)
             }
+            AskError::Storage(storage) => FdError::storage(storage),
             AskError::Internal(_) => {
                 FdError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", msg)
             }
@@ -161,6 +179,87 @@ pub fn optional_text(
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(FdError::invalid(code, field, "Field must be a string")),
+    }
+}
+
+/// Which front-door family a request body belongs to: how its refusals are answered.
+pub trait BodyFamily {
+    fn refuse(req: &HttpRequest, e: FdError) -> actix_web::Error;
+}
+
+impl BodyFamily for ChatError {
+    fn refuse(_: &HttpRequest, e: FdError) -> actix_web::Error {
+        ChatError(e).into()
+    }
+}
+
+impl BodyFamily for ConvError {
+    fn refuse(_: &HttpRequest, e: FdError) -> actix_web::Error {
+        ConvError(e).into()
+    }
+}
+
+impl BodyFamily for V1Error {
+    fn refuse(req: &HttpRequest, error: FdError) -> actix_web::Error {
+        let agent = req.match_info().get("agent_id").unwrap_or_default();
+        match req.app_data::<actix_web::web::Data<AppState>>() {
+            Some(st) => V1Error {
+                error,
+                quota: st.frontdoor.limits.peek(agent),
+            }
+            .into(),
+            None => actix_web::error::ErrorInternalServerError("the server state is missing"),
+        }
+    }
+}
+
+/// A front door's request body, read as every family reads one (at most `MAX_BODY_BYTES`,
+/// within `BODY_TIMEOUT_MS`), with its refusals (413, 408) in family `F`'s envelope rather than
+/// actix's plain text.
+pub struct Body<F>(Bytes, PhantomData<F>);
+
+impl<F> std::ops::Deref for Body<F> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl<F: BodyFamily + 'static> FromRequest for Body<F> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let limit = req
+                .app_data::<actix_web::web::Data<AppState>>()
+                .map_or(1024 * 1024, |st| st.settings.max_body_bytes);
+            read_body(payload, limit)
+                .await
+                .map(|b| Body(b, PhantomData))
+                .map_err(|e| {
+                    let e = match e {
+                        BodyError::TooLarge(max) => FdError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "PAYLOAD_TOO_LARGE",
+                            format!("The request body is larger than {max} bytes"),
+                        ),
+                        BodyError::TimedOut => FdError::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "REQUEST_TIMEOUT",
+                            "The request body did not arrive in time",
+                        ),
+                        BodyError::Unreadable(why) => FdError::new(
+                            StatusCode::BAD_REQUEST,
+                            "INVALID_REQUEST",
+                            format!("Cannot read the request body: {why}"),
+                        ),
+                    };
+                    F::refuse(&req, e)
+                })
+        })
     }
 }
 
@@ -230,7 +329,12 @@ impl ResponseError for ConvError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.0.status).json(json!({ "error": self.0.error_json() }))
+        let mut b = HttpResponse::build(self.0.status);
+        if matches!(self.0.code, "TOO_MANY_STREAMS" | "STREAMS_FULL") {
+            let wait = super::sse::StreamRefused::RETRY_AFTER_SECS;
+            b.insert_header(("retry-after", wait.to_string()));
+        }
+        b.json(json!({ "error": self.0.error_json() }))
     }
 }
 

@@ -30,6 +30,7 @@ pub mod method;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod slow;
 pub mod sse;
 pub mod state;
 pub mod supervisor;

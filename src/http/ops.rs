@@ -83,10 +83,15 @@ fn keepalive() -> tokio::time::Interval {
 /// `GET /ops/workers/stream`: `snapshot` (`{"workers": [...]}`, the `/list` entries), then
 /// `worker.started`, `worker.changed`, `worker.restarted` and `worker.gone`, each with the
 /// worker's entry.
-async fn workers_stream(_: Key, st: web::Data<AppState>) -> HttpResponse {
+async fn workers_stream(
+    _: Key,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, TenError> {
+    let permit = st.admit_stream(&req)?;
     let (tx, rx) = mpsc::channel::<Bytes>(CLIENT_BUFFER);
     actix_web::rt::spawn(feed_workers(st.supervisor.clone(), tx));
-    sse::response(ReceiverStream::new(rx))
+    Ok(sse::held_response(permit, ReceiverStream::new(rx)))
 }
 
 async fn feed_workers(sup: Supervisor, tx: mpsc::Sender<Bytes>) {
@@ -165,10 +170,11 @@ async fn logs(
         let lines = st.supervisor.log_lines(&channel, n)?;
         return Ok(ok(json!({ "channel_name": channel, "lines": lines })));
     }
+    let permit = st.admit_stream(&req)?;
     let (lines, rx) = st.supervisor.follow_log(&channel, n)?;
     let (tx, out) = mpsc::channel::<Bytes>(CLIENT_BUFFER);
     actix_web::rt::spawn(feed_log(channel, lines, rx, tx));
-    Ok(sse::response(ReceiverStream::new(out)))
+    Ok(sse::held_response(permit, ReceiverStream::new(out)))
 }
 
 async fn feed_log(

@@ -8,7 +8,9 @@
 //! `data:`, `id:` in that order, `: keepalive`, and `no-cache, no-transform`. The frames are a
 //! few lines; the rest is a channel.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::sync::{Arc, Mutex};
 
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
@@ -125,6 +127,125 @@ where
         })
 }
 
+/// Caps on open subscription streams (`SSE_MAX_PER_CLIENT`, `SSE_MAX_TOTAL`): an idle stream
+/// costs a connection, a task and a buffer, so a client cannot open them without bound.
+pub struct StreamLimits {
+    per_client: usize,
+    total: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    /// Streams per client; a client leaves the map with its last stream, so the map never holds
+    /// more entries than there are open streams.
+    by_client: HashMap<String, usize>,
+    total: usize,
+}
+
+/// Why a stream was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamRefused {
+    /// This client has `limit` streams open already (HTTP 429).
+    #[error(
+        "This client has {limit} event streams open already (SSE_MAX_PER_CLIENT); close one first."
+    )]
+    PerClient { limit: usize },
+    /// agentd serves `limit` streams already (HTTP 503).
+    #[error("agentd serves {limit} event streams already (SSE_MAX_TOTAL); try again later.")]
+    Total { limit: usize },
+}
+
+impl StreamRefused {
+    /// The HTTP status: 429 for this client's cap, 503 for the server's.
+    pub fn status(self) -> actix_web::http::StatusCode {
+        match self {
+            StreamRefused::PerClient { .. } => actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            StreamRefused::Total { .. } => actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code of the JSON envelopes.
+    pub fn code(self) -> &'static str {
+        match self {
+            StreamRefused::PerClient { .. } => "TOO_MANY_STREAMS",
+            StreamRefused::Total { .. } => "STREAMS_FULL",
+        }
+    }
+
+    /// Seconds a refused client is told to wait (`Retry-After`).
+    pub const RETRY_AFTER_SECS: u64 = 5;
+}
+
+/// One open stream, counted until it is dropped (when the client goes or the stream ends).
+pub struct StreamPermit {
+    limits: Arc<StreamLimits>,
+    client: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = self.limits.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl StreamLimits {
+    pub fn new(per_client: usize, total: usize) -> StreamLimits {
+        StreamLimits {
+            per_client,
+            total,
+            open: Mutex::new(Open::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new stream of `client`, or says which cap it would break.
+    pub fn admit(self: &Arc<Self>, client: String) -> Result<StreamPermit, StreamRefused> {
+        let mut open = self.lock();
+        let mine = open.by_client.get(&client).copied().unwrap_or(0);
+        if mine >= self.per_client {
+            return Err(StreamRefused::PerClient {
+                limit: self.per_client,
+            });
+        }
+        if open.total >= self.total {
+            return Err(StreamRefused::Total { limit: self.total });
+        }
+        open.total += 1;
+        *open.by_client.entry(client.clone()).or_insert(0) += 1;
+        Ok(StreamPermit {
+            limits: self.clone(),
+            client,
+        })
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+}
+
+/// An event-stream response over `frames` that holds `permit` for as long as it is served.
+pub fn held_response<S>(permit: StreamPermit, frames: S) -> HttpResponse
+where
+    S: Stream<Item = Bytes> + 'static,
+{
+    response(frames.map(move |b| {
+        let _counted = &permit;
+        b
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +266,25 @@ mod tests {
             "data: [DONE]\n\n"
         );
         assert_eq!(data(&serde_json::json!({"a": 1})), "data: {\"a\":1}\n\n");
+    }
+
+    #[test]
+    fn streams_are_capped_per_client_and_in_total() {
+        let limits = Arc::new(StreamLimits::new(2, 3));
+        let a1 = limits.admit("a".into()).unwrap();
+        let _a2 = limits.admit("a".into()).unwrap();
+        assert_eq!(
+            limits.admit("a".into()).err(),
+            Some(StreamRefused::PerClient { limit: 2 })
+        );
+        let _b1 = limits.admit("b".into()).unwrap();
+        assert_eq!(
+            limits.admit("c".into()).err(),
+            Some(StreamRefused::Total { limit: 3 })
+        );
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        let _c1 = limits.admit("c".into()).unwrap();
+        assert_eq!(limits.lock().by_client.len(), 3);
     }
 }

@@ -9,6 +9,7 @@ use crate::store::Store;
 use crate::supervisor::Supervisor;
 
 use super::access::WriteLimiter;
+use super::sse::{StreamLimits, StreamPermit, StreamRefused};
 
 /// Shared server state; cheap to clone.
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct AppState {
     pub frontdoor: Arc<FrontDoor>,
     /// The `/api/v1` write rate limit.
     pub write_limit: Arc<WriteLimiter>,
+    /// The caps on open event streams, shared by every family's streams.
+    pub streams: Arc<StreamLimits>,
 }
 
 impl AppState {
@@ -35,11 +38,26 @@ impl AppState {
                 settings.write_rate_limit_max,
                 settings.write_rate_limit_window_ms,
             )),
+            streams: Arc::new(StreamLimits::new(
+                settings.sse_max_per_client,
+                settings.sse_max_total,
+            )),
             settings,
             catalog,
             supervisor,
             store,
             frontdoor,
         }
+    }
+}
+
+impl AppState {
+    /// Counts a new event stream of the request's client (its IP), or refuses it.
+    pub fn admit_stream(
+        &self,
+        req: &actix_web::HttpRequest,
+    ) -> Result<StreamPermit, StreamRefused> {
+        let client = super::access::client_ip(req, self.settings.trust_proxy_headers);
+        self.streams.admit(client)
     }
 }

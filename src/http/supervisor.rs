@@ -86,6 +86,7 @@ pub(super) async fn json_body<T: DeserializeOwned>(
         .map_err(|e| match e {
             BodyError::TooLarge(max) => TenError::TooLarge(max),
             BodyError::Unreadable(e) => bad(format!("cannot read the request body: {e}")),
+            BodyError::TimedOut => TenError::BodyTimeout,
         })?;
     match parse_json(&body) {
         Ok(Some(v)) => Ok(v),
@@ -170,7 +171,10 @@ async fn start(
         .store
         .chat_for_channel(reservation.channel(), reservation.graph_name())
         .await
-        .map_err(|e| StartError::Chat(e.to_string()))?;
+        .map_err(|e| match e.storage() {
+            Some(storage) => TenError::Storage(storage),
+            None => StartError::Chat(e.to_string()).into(),
+        })?;
     reservation.set_chat_id(chat_id);
     let started = state.supervisor.launch(reservation).await?;
     Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)))

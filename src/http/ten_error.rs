@@ -24,6 +24,9 @@ pub enum TenError {
     TooLarge(usize),
     #[error("{}", super::auth::UNAUTHORIZED)]
     Unauthorized,
+    /// 408: the body did not arrive within `BODY_TIMEOUT_MS`.
+    #[error("the request body did not arrive in time (BODY_TIMEOUT_MS)")]
+    BodyTimeout,
     /// A query parameter of agentd's own routes that is not valid.
     #[error("{0}")]
     BadParams(String),
@@ -39,6 +42,12 @@ pub enum TenError {
     /// agentd failed on its side (details in its log).
     #[error("{0}")]
     Internal(String),
+    /// Too many event streams open: this client's cap (429) or the server's (503).
+    #[error(transparent)]
+    Streams(#[from] crate::http::sse::StreamRefused),
+    /// The storage cannot be written (a full disk: 507; a read-only or deleted database: 503).
+    #[error("{}", .0.message())]
+    Storage(crate::store::Storage),
 }
 
 /// TEN's message for each code.
@@ -56,6 +65,9 @@ pub fn ten_msg(code: &str) -> &'static str {
         "10005" => "generate token failed",
         "401" => "unauthorized",
         "500" => "internal error",
+        "429" => "too many requests",
+        "503" => "service unavailable",
+        "507" => "insufficient storage",
         "405" => "method not allowed",
         _ => "error",
     }
@@ -80,6 +92,10 @@ impl TenError {
                 S::WorkersLimit { .. } | S::GraphLimit { .. } => {
                     ("10001", StatusCode::TOO_MANY_REQUESTS)
                 }
+                // A full disk is the storage's failure, answered as such (see `Storage`).
+                S::PropertyFile { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                    ("507", StatusCode::INSUFFICIENT_STORAGE)
+                }
                 S::Chat(_) | S::PropertyFile { .. } => ("10100", StatusCode::INTERNAL_SERVER_ERROR),
                 S::Spawn { .. } => ("10101", StatusCode::INTERNAL_SERVER_ERROR),
                 S::Exited { .. } => ("10101", StatusCode::BAD_GATEWAY),
@@ -100,8 +116,17 @@ impl TenError {
             TenError::TokenUnconfigured => ("10005", StatusCode::SERVICE_UNAVAILABLE),
             TenError::TooLarge(_) => ("10000", StatusCode::PAYLOAD_TOO_LARGE),
             TenError::Unauthorized => ("401", StatusCode::UNAUTHORIZED),
+            TenError::BodyTimeout => ("10000", StatusCode::REQUEST_TIMEOUT),
             TenError::BadParams(_) => ("10000", StatusCode::BAD_REQUEST),
             TenError::Internal(_) => ("500", StatusCode::INTERNAL_SERVER_ERROR),
+            TenError::Storage(crate::store::Storage::Full) => {
+                ("507", StatusCode::INSUFFICIENT_STORAGE)
+            }
+            TenError::Storage(_) => ("503", StatusCode::SERVICE_UNAVAILABLE),
+            TenError::Streams(r) => match r.status() {
+                StatusCode::TOO_MANY_REQUESTS => ("429", StatusCode::TOO_MANY_REQUESTS),
+                _ => ("503", StatusCode::SERVICE_UNAVAILABLE),
+            },
         }
     }
 
@@ -154,7 +179,12 @@ impl actix_web::ResponseError for TenError {
         if status.is_server_error() {
             tracing::warn!(code, %status, "{self}");
         }
-        actix_web::HttpResponse::build(status).json(json!({
+        let mut res = actix_web::HttpResponse::build(status);
+        if let TenError::Streams(_) = self {
+            let wait = crate::http::sse::StreamRefused::RETRY_AFTER_SECS;
+            res.insert_header(("retry-after", wait.to_string()));
+        }
+        res.json(json!({
             "code": code,
             "msg": ten_msg(code),
             "data": self.data(status),

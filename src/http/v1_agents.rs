@@ -2,6 +2,7 @@
 //! user and room context, its `{success, data | error}` envelope, and the agent's rate-limit
 //! headers on every answer.
 
+use super::fd_error::Body;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
@@ -169,7 +170,7 @@ async fn send(
     _: Keyed<V1Key>,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<V1Error>,
 ) -> Result<HttpResponse, V1Error> {
     let (m, permit) = accept(&st, path.into_inner(), &body).await?;
     if m.stream {
@@ -192,7 +193,7 @@ async fn send_stream(
     _: Keyed<V1Key>,
     st: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body<V1Error>,
 ) -> Result<HttpResponse, V1Error> {
     let (m, permit) = accept(&st, path.into_inner(), &body).await?;
     stream_answer(&st, m, permit).await

@@ -88,6 +88,18 @@ pub struct Settings {
     pub http_workers: usize,
     /// `GET /metrics` answers a loopback peer without the key (for a scraper on the same host).
     pub metrics_public_loopback: bool,
+    /// Longest a client may take to send a request's head (actix answers 408 and closes).
+    pub client_request_timeout: Duration,
+    /// Longest a closing connection may take to shut down before it is dropped.
+    pub client_disconnect_timeout: Duration,
+    /// How long an idle keep-alive connection stays open; zero turns keep-alive off.
+    pub keep_alive: Duration,
+    /// Longest a client may take to send a request's body (after its head).
+    pub body_timeout: Duration,
+    /// Connections served at once, in total (split across the HTTP workers).
+    pub http_max_connections: usize,
+    /// Connections the kernel queues while agentd accepts no more.
+    pub http_backlog: u32,
     pub supervisor_status: SupervisorStatus,
     /// Agora credentials for `POST /token/generate`; `None` when `AGORA_APP_ID` is unset.
     pub agora: Option<crate::agora::Credentials>,
@@ -124,6 +136,15 @@ pub struct Settings {
     pub reads_require_key: bool,
     pub trust_proxy_headers: bool,
     pub idempotency_ttl_secs: u64,
+    /// Live events buffered per subscriber (event streams, the conversation relay) before a
+    /// slow one falls behind (lags).
+    pub event_bus_capacity: usize,
+    /// How long events (the API's and the conversations') are kept; `None`: for ever.
+    pub events_retention: Option<Duration>,
+    /// How long finished batches and their inputs are kept; `None`: for ever.
+    pub dispatch_retention: Option<Duration>,
+    /// How often the pruner looks for rows past their retention (and expired idempotency keys).
+    pub retention_sweep: Duration,
 
     // Front doors
     pub agent_rate_limit_per_minute: u32,
@@ -131,6 +152,12 @@ pub struct Settings {
     pub chat_reply_timeout: Duration,
     /// Interval of `event: ping` heartbeats on the conversations front door's streams.
     pub sse_ping_interval: Duration,
+
+    // Limits
+    /// Event streams one client (IP) may hold open at once, across every family.
+    pub sse_max_per_client: usize,
+    /// Event streams open at once, in total.
+    pub sse_max_total: usize,
 
     /// A secret made at every start and given to agentd's own workers (`AGENTD_WORKER_TOKEN`):
     /// their writes are not counted against the client write rate limit.

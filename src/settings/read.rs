@@ -101,6 +101,14 @@ impl Reader<'_> {
     }
 }
 
+/// The default retention of events and finished dispatch rows: a week, in seconds.
+const WEEK: u64 = 7 * 24 * 3600;
+
+/// A retention in seconds; 0 keeps rows for ever.
+fn retention(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
 impl Settings {
     /// Reads settings from the process environment; relative paths are resolved against the
     /// current directory once, here, so nothing later depends on it.
@@ -155,6 +163,26 @@ impl Settings {
             |v| *v >= 1,
         )?;
 
+        let ms = |var: &'static str, default: u64, min: u64| {
+            r.u64(var, default, min).map(Duration::from_millis)
+        };
+        let client_request_timeout = ms("CLIENT_REQUEST_TIMEOUT_MS", 5000, 100)?;
+        let client_disconnect_timeout = ms("CLIENT_DISCONNECT_TIMEOUT_MS", 1000, 100)?;
+        let keep_alive = Duration::from_secs(r.u64("KEEP_ALIVE_SECONDS", 5, 0)?);
+        let body_timeout = ms("BODY_TIMEOUT_MS", 30_000, 100)?;
+        let http_max_connections = r.parse(
+            "HTTP_MAX_CONNECTIONS",
+            4096usize,
+            "a whole number >= 2",
+            |v| *v >= 2,
+        )?;
+        let http_backlog = r.parse(
+            "HTTP_BACKLOG",
+            1024u32,
+            "a whole number from 1 to 65535",
+            |v| (1..=65535).contains(v),
+        )?;
+
         let supervisor_status = match r
             .raw("SUPERVISOR_STATUS")
             .map(|v| v.to_ascii_lowercase())
@@ -204,6 +232,12 @@ impl Settings {
             max_body_bytes,
             http_workers,
             metrics_public_loopback: r.bool("METRICS_PUBLIC_LOOPBACK", false)?,
+            client_request_timeout,
+            client_disconnect_timeout,
+            keep_alive,
+            body_timeout,
+            http_max_connections,
+            http_backlog,
             supervisor_status,
             agora,
             property_json: r.path("PROPERTY_JSON", Path::new("property.json"), base),
@@ -296,6 +330,15 @@ impl Settings {
             reads_require_key: r.bool("READS_REQUIRE_KEY", true)?,
             trust_proxy_headers: r.bool("TRUST_PROXY_HEADERS", false)?,
             idempotency_ttl_secs: r.u64("IDEMPOTENCY_TTL_SECONDS", 86_400, 1)?,
+            event_bus_capacity: r.parse(
+                "EVENT_BUS_CAPACITY",
+                1024usize,
+                "a whole number from 1 to 1000000",
+                |v| (1..=1_000_000).contains(v),
+            )?,
+            events_retention: retention(r.u64("EVENTS_RETENTION_SECONDS", WEEK, 0)?),
+            dispatch_retention: retention(r.u64("DISPATCH_RETENTION_SECONDS", WEEK, 0)?),
+            retention_sweep: Duration::from_millis(r.u64("RETENTION_SWEEP_MS", 60_000, 100)?),
 
             agent_rate_limit_per_minute: r.parse(
                 "AGENT_RATE_LIMIT_PER_MINUTE",
@@ -311,6 +354,16 @@ impl Settings {
             )?,
             chat_reply_timeout: Duration::from_millis(r.u64("CHAT_REPLY_TIMEOUT_MS", 60_000, 1)?),
             sse_ping_interval: Duration::from_millis(r.u64("SSE_PING_INTERVAL_MS", 15_000, 10)?),
+
+            sse_max_per_client: r.parse(
+                "SSE_MAX_PER_CLIENT",
+                32usize,
+                "a whole number >= 1",
+                |v| *v >= 1,
+            )?,
+            sse_max_total: r.parse("SSE_MAX_TOTAL", 1000usize, "a whole number >= 1", |v| {
+                *v >= 1
+            })?,
             worker_token: WorkerToken::generate(),
         };
 
@@ -413,6 +466,36 @@ mod tests {
                 .var,
             "WORKER_COMMAND"
         );
+    }
+
+    #[test]
+    fn limits_have_bounded_defaults_and_refuse_nonsense() {
+        let s = with(&[]).unwrap();
+        let week = Some(Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(s.events_retention, week);
+        assert_eq!(s.dispatch_retention, week);
+        assert_eq!(s.client_request_timeout, Duration::from_secs(5));
+        assert_eq!((s.sse_max_per_client, s.sse_max_total), (32, 1000));
+        assert_eq!(s.event_bus_capacity, 1024);
+        let s = with(&[
+            ("EVENTS_RETENTION_SECONDS", "0"),
+            ("KEEP_ALIVE_SECONDS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(s.events_retention, None);
+        assert!(s.keep_alive.is_zero());
+        for var in [
+            "SSE_MAX_PER_CLIENT",
+            "SSE_MAX_TOTAL",
+            "EVENT_BUS_CAPACITY",
+            "HTTP_BACKLOG",
+            "HTTP_MAX_CONNECTIONS",
+            "CLIENT_REQUEST_TIMEOUT_MS",
+            "BODY_TIMEOUT_MS",
+            "RETENTION_SWEEP_MS",
+        ] {
+            assert_eq!(with(&[(var, "0")]).unwrap_err().var, var);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_claim_by_chat.sql"),
     include_str!("migrations/0003_frontdoor.sql"),
+    include_str!("migrations/0004_retention.sql"),
 ];
 
 /// Opens a connection: WAL (an acknowledged commit survives a kill -9 of the process),

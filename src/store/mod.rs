@@ -20,6 +20,7 @@ mod idempotency;
 mod messages;
 mod pool;
 pub mod requests;
+mod retention;
 pub mod sql;
 mod streaming;
 mod writer;
@@ -39,12 +40,10 @@ pub use chat_keys::{HistoryItem, KeyedChat, Unread};
 pub use chats::{ChatFilter, NewChat, DEFAULT_MODEL, MODELS, TITLE_MAX_CHARS};
 pub use conversations::ConvEvent;
 pub use db::iso;
-pub use error::StoreError;
+pub use error::{Storage, StoreError};
 pub use events::Event;
 pub use messages::NewMessage;
-
-/// Live events buffered per subscriber before a slow one is dropped (lagged).
-const EVENT_BUS_CAPACITY: usize = 1024;
+pub use retention::Pruned;
 
 /// Handle to the store and its dispatch engine; cheap to clone.
 #[derive(Clone)]
@@ -96,6 +95,8 @@ pub(crate) struct W<'a> {
     events: Vec<Event>,
     wake_at: Option<i64>,
     kick_claims: bool,
+    /// Set when the job failed because the storage cannot be written (see [`writer`]).
+    storage_failure: Option<sql::DbError>,
 }
 
 impl W<'_> {
@@ -135,6 +136,7 @@ impl Store {
         catalog: CatalogHandle,
     ) -> Result<Store, StoreError> {
         let path = path.to_path_buf();
+        let file = path.clone();
         let (writer, readers) = tokio::task::spawn_blocking(move || {
             let mut w = db::open(&path)?;
             db::migrate(&mut w)?;
@@ -144,13 +146,15 @@ impl Store {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         let dialect = writer.dialect();
-        let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        let capacity = settings.event_bus_capacity;
+        let (events, _) = broadcast::channel(capacity);
         let writer = writer::spawn(
             writer,
             writer::Context {
                 settings: settings.clone(),
                 catalog: catalog.clone(),
                 events: events.clone(),
+                file: writer::FileWatch::new(&file),
             },
         )
         .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
@@ -166,13 +170,14 @@ impl Store {
                 claims: Notify::new(),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 started: Instant::now(),
-                conv_events: broadcast::channel(EVENT_BUS_CAPACITY).0,
+                conv_events: broadcast::channel(capacity).0,
                 gone: Mutex::new(std::collections::HashMap::new()),
                 dialect,
             }),
         };
         // Expired leases and due batches from before a restart are handled by the first pass.
         tokio::spawn(dispatch::scheduler::run(store.clone()));
+        tokio::spawn(retention::run(store.clone()));
         Ok(store)
     }
 
@@ -265,6 +270,9 @@ impl Store {
                     }))
                 }
                 Err(e) => {
+                    if let (Some(_), StoreError::Database(d)) = (e.storage(), &e) {
+                        w.storage_failure = Some(d.clone());
+                    }
                     let _ = tx.send(Err(e));
                     None
                 }

@@ -6,15 +6,17 @@
 //! each job's caller. So an answer still means "committed", and under load one commit (and one
 //! wake-up of this thread) serves many writes instead of one each.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
 use super::db;
 use super::error::StoreError;
 use super::events::Event;
-use super::sql::{Db, Dialect};
+use super::sql::{Db, DbError, DbErrorKind, Dialect};
 use super::W;
 use crate::catalog::watch::CatalogHandle;
 use crate::settings::Settings;
@@ -41,6 +43,64 @@ pub(crate) struct Context {
     pub settings: Arc<Settings>,
     pub catalog: CatalogHandle,
     pub events: broadcast::Sender<Arc<Event>>,
+    /// The database file, to notice it being deleted or replaced while it is open.
+    pub file: Option<FileWatch>,
+}
+
+/// How often the writer checks that its database file is still the one it opened.
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The database file as it was opened: SQLite keeps writing to a deleted file's inode, so every
+/// later write would be lost at the next start. Checked at most once a second, before a group.
+pub(crate) struct FileWatch {
+    path: PathBuf,
+    identity: (u64, u64),
+    checked: Option<Instant>,
+    gone: Option<DbError>,
+}
+
+impl FileWatch {
+    /// The identity (device, inode) of `path` now; `None` when it cannot be read.
+    pub fn new(path: &Path) -> Option<FileWatch> {
+        Some(FileWatch {
+            path: path.to_path_buf(),
+            identity: identity(path)?,
+            checked: None,
+            gone: None,
+        })
+    }
+
+    /// `Err` once the file is no longer the one that was opened (and from then on).
+    fn check(&mut self) -> Result<(), DbError> {
+        if let Some(e) = &self.gone {
+            return Err(e.clone());
+        }
+        if self
+            .checked
+            .is_some_and(|at| at.elapsed() < FILE_CHECK_EVERY)
+        {
+            return Ok(());
+        }
+        self.checked = Some(Instant::now());
+        if identity(&self.path) == Some(self.identity) {
+            return Ok(());
+        }
+        let e = DbError {
+            kind: DbErrorKind::Unreachable,
+            message: format!(
+                "the database file {} was deleted or replaced while agentd ran; writes are refused until agentd restarts",
+                self.path.display()
+            ),
+        };
+        tracing::error!("{}", e.message);
+        self.gone = Some(e.clone());
+        Err(e)
+    }
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Starts the writer thread; it ends when every sender is gone.
@@ -52,7 +112,7 @@ pub(crate) fn spawn(conn: Box<dyn Db + Send>, ctx: Context) -> std::io::Result<m
     Ok(tx)
 }
 
-fn run(conn: Box<dyn Db + Send>, rx: mpsc::Receiver<Msg>, ctx: Context) {
+fn run(conn: Box<dyn Db + Send>, rx: mpsc::Receiver<Msg>, mut ctx: Context) {
     while let Ok(first) = rx.recv() {
         let mut group = Vec::new();
         let mut next = Some(first);
@@ -63,7 +123,7 @@ fn run(conn: Box<dyn Db + Send>, rx: mpsc::Receiver<Msg>, ctx: Context) {
                     group.push(job)
                 }
                 Msg::Checkpoint(done) => {
-                    commit_group(&*conn, std::mem::take(&mut group), &ctx);
+                    commit_group(&*conn, std::mem::take(&mut group), &mut ctx);
                     if let Some(sql) = checkpoint_sql(conn.dialect()) {
                         if let Err(e) = conn.batch(sql) {
                             tracing::warn!(error = %e, "checkpoint failed");
@@ -76,7 +136,7 @@ fn run(conn: Box<dyn Db + Send>, rx: mpsc::Receiver<Msg>, ctx: Context) {
                 next = rx.try_recv().ok();
             }
         }
-        commit_group(&*conn, group, &ctx);
+        commit_group(&*conn, group, &mut ctx);
     }
 }
 
@@ -97,7 +157,10 @@ fn begin_sql(d: Dialect) -> &'static str {
     }
 }
 
-fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
+/// Runs a group in one transaction. Failures keep their [`DbError`] (so a full disk reaches
+/// the client as such) and never end the thread: the next group simply tries again, which is
+/// how writing resumes by itself once space is freed.
+fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     if group.is_empty() {
         return;
     }
@@ -106,29 +169,30 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
     crate::observe::group_committed(began.elapsed());
 }
 
-fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
-    match tx.batch(begin_sql(tx.dialect())) {
-        Ok(()) => {}
-        Err(e) => {
-            let msg = e.to_string();
-            for job in group {
-                job(Err(StoreError::Internal(msg.clone())));
-            }
-            return;
+fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
+    let opened = match ctx.file.as_mut() {
+        Some(file) => file.check(),
+        None => Ok(()),
+    }
+    .and_then(|()| tx.batch(begin_sql(tx.dialect())));
+    if let Err(e) = opened {
+        for job in group {
+            job(Err(StoreError::Database(e.clone())));
         }
-    };
+        return;
+    }
     let catalog = ctx.catalog.current();
     let mut events = Vec::new();
     let mut dones: Vec<Done> = Vec::with_capacity(group.len());
-    let mut broken: Option<String> = None;
+    let mut broken: Option<DbError> = None;
     for job in group {
         if let Some(reason) = &broken {
-            job(Err(StoreError::Internal(reason.clone())));
+            job(Err(StoreError::Database(reason.clone())));
             continue;
         }
         if let Err(e) = tx.batch("SAVEPOINT job") {
-            broken = Some(e.to_string());
-            job(Err(StoreError::Internal(e.to_string())));
+            job(Err(StoreError::Database(e.clone())));
+            broken = Some(e);
             continue;
         }
         let mut w = W {
@@ -139,9 +203,13 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
             events: Vec::new(),
             wake_at: None,
             kick_claims: false,
+            storage_failure: None,
         };
         let done = job(Ok(&mut w));
         let job_events = std::mem::take(&mut w.events);
+        // SQLite may have rolled back the whole transaction on a full disk: end the group with
+        // that error rather than with the "no such savepoint" that would follow.
+        let storage_failure = w.storage_failure.take();
         let end = match done {
             Some(d) => {
                 dones.push(d);
@@ -150,8 +218,10 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
             }
             None => tx.batch("ROLLBACK TO job; RELEASE job"),
         };
-        if let Err(e) = end {
-            broken = Some(e.to_string());
+        if let Some(e) = storage_failure {
+            broken = Some(e);
+        } else if let Err(e) = end {
+            broken = Some(e);
         }
     }
     let committed = match broken {
@@ -161,10 +231,9 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
             }
             Err(reason)
         }
-        None => tx.batch("COMMIT").map_err(|e| {
-            // A failed COMMIT may leave the transaction open (SQLite: busy); end it.
+        // A failed COMMIT (busy, disk full) may leave the transaction open; end it.
+        None => tx.batch("COMMIT").inspect_err(|_| {
             let _ = tx.batch("ROLLBACK");
-            e.to_string()
         }),
     };
     match committed {
@@ -179,7 +248,7 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &Context) {
         Err(reason) => {
             tracing::error!(error = %reason, "a group of writes was rolled back");
             for d in dones {
-                d(Err(StoreError::Internal(reason.clone())));
+                d(Err(StoreError::Database(reason.clone())));
             }
         }
     }

@@ -49,14 +49,16 @@ pub async fn stream(
     });
     let ephemeral = !matches!(query(&req, "ephemeral").as_deref(), Some("false"));
     let limit = query_int(&req, "limit", 200, 1, 200)?;
+    let permit = st.admit_stream(&req)?;
     // Subscribe before reading the head so nothing falls between replay and live.
     let live = s.subscribe();
     let (after, head) = s.replay_bounds(cursor).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(CLIENT_BUFFER);
     actix_web::rt::spawn(pump(s, live, tx, after, head, limit, ephemeral));
-    Ok(sse::response(tokio_stream::wrappers::ReceiverStream::new(
-        rx,
-    )))
+    Ok(sse::held_response(
+        permit,
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ))
 }
 
 /// Sends to the client; false when it is gone or too slow.

@@ -19,6 +19,7 @@ pub async fn read_body(payload: web::Payload, limit: usize) -> Result<bytes::Byt
         .map_err(|e| match e {
             BodyError::TooLarge(_) => ApiError::PayloadTooLarge,
             BodyError::Unreadable(_) => ApiError::validation("Could not read the request body."),
+            BodyError::TimedOut => ApiError::BodyTimeout,
         })
 }
 

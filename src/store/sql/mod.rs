@@ -160,6 +160,10 @@ pub enum DbErrorKind {
     Connection,
     /// The disk (or the database's quota) is full.
     Full,
+    /// The database (its file, its directory or the filesystem) cannot be written.
+    ReadOnly,
+    /// The database file is gone or cannot be reached (deleted while open, I/O errors).
+    Unreachable,
     Other,
 }
 

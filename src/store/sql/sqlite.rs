@@ -21,6 +21,13 @@ impl From<rusqlite::Error> for DbError {
         let kind = match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::ConstraintViolation) => DbErrorKind::Unique,
             Some(rusqlite::ErrorCode::DiskFull) => DbErrorKind::Full,
+            Some(rusqlite::ErrorCode::ReadOnly) => DbErrorKind::ReadOnly,
+            Some(
+                rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::NotADatabase
+                | rusqlite::ErrorCode::DatabaseCorrupt,
+            ) => DbErrorKind::Unreachable,
             _ => DbErrorKind::Other,
         };
         DbError {
