@@ -4,6 +4,7 @@
 //! Layers, each depending only on those before it: `settings` and `catalog`; `store` (SQLite)
 //! and `supervisor` (worker processes); `frontdoor` (the chat front doors' service); `http`
 //! (every route); `server` (boot and shutdown). `worker` is the built-in agent, run as a child.
+//! `observe` (the metrics) sits beside `settings`: every layer may count into it.
 
 pub mod agora;
 pub mod catalog;
@@ -11,6 +12,7 @@ pub mod contract;
 pub mod frontdoor;
 pub mod http;
 pub mod ids;
+pub mod observe;
 pub mod server;
 pub mod settings;
 pub mod store;

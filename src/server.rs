@@ -132,6 +132,8 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     crate::http::access_log::access_log,
                 ))
+                // So do the metrics: a request counts under its honest status in either mode.
+                .wrap(actix_web::middleware::from_fn(crate::http::metrics::count))
                 .wrap(actix_web::middleware::from_fn(
                     crate::http::ten_error::ten_status,
                 ))

@@ -43,6 +43,9 @@ static ASSETS: &[Asset] = assets![
     "chats.js" => JS_TYPE,
     "requests.js" => JS_TYPE,
     "dispatch.js" => JS_TYPE,
+    "docs.html" => "text/html; charset=utf-8",
+    "docs.css" => "text/css; charset=utf-8",
+    "docs.js" => JS_TYPE,
 ];
 
 /// Only scripts and styles of this origin, calls to this origin, no frames, no plug-ins.
@@ -79,7 +82,8 @@ async fn file(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
     serve(req, &name).await
 }
 
-async fn serve(req: HttpRequest, name: &str) -> HttpResponse {
+/// One asset by name, with its caching and security headers; the TEN 404 when there is none.
+pub(super) async fn serve(req: HttpRequest, name: &str) -> HttpResponse {
     let Some(i) = ASSETS.iter().position(|a| a.name == name) else {
         return not_found(req).await;
     };

@@ -10,6 +10,8 @@
 //!   `/messages/:id`, `/stream/:id`, `/events` (the conversations API).
 //! - [`ops`]: `/ops/...`, agentd's own operator routes (worker feed, logs, dispatch queue).
 //! - [`console`]: `/console`, the web console's static files.
+//! - [`metrics`]: `/metrics` (the Prometheus scrape) and the middleware counting every request.
+//! - [`openapi`]: `/openapi.json` (the OpenAPI document of every route) and `/docs` (its page).
 
 pub mod access;
 pub mod access_log;
@@ -25,6 +27,8 @@ pub mod conversations;
 pub mod extract;
 pub mod fd_error;
 pub mod method;
+pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod slow;
 pub mod sse;
@@ -51,5 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(conv_events::configure)
         .configure(ops::configure)
         .configure(console::configure)
+        .configure(metrics::configure)
+        .configure(openapi::configure)
         .default_service(web::to(supervisor::not_found));
 }

@@ -117,7 +117,14 @@ where
         .insert_header(("cache-control", "no-cache, no-transform"))
         // Proxies such as nginx would otherwise hold frames back.
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(frames.map(Ok::<_, actix_web::Error>))
+        .streaming({
+            // The client counts as connected for as long as its stream is alive.
+            let client = crate::observe::sse_client();
+            frames.map(move |f| {
+                let _ = &client;
+                Ok::<_, actix_web::Error>(f)
+            })
+        })
 }
 
 /// Caps on open subscription streams (`SSE_MAX_PER_CLIENT`, `SSE_MAX_TOTAL`): an idle stream

@@ -86,6 +86,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub http_workers: usize,
+    /// `GET /metrics` answers a loopback peer without the key (for a scraper on the same host).
+    pub metrics_public_loopback: bool,
     /// Longest a client may take to send a request's head (actix answers 408 and closes).
     pub client_request_timeout: Duration,
     /// Longest a closing connection may take to shut down before it is dropped.

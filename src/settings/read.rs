@@ -246,6 +246,7 @@ impl Settings {
             cors_origins,
             max_body_bytes,
             http_workers,
+            metrics_public_loopback: r.bool("METRICS_PUBLIC_LOOPBACK", false)?,
             client_request_timeout,
             client_disconnect_timeout,
             keep_alive,

@@ -321,7 +321,12 @@ impl Store {
                 }
             }
         });
-        self.send(writer::Msg::Job(job))?;
+        // Counted before it is sent, so the writer never takes a job the gauge has not seen.
+        crate::observe::write_queued();
+        if let Err(e) = self.send(writer::Msg::Job(job)) {
+            crate::observe::writes_taken(1);
+            return Err(e);
+        }
         let (value, kick_s, kick_c) = rx
             .await
             .map_err(|_| StoreError::Internal("the writer thread is gone".into()))??;

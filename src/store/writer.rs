@@ -120,7 +120,10 @@ fn run(conn: Box<dyn Db + Send>, rx: mpsc::Receiver<Msg>, mut ctx: Context) {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Job(job) => group.push(job),
+                Msg::Job(job) => {
+                    crate::observe::writes_taken(1);
+                    group.push(job)
+                }
                 Msg::Checkpoint(done) => {
                     commit_group(&*conn, std::mem::take(&mut group), &mut ctx);
                     if let Some(sql) = checkpoint_sql(conn.dialect()) {
@@ -167,6 +170,12 @@ fn commit_group(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     if group.is_empty() {
         return;
     }
+    let began = std::time::Instant::now();
+    commit_jobs(tx, group, ctx);
+    crate::observe::group_committed(began.elapsed());
+}
+
+fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     let opened = match ctx.file.as_mut() {
         Some(file) => file.check(),
         None => Ok(()),

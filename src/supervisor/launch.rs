@@ -14,8 +14,8 @@ use super::registry::timeout_secs;
 use super::reserve::{Reservation, StartSpec};
 use super::{prewarm, task, Supervisor};
 
-/// A worker that is up.
-#[derive(Debug, Clone, Serialize)]
+/// A worker that is up (`/start`'s `data`; its schema is in the OpenAPI document).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StartedWorker {
     pub channel_name: String,
     pub graph_name: String,
@@ -29,7 +29,15 @@ pub struct StartedWorker {
 
 impl Supervisor {
     /// Writes the per-worker file, spawns the worker and answers once it is ready (or gone).
-    pub async fn launch(&self, mut res: Reservation) -> Result<StartedWorker, StartError> {
+    pub async fn launch(&self, res: Reservation) -> Result<StartedWorker, StartError> {
+        let began = std::time::Instant::now();
+        let graph = res.graph.name.clone();
+        let out = self.launch_inner(res).await;
+        crate::observe::worker_started(&graph, out.is_ok(), began.elapsed());
+        out
+    }
+
+    async fn launch_inner(&self, mut res: Reservation) -> Result<StartedWorker, StartError> {
         let inner = self.inner.clone();
         let channel = res.spec.channel.clone();
         // A prewarmed worker already looks for its file at a path of its own.

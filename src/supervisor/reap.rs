@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -57,7 +57,16 @@ pub(super) fn orphans() {
         if leaders.contains_key(&pid) {
             continue;
         }
-        while let Err(Errno::EINTR) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {}
+        loop {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Err(Errno::EINTR) => continue,
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                    crate::observe::orphan_reaped()
+                }
+                _ => {}
+            }
+            break;
+        }
     }
 }
 

@@ -229,6 +229,9 @@ fn reap_exited(pgid: i32) -> bool {
     loop {
         match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => return false,
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                crate::observe::orphan_reaped();
+            }
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(_) => return true,
         }

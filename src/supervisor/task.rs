@@ -111,7 +111,10 @@ pub(super) async fn run(
                 task.gone();
                 return;
             }
-            Life::Failed(st) => st,
+            Life::Failed(st) => {
+                crate::observe::worker_crashed(&task.plan.graph);
+                st
+            }
         };
         if ran_for >= RESET_AFTER {
             consecutive = 0;
@@ -129,6 +132,7 @@ pub(super) async fn run(
             return;
         }
         consecutive += 1;
+        crate::observe::worker_restarted(&plan.graph);
         let delay = plan::backoff(consecutive);
         tracing::warn!(channel = %plan.channel, attempt = consecutive, delay_ms = delay.as_millis() as u64, "restarting the worker");
         plan.log
@@ -204,12 +208,12 @@ impl Task {
                 self.after_running(&mut proc, ended).await
             }
             Started::Stop(reply) => {
-                self.shut(&mut proc, reply, "stopped before it was ready")
+                self.shut(&mut proc, reply, false, "stopped before it was ready")
                     .await;
                 Life::Over
             }
             Started::Idle => {
-                self.shut(&mut proc, None, "inactivity timeout while restarting")
+                self.shut(&mut proc, None, true, "inactivity timeout while restarting")
                     .await;
                 Life::Over
             }
@@ -350,13 +354,13 @@ impl Task {
         let pid = proc.pid;
         match ended {
             Ended::Stop(reply) => {
-                self.shut(proc, reply, "stopped").await;
+                self.shut(proc, reply, false, "stopped").await;
                 Life::Over
             }
             Ended::Idle => {
                 // The one info line of a reap is `shut`'s "worker stopped" (with how and took_ms).
                 tracing::debug!(channel = %self.plan.channel, pid, "inactivity timeout: stopping the worker");
-                self.shut(proc, None, "inactivity timeout").await;
+                self.shut(proc, None, true, "inactivity timeout").await;
                 Life::Over
             }
             Ended::Exited(st) => {
@@ -413,10 +417,13 @@ impl Task {
         &mut self,
         proc: &mut Proc,
         reply: Option<oneshot::Sender<StopOutcome>>,
+        idle: bool,
         why: &str,
     ) {
         self.set(|i| i.state = WorkerState::Stopping);
+        let began = Instant::now();
         let out = stop::stop(&mut proc.child, &proc.hold, self.plan.stop_grace).await;
+        crate::observe::worker_stopped(&self.plan.graph, idle, began.elapsed());
         if reply.is_none() {
             // A stop someone asked for is logged by `Supervisor::stop`, which knows who.
             tracing::info!(channel = %self.plan.channel, by = why, how = out.how, took_ms = out.took_ms, "worker stopped");

@@ -42,6 +42,9 @@ impl W<'_> {
                 args![self.now],
             )?
         };
+        for _ in &expired {
+            crate::observe::lease_expired();
+        }
         self.release(expired, "lease expired")
     }
 
@@ -90,6 +93,7 @@ impl W<'_> {
         attempts: i64,
         reason: &str,
     ) -> Result<(), StoreError> {
+        crate::observe::dispatch_failed_for_good();
         self.c.execute(
             "UPDATE dispatch_batches SET status = 'failed', last_error = ?2, lease_owner = NULL, \
                  lease_expires_at = NULL, completed_at = ?3 WHERE id = ?1",

@@ -100,6 +100,7 @@ impl Store {
     /// at once by new work, not by a tick). An empty result means nothing came in time.
     pub async fn claim(&self, c: Claim) -> Result<Vec<Value>, StoreError> {
         let deadline = Instant::now() + Duration::from_millis(c.wait_ms.min(MAX_DURATION_MS));
+        let _waiting = crate::observe::claim_waiting();
         loop {
             let notified = self.inner.claims.notified();
             tokio::pin!(notified);
@@ -183,6 +184,7 @@ impl Store {
                     .saturating_mul(1u64 << (attempts - 1).clamp(0, 40))
                     .min(d.retry_max_ms);
                 let delay = f.retry_delay_ms.unwrap_or(backoff).min(MAX_DURATION_MS) as i64;
+                crate::observe::dispatch_retried();
                 w.c.execute("UPDATE dispatch_batches SET status = 'pending', available_at = ?2, last_error = ?3, \
                      lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1", args![id, w.now + delay, reason])?;
                 w.wake_by(w.now + delay);
