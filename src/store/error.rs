@@ -82,10 +82,8 @@ impl StoreError {
                 DbErrorKind::Full => Some(Storage::Full),
                 DbErrorKind::ReadOnly => Some(Storage::ReadOnly),
                 DbErrorKind::Unreachable => Some(Storage::Unreachable),
-                DbErrorKind::Unique
-                | DbErrorKind::Connection
-                | DbErrorKind::Invalid
-                | DbErrorKind::Other => None,
+                DbErrorKind::Connection => Some(Storage::Disconnected),
+                DbErrorKind::Unique | DbErrorKind::Invalid | DbErrorKind::Other => None,
             },
             _ => None,
         }
@@ -102,6 +100,10 @@ pub enum Storage {
     ReadOnly,
     /// The database file was deleted or replaced while agentd ran, or cannot be read (HTTP 503).
     Unreachable,
+    /// The database server (PostgreSQL) cannot be reached, even after one reconnect (HTTP 503).
+    /// A write whose commit was cut off may or may not have happened: the client retries with
+    /// the same `Idempotency-Key`.
+    Disconnected,
 }
 
 impl Storage {
@@ -120,6 +122,11 @@ impl Storage {
                 "agentd's database file is gone or unreadable (deleted or replaced while agentd \
                  ran?): nothing was written. Restart agentd once it is back."
             }
+            Storage::Disconnected => {
+                "agentd cannot reach its database server: the request was not carried out, or \
+                 (a write cut off at its commit) its outcome is unknown; retry with the same \
+                 Idempotency-Key. agentd reconnects by itself."
+            }
         }
     }
 
@@ -127,7 +134,7 @@ impl Storage {
     pub fn status(self) -> u16 {
         match self {
             Storage::Full => 507,
-            Storage::ReadOnly | Storage::Unreachable => 503,
+            Storage::ReadOnly | Storage::Unreachable | Storage::Disconnected => 503,
         }
     }
 
@@ -135,7 +142,9 @@ impl Storage {
     pub fn code(self) -> &'static str {
         match self {
             Storage::Full => "INSUFFICIENT_STORAGE",
-            Storage::ReadOnly | Storage::Unreachable => "STORAGE_UNAVAILABLE",
+            Storage::ReadOnly | Storage::Unreachable | Storage::Disconnected => {
+                "STORAGE_UNAVAILABLE"
+            }
         }
     }
 }
@@ -153,5 +162,34 @@ impl From<super::sql::DbError> for StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Database(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::DbError;
+
+    fn failed(kind: DbErrorKind) -> StoreError {
+        StoreError::from(DbError {
+            kind,
+            message: "x".into(),
+        })
+    }
+
+    #[test]
+    fn storage_failures_are_503_or_507_and_input_failures_are_not_storage() {
+        let lost = failed(DbErrorKind::Connection).storage();
+        assert_eq!(lost, Some(Storage::Disconnected));
+        assert_eq!(lost.map(Storage::status), Some(503));
+        assert_eq!(
+            failed(DbErrorKind::Full).storage().map(Storage::status),
+            Some(507)
+        );
+        assert_eq!(failed(DbErrorKind::Unique).storage(), None);
+        assert!(matches!(
+            failed(DbErrorKind::Invalid),
+            StoreError::Validation { .. }
+        ));
     }
 }

@@ -160,7 +160,8 @@ pub async fn reap(hold: &Hold, mut seen: Vec<i32>) {
         return;
     };
     seen.extend(cg.pids());
-    if !cg.kill(deadline).await {
+    // Usually empty by now (stop waited for it): no write, no wait.
+    if cg.populated() && !cg.kill(deadline).await {
         tracing::warn!(
             cgroup = %cg.dir().display(), pids = ?cg.pids(),
             "processes of a worker's cgroup were still alive {REAP_WAIT:?} after SIGKILL"
@@ -177,6 +178,12 @@ pub async fn reap(hold: &Hold, mut seen: Vec<i32>) {
 /// A dead parent hands its children to agentd just after it leaves its cgroup, so a zombie may
 /// need one more SIGCHLD.
 async fn reap_orphans(seen: &[i32], deadline: Instant) {
+    // Most stops leave no zombie (the leader was reaped through its Child): then there is
+    // nothing to do, and no scan of agentd's children (which costs O(children) per stop, and
+    // made 200 simultaneous reapings quadratic).
+    if !seen.iter().any(|p| reap::is_zombie(*p)) {
+        return;
+    }
     let mut exits = signal(SignalKind::child()).ok();
     loop {
         reap::orphans();
