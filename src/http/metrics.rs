@@ -9,8 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::auth::Accept;
-use super::extract::{has_key, Guard, Keyed};
+use super::extract::{Guard, Keyed};
 use super::state::AppState;
 use super::ten_error::TenError;
 use crate::observe::{self, QueueSample, Snapshot, WorkerSample};
@@ -26,14 +25,8 @@ impl Guard for MetricsKey {
         if st.settings.metrics_public_loopback && loopback {
             return Ok(());
         }
-        let accept = Accept {
-            bearer: true,
-            x_api_key: true,
-            query_token: false,
-        };
-        has_key(req, st, accept)
-            .then_some(())
-            .ok_or(TenError::Unauthorized)
+        // Otherwise the supervisor's own rule: the key, from headers only.
+        super::supervisor::TenKey::check(req, st)
     }
 }
 
