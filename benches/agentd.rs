@@ -636,21 +636,44 @@ async fn dispatch_latency(quick: bool) -> Vec<Row> {
 
 /// Full round trips (post, claim, streamed answer, complete) across 50 chats.
 async fn round_trips(quick: bool) -> Vec<Row> {
+    let (secs, rate) = round_trip_rate(quick, 50, &["ping"]).await;
+    vec![Row::new(
+        &format!("full round trips across 50 chats for {secs} s"),
+        "per s",
+        Samples(vec![rate]),
+        "≥ 2,000 per s",
+    )]
+}
+
+/// Full round trips as [`round_trips`], with `agents` chats answered at once and a three-chunk
+/// answer: each chat's client waits for its answer before it sends the next message.
+async fn round_trips_agents(quick: bool, agents: usize) -> Vec<Row> {
+    let (secs, rate) = round_trip_rate(quick, agents, &["one ", "two ", "three"]).await;
+    vec![Row::new(
+        &format!("full round trips (3 chunks), {agents} agents at once for {secs} s"),
+        "per s",
+        Samples(vec![rate]),
+        "",
+    )]
+}
+
+/// Round trips per second over `chats` chats, each answered by its own agent with `chunks`
+/// streamed: the measuring time in seconds and the rate.
+async fn round_trip_rate(quick: bool, chats: usize, chunks: &'static [&'static str]) -> (u64, f64) {
     let secs = if quick { 3 } else { 10 };
     let s = Arc::new(server(&[
         ("DISPATCH_MODE", "immediate"),
         ("WRITE_RATE_LIMIT_MAX", "100000000"),
     ]));
-    let mut chats = Vec::new();
-    for _ in 0..50 {
-        chats.push(s.new_chat("echo").await);
+    let mut ids = Vec::new();
+    for _ in 0..chats {
+        ids.push(s.new_chat("echo").await);
     }
     let count = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for (i, chat) in chats.into_iter().enumerate() {
-        let s = s.clone();
-        let count = count.clone();
+    for (i, chat) in ids.into_iter().enumerate() {
+        let (s, count) = (s.clone(), count.clone());
         // A failed step ends this chat's loop (its panic is printed); the others go on.
         tasks.push(tokio::spawn(async move {
             let w = format!("w{i}");
@@ -662,54 +685,7 @@ async fn round_trips(quick: bool) -> Vec<Row> {
                 assert_eq!(b.status, 200, "claim: {}", b.text);
                 let m = s.stream_message(&chat, "echo").await;
                 let mid = m.body["id"].as_str().unwrap_or_default().to_string();
-                s.chunk(&mid, "ping").await;
-                s.complete_message(&mid, json!({})).await;
-                let r = s.complete(&b.body, &w).await;
-                assert_eq!(r.status, 204, "complete: {}", r.text);
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
-    vec![Row::new(
-        &format!("full round trips across 50 chats for {secs} s"),
-        "per s",
-        Samples(vec![rate]),
-        "≥ 2,000 per s",
-    )]
-}
-
-/// Full round trips as [`round_trips`], with `agents` chats answered at once: each chat's
-/// client waits for its answer before it sends the next message (a conversation).
-async fn round_trips_agents(quick: bool, agents: usize) -> Vec<Row> {
-    let secs = if quick { 3 } else { 10 };
-    let s = Arc::new(server(&[
-        ("DISPATCH_MODE", "immediate"),
-        ("WRITE_RATE_LIMIT_MAX", "100000000"),
-    ]));
-    let mut chats = Vec::new();
-    for _ in 0..agents {
-        chats.push(s.new_chat("echo").await);
-    }
-    let count = Arc::new(AtomicU64::new(0));
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for (i, chat) in chats.into_iter().enumerate() {
-        let (s, count) = (s.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
-            let w = format!("agent{i}");
-            while Instant::now() < end {
-                s.post_user(&chat, "ping").await;
-                let b = s
-                    .claim_with(json!({"workerId": w, "waitMs": 5000, "chatId": chat}))
-                    .await;
-                assert_eq!(b.status, 200, "claim: {}", b.text);
-                let m = s.stream_message(&chat, "echo").await;
-                let mid = m.body["id"].as_str().unwrap_or_default().to_string();
-                for piece in ["one ", "two ", "three"] {
+                for piece in chunks {
                     s.chunk(&mid, piece).await;
                 }
                 s.complete_message(&mid, json!({})).await;
@@ -722,13 +698,7 @@ async fn round_trips_agents(quick: bool, agents: usize) -> Vec<Row> {
     for t in tasks {
         let _ = t.await;
     }
-    let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
-    vec![Row::new(
-        &format!("full round trips (3 chunks), {agents} agents at once for {secs} s"),
-        "per s",
-        Samples(vec![rate]),
-        "",
-    )]
+    (secs, count.load(Ordering::Relaxed) as f64 / secs as f64)
 }
 
 /// agentd's resident memory grown by 1,000 chats with 10 messages each, all read back in full.
