@@ -140,6 +140,8 @@ impl Application {
                 .configure(crate::http::configure)
                 .default_service(web::to(crate::http::supervisor::not_found))
         })
+        // Each connection's socket, so held event streams notice a client that hung up.
+        .on_connect(crate::http::sse::on_connect)
         .workers(settings.http_workers)
         // Slow clients: a head trickled in is cut off with a 408, an idle keep-alive connection
         // is closed, and past the connection cap new clients wait in the kernel's backlog.

@@ -58,6 +58,6 @@ impl AppState {
         req: &actix_web::HttpRequest,
     ) -> Result<StreamPermit, StreamRefused> {
         let client = super::access::client_ip(req, self.settings.trust_proxy_headers);
-        self.streams.admit(client)
+        Ok(self.streams.admit(client)?.watching(req))
     }
 }
