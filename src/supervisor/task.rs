@@ -190,6 +190,9 @@ impl Task {
             i.memory_bytes = None;
             i.cpu_seconds = None;
         });
+        if let Some(o) = self.inner.ownership.get() {
+            o.spawned(&self.plan.channel, self.plan.generation, &proc.worker_id);
+        }
         tracing::info!(channel = %self.plan.channel, graph = %self.plan.graph, pid, "worker spawned");
         self.tell_unenforced(&proc).await;
         let life = match wait_ready(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await {
@@ -475,6 +478,9 @@ impl Task {
         self.inner
             .registry
             .release(&self.plan.channel, self.plan.generation);
+        if let Some(o) = self.inner.ownership.get() {
+            o.released(&self.plan.channel, self.plan.generation);
+        }
         self.plan.remove_property_file();
     }
 
