@@ -1,0 +1,190 @@
+//! Three agentd nodes (real processes) on one PostgreSQL schema: any node answers for any
+//! channel, placement, and a `kill -9` of a node whose channels start again on the others with
+//! their chats; a node cut off from the database stops its workers. PostgreSQL only: skipped
+//! with a message when `AGENTD_TEST_DATABASE_URL` is unset.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{on_postgres, pid_alive, started, wait_for, wait_until, TestApp, TestSchema, SOON};
+
+/// Short, so the test is quick; the heartbeat runs every 500 ms.
+const LEASE_MS: u64 = 1500;
+
+fn node(id: &str, database_url: Option<String>, schema: &TestSchema) -> TestApp {
+    let b = TestApp::builder()
+        .bundled()
+        .fast_dispatch()
+        .env("DISPATCH_MODE", "immediate")
+        .env("NODE_ID", id)
+        .env("NODE_LEASE_MS", LEASE_MS.to_string())
+        .env("WORKERS_MAX", "4")
+        // Shorter than 0.2 x the lease: a fenced node's workers are gone before its leases end.
+        .env("WORKER_STOP_GRACE_MS", "200")
+        .schema(schema);
+    match database_url {
+        Some(url) => b.env("DATABASE_URL", url).start(),
+        None => b.start(),
+    }
+}
+
+fn schema() -> Option<TestSchema> {
+    if !on_postgres() {
+        eprintln!("skipped: needs PostgreSQL (AGENTD_TEST_DATABASE_URL)");
+        return None;
+    }
+    Some(TestSchema::create()?.expect("a test schema"))
+}
+
+/// The `/list` entry of `channel` as `app` sees it.
+async fn entry(app: &TestApp, channel: &str) -> Option<Value> {
+    app.worker(channel).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_for_any_channel_and_a_killed_nodes_channels_answer_again_elsewhere() {
+    let Some(schema) = schema() else { return };
+    let a = node("node-a", None, &schema);
+    let b = node("node-b", None, &schema);
+    let c = node("node-c", None, &schema);
+
+    // Equal capacity: each start stays on the node it was sent to (the one with the most room,
+    // ties to itself).
+    let ch_a = started(&a.start("ch-a", "echo", json!({"timeout": -1})).await);
+    let ch_b = started(&b.start("ch-b", "echo", json!({"timeout": -1})).await);
+    started(&c.start("ch-c", "echo", json!({"timeout": -1})).await);
+
+    // /list on any node shows the whole cluster, each worker with its node.
+    let list = a.list().await;
+    let nodes: Vec<(String, String)> = list
+        .iter()
+        .map(|e| {
+            (
+                e["channel_name"].as_str().unwrap_or_default().to_string(),
+                e["node"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        vec![
+            ("ch-a".to_string(), "node-a".to_string()),
+            ("ch-b".to_string(), "node-b".to_string()),
+            ("ch-c".to_string(), "node-c".to_string()),
+        ],
+        "{list:?}"
+    );
+    // This node's own entry is full; another node's carries its worker id.
+    assert_eq!(list[0]["pid"], ch_a.pid);
+    assert_eq!(list[1]["worker_id"], ch_b.data["worker_id"], "{list:?}");
+
+    // /ping and /stop through a node that does not run the channel reach the one that does.
+    let ping = c.ping("ch-a").await;
+    assert_eq!(ping.status, 200, "{}", ping.text);
+    assert_eq!(ping.body["data"]["channel_name"], "ch-a");
+    assert_eq!(ping.body["data"]["timeout"], -1);
+    // A channel nobody runs is still "not found", wherever it is asked.
+    let missing = c.ping("nobody").await;
+    assert_eq!(missing.status, 404, "{}", missing.text);
+    assert_eq!(missing.body["code"], "10002");
+
+    // A second start of a live channel is busy on every node.
+    let again = c.start("ch-b", "echo", json!({})).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(again.body["code"], "10003");
+
+    // A start through a node with less room goes to the one with the most (B and C tie; the
+    // first by id wins).
+    started(&a.start("ch-a2", "echo", json!({"timeout": -1})).await);
+    let placed = started(&a.start("ch-placed", "echo", json!({"timeout": -1})).await);
+    let placed_on = entry(&a, "ch-placed").await.expect("ch-placed listed")["node"].clone();
+    assert_eq!(placed_on, "node-b", "A has the fewest free slots");
+    assert!(placed.pid > 0);
+
+    // kill -9 of node B: a message posted just before and one just after are both answered,
+    // by a worker of another node, on the same chat.
+    let chat = ch_b.chat();
+    let worker_b = ch_b.pid;
+    a.post_user(&chat, "before the kill").await;
+    let killed_at = Instant::now();
+    let remains = b.kill9();
+    a.post_user(&chat, "after the kill").await;
+    // Its worker dies with it (PR_SET_PDEATHSIG).
+    assert!(
+        wait_until(Duration::from_secs(10), || async { !pid_alive(worker_b) }).await,
+        "node B's worker {worker_b} outlived it"
+    );
+    let answered = wait_for(SOON, || async {
+        let answers = a.answers(&chat).await;
+        answers.iter().any(|t| t == "after the kill").then_some(())
+    })
+    .await;
+    let took = killed_at.elapsed();
+    println!(
+        "kill -9 of a node -> its channel answers again on another node: {} ms (NODE_LEASE_MS {LEASE_MS}, target <= {} ms)",
+        took.as_millis(),
+        2 * LEASE_MS
+    );
+    assert!(
+        answered.is_some(),
+        "never answered after the kill: {:?}\nA:\n{}\nC:\n{}",
+        a.answers(&chat).await,
+        a.output(),
+        c.output()
+    );
+    assert!(
+        a.wait_answer(&chat, "before the kill").await.is_some(),
+        "the message posted before the kill was lost: {:?}",
+        a.answers(&chat).await
+    );
+    // Generous for a loaded machine: the target is 2 x the lease.
+    assert!(
+        took < Duration::from_millis(2 * LEASE_MS) + Duration::from_secs(10),
+        "took {took:?}"
+    );
+    let moved = entry(&c, "ch-b").await.expect("ch-b listed after the kill");
+    assert!(
+        moved["node"] == "node-a" || moved["node"] == "node-c",
+        "{moved}"
+    );
+    assert_eq!(moved["chat_id"], chat.as_str(), "{moved}");
+    // Counted as a restart, and said in the log of the node that took it.
+    let taker = if moved["node"] == "node-a" { &a } else { &c };
+    assert!(taker
+        .output()
+        .contains("the channel's node stopped renewing its lease"));
+    let metrics = taker.get("/metrics").await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("agentd_worker_restarts_total{graph=\"echo\"}")),
+        "{metrics}"
+    );
+    // The dead node's other channel moved too; nothing is listed on it any more.
+    assert!(
+        wait_until(SOON, || async {
+            let list = a.list().await;
+            list.iter().all(|e| e["node"] != "node-b")
+                && list.iter().any(|e| e["channel_name"] == "ch-placed")
+        })
+        .await,
+        "{:?}",
+        a.list().await
+    );
+
+    // /stop through a node that does not run the channel stops it for good, everywhere.
+    let stop = c.stop("ch-a").await;
+    assert_eq!(stop.status, 200, "{}", stop.text);
+    assert_eq!(stop.body["data"]["channel_name"], "ch-a");
+    assert!(
+        !pid_alive(ch_a.pid)
+            || wait_until(Duration::from_secs(5), || async { !pid_alive(ch_a.pid) }).await
+    );
+    assert!(a.gone("ch-a").await && c.gone("ch-a").await);
+    // Its ownership went with it: the channel can start again anywhere, here on C.
+    let restarted = c.start("ch-a", "echo", json!({"timeout": -1})).await;
+    assert_eq!(restarted.status, 200, "{}", restarted.text);
+    drop(remains);
+}
