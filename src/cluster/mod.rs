@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::settings::Settings;
 use crate::store::nodes::{NodeRef, OwnedChannel, OwnerClaim};
 use crate::store::Store;
-use crate::supervisor::{Claimed, Ownership, StartError, StartSpec, Supervisor};
+use crate::supervisor::{Claimed, Ownership, Released, StartError, StartSpec, Supervisor};
 
 pub use forward::{Forwarded, FORWARDED_HEADER};
 
@@ -232,29 +232,30 @@ impl Ownership for Cluster {
         });
     }
 
-    fn released(&self, channel: &str, generation: u64) {
-        if self.is_fenced() {
-            // Its lease runs out and a live node starts the channel again.
-            return;
-        }
+    fn released(&self, channel: &str, generation: u64) -> Released {
         let (this, channel, claim) = (self.clone(), channel.to_string(), self.claim_id(generation));
-        if self.inner.leaving.load(Ordering::SeqCst) {
-            self.inner
-                .handed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((channel, claim));
-            return;
-        }
-        tokio::spawn(async move {
-            if let Err(e) = this.inner.store.release_channel(&channel, &claim).await {
+        Box::pin(async move {
+            let inner = &this.inner;
+            if this.is_fenced() {
+                // Its lease runs out and a live node starts the channel again.
+                return;
+            }
+            if inner.leaving.load(Ordering::SeqCst) {
+                inner
+                    .handed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((channel, claim));
+                return;
+            }
+            if let Err(e) = inner.store.release_channel(&channel, &claim).await {
                 tracing::warn!(%channel, error = %e, "cluster: cannot remove the channel's owner row; retried with the next heartbeat");
-                this.inner
+                inner
                     .unreleased
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((channel, claim));
             }
-        });
+        })
     }
 }

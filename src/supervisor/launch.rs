@@ -47,8 +47,11 @@ impl Supervisor {
             o.claim(res.generation, &res.spec, &res.graph.name).await?;
         }
         let give_back = |generation: u64| {
-            if let Some(o) = &ownership {
-                o.released(&channel, generation);
+            let released = ownership.as_ref().map(|o| o.released(&channel, generation));
+            async move {
+                if let Some(r) = released {
+                    r.await;
+                }
             }
         };
         // A prewarmed worker already looks for its file at a path of its own.
@@ -66,7 +69,7 @@ impl Supervisor {
         };
         if let Err(source) = write_private(&property_path, &res.doc).await {
             prewarm::discard(&inner, warm);
-            give_back(res.generation);
+            give_back(res.generation).await;
             return Err(StartError::PropertyFile {
                 path: property_path.display().to_string(),
                 source,
@@ -79,7 +82,7 @@ impl Supervisor {
                 let _ = std::fs::remove_file(&property_path);
             }
             prewarm::discard(&inner, warm);
-            give_back(res.generation);
+            give_back(res.generation).await;
             return Err(StartError::ShuttingDown);
         }
         // From here the task owns the slot: dropping the reservation no longer releases it.

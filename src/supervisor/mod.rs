@@ -49,7 +49,7 @@ use cgroup::{Cgroup, Tree};
 pub use errors::{ChannelError, StartError};
 pub use launch::StartedWorker;
 pub use logs::{LogLines, RECENT_LINES};
-pub use ownership::{Claimed, Ownership};
+pub use ownership::{Claimed, Ownership, Released};
 pub use registry::{timeout_secs, MemoryMax, WorkerChange, WorkerInfo, WorkerState};
 pub use reserve::{check_channel, Reservation, StartSpec, MAX_CHANNEL_BYTES};
 pub use stop::StopOutcome;

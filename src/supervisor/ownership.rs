@@ -11,6 +11,9 @@ use super::reserve::StartSpec;
 /// The answer to a claim: `Ok` once the channel is this node's.
 pub type Claimed = Pin<Box<dyn Future<Output = Result<(), StartError>> + Send>>;
 
+/// Done once the channel is given back.
+pub type Released = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Records which node runs each channel; told of every start, spawn and end of a worker.
 pub trait Ownership: Send + Sync {
     /// Takes `spec.channel` for this node before its worker is spawned; `generation` names this
@@ -18,6 +21,7 @@ pub trait Ownership: Send + Sync {
     fn claim(&self, generation: u64, spec: &StartSpec, graph: &str) -> Claimed;
     /// The worker of that start runs a new process, `worker_id`.
     fn spawned(&self, channel: &str, generation: u64, worker_id: &str);
-    /// The worker of that start is gone for good (stopped, reaped, given up, failed to start).
-    fn released(&self, channel: &str, generation: u64);
+    /// The worker of that start is gone for good (stopped, reaped, given up, failed to start):
+    /// the channel is given back. A stop or failed start is answered once that is done.
+    fn released(&self, channel: &str, generation: u64) -> Released;
 }
