@@ -188,3 +188,117 @@ async fn any_node_answers_for_any_channel_and_a_killed_nodes_channels_answer_aga
     assert_eq!(restarted.status, 200, "{}", restarted.text);
     drop(remains);
 }
+
+/// A TCP proxy to PostgreSQL that the test can cut: every connection through it, and the
+/// listener, close at once.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn to(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                held.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Proxy { addr, tasks }
+    }
+
+    /// The database is out of reach from now on.
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr`.
+fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (format!("{auth}@"), rest),
+        None => (String::new(), rest),
+    };
+    let path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+    format!("{scheme}://{auth}{addr}{path}")
+}
+
+/// `host:port` of `url`.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").expect("a URL").1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let hp = &rest[..end];
+    if hp.contains(':') {
+        hp.to_string()
+    } else {
+        format!("{hp}:5432")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_database_stops_its_workers_and_another_takes_its_channels() {
+    let Some(schema) = schema() else { return };
+    let proxy = Proxy::to(host_port(&schema.url())).await;
+    let x = node("node-x", Some(through(&schema.url(), proxy.addr)), &schema);
+    let y = node("node-y", None, &schema);
+
+    let ch = started(&x.start("ch-x", "echo", json!({"timeout": -1})).await);
+    assert_eq!(entry(&y, "ch-x").await.expect("listed")["node"], "node-x");
+    assert_eq!(x.health().await.body["data"]["node"]["fenced"], false);
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // X stops its worker by itself, before its lease runs out, and says so.
+    assert!(
+        wait_until(SOON, || async { !pid_alive(ch.pid) }).await,
+        "the cut-off node's worker still runs:\n{}",
+        x.output()
+    );
+    let stopped = cut_at.elapsed();
+    let health = x.health().await;
+    assert_eq!(health.status, 503, "{}", health.text);
+    assert_eq!(
+        health.body["data"]["node"]["fenced"], true,
+        "{}",
+        health.text
+    );
+    assert!(x.output().contains("FENCED"));
+    println!(
+        "database cut -> the node's worker stopped: {} ms (fence at 0.8 x NODE_LEASE_MS = {} ms)",
+        stopped.as_millis(),
+        LEASE_MS * 8 / 10
+    );
+    // A start there is refused honestly meanwhile.
+    let refused = x.start("ch-new", "echo", json!({})).await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+
+    // Y starts the channel again once X's lease has run out, with its chat.
+    let moved = wait_for(SOON, || async {
+        entry(&y, "ch-x")
+            .await
+            .filter(|e| e["node"] == "node-y" && e["pid"].is_number())
+    })
+    .await
+    .unwrap_or_else(|| panic!("ch-x never moved to Y:\n{}", y.output()));
+    assert_eq!(moved["chat_id"], ch.data["chat_id"], "{moved}");
+    assert!(
+        y.ask(&ch.chat(), "still there?", "still there?")
+            .await
+            .is_some(),
+        "the moved channel does not answer"
+    );
+}
