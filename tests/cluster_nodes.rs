@@ -302,3 +302,32 @@ async fn a_node_cut_off_from_the_database_stops_its_workers_and_another_takes_it
         "the moved channel does not answer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_hands_its_channels_to_another_at_once() {
+    let Some(schema) = schema() else { return };
+    let mut x = node("node-x", None, &schema);
+    let y = node("node-y", None, &schema);
+    let ch = started(&x.start("ch-x", "echo", json!({"timeout": -1})).await);
+
+    let stopped_at = Instant::now();
+    assert!(
+        x.terminate(Duration::from_secs(20)).is_some(),
+        "node X did not stop"
+    );
+    assert!(!pid_alive(ch.pid));
+    // Its lease ended with it: Y takes the channel at its next heartbeat, not a lease later.
+    let moved = wait_for(SOON, || async {
+        entry(&y, "ch-x")
+            .await
+            .filter(|e| e["node"] == "node-y" && e["pid"].is_number())
+    })
+    .await
+    .unwrap_or_else(|| panic!("ch-x never moved to Y:\n{}", y.output()));
+    println!(
+        "SIGTERM of a node -> its channel runs on another: {} ms",
+        stopped_at.elapsed().as_millis()
+    );
+    assert_eq!(moved["chat_id"], ch.data["chat_id"], "{moved}");
+    assert!(x.output().contains("node left"), "{}", x.output());
+}
