@@ -150,6 +150,7 @@ async fn any_node_answers_for_any_channel_and_a_killed_nodes_channels_answer_aga
         "{moved}"
     );
     assert_eq!(moved["chat_id"], chat.as_str(), "{moved}");
+    assert_eq!(moved["restarts"], 1, "{moved}");
     // Counted as a restart, and said in the log of the node that took it.
     let taker = if moved["node"] == "node-a" { &a } else { &c };
     assert!(taker

@@ -140,11 +140,9 @@ impl Cluster {
             .filter(|n| n.id != self.inner.node_id))
     }
 
-    /// The channels other live nodes run, from their rows.
-    pub async fn elsewhere(&self) -> Result<Vec<OwnedChannel>, crate::store::StoreError> {
-        let mut all = self.inner.store.owned_channels().await?;
-        all.retain(|c| c.node_id != self.inner.node_id);
-        Ok(all)
+    /// Every channel with a live owner (this node's too), from the rows.
+    pub async fn owned(&self) -> Result<Vec<OwnedChannel>, crate::store::StoreError> {
+        self.inner.store.owned_channels().await
     }
 
     /// The longest a forwarded request may take.

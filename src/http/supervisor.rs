@@ -371,8 +371,8 @@ async fn list(_: Key, state: web::Data<AppState>) -> Result<HttpResponse, TenErr
     };
     // The whole cluster: this node's workers in full, the others' from their owner rows (one
     // read, whatever the number of nodes; a dead node's rows have expired leases and are not
-    // listed).
-    let mut workers: Vec<(String, Value)> = state
+    // listed). A channel taken over from a dead node counts that restart here too.
+    let mut workers: std::collections::BTreeMap<String, Value> = state
         .supervisor
         .list()
         .iter()
@@ -382,16 +382,20 @@ async fn list(_: Key, state: web::Data<AppState>) -> Result<HttpResponse, TenErr
             (w.channel.clone(), v)
         })
         .collect();
-    for c in cluster.elsewhere().await.map_err(unavailable)? {
-        if workers.iter().any(|(ch, _)| *ch == c.channel) {
-            continue;
+    for c in cluster.owned().await.map_err(unavailable)? {
+        match workers.get_mut(&c.channel) {
+            Some(local) if c.node_id == cluster.node_id() => {
+                let here = local["restarts"].as_i64().unwrap_or(0);
+                local["restarts"] = (here + c.restarts).into();
+            }
+            Some(_) => {}
+            None if c.node_id == cluster.node_id() => {}
+            None => {
+                workers.insert(c.channel.clone(), remote_entry(&c));
+            }
         }
-        workers.push((c.channel.clone(), remote_entry(&c)));
     }
-    workers.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(ok(Value::Array(
-        workers.into_iter().map(|(_, v)| v).collect(),
-    )))
+    Ok(ok(Value::Array(workers.into_values().collect())))
 }
 
 /// A `/list` entry of a worker another node runs, from its owner row: what that node does not
