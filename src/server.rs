@@ -105,6 +105,20 @@ impl Application {
             store.worker_gone(&id).await;
         }
 
+        // Several nodes share a PostgreSQL database: this one joins them.
+        let cluster = match &settings.database {
+            crate::settings::Database::Postgres(_) => Some(
+                crate::cluster::Cluster::join(
+                    &settings,
+                    store.clone(),
+                    supervisor.clone(),
+                    base_url.clone(),
+                )
+                .await?,
+            ),
+            crate::settings::Database::Sqlite(_) => None,
+        };
+
         let frontdoor = FrontDoor::new(
             store.clone(),
             supervisor.clone(),
@@ -112,7 +126,8 @@ impl Application {
             settings.clone(),
         );
         frontdoor.start();
-        let state = AppState::new(settings.clone(), catalog, supervisor, store, frontdoor);
+        let mut state = AppState::new(settings.clone(), catalog, supervisor, store, frontdoor);
+        state.cluster = cluster;
         let app_state = state.clone();
         let http_settings = settings.clone();
         let body_timeout = settings.body_timeout;
@@ -209,6 +224,9 @@ impl Application {
 
         // The supervisor's flag is the one shutdown flag: it refuses new starts from here on
         // (and `/health` answers 503 draining).
+        if let Some(c) = &state.cluster {
+            c.begin_leaving();
+        }
         let graceful = supervisor.shutdown();
         crate::http::sse::shut_down_streams();
         tokio::select! {
@@ -221,6 +239,9 @@ impl Application {
             handle.stop(true),
         )
         .await;
+        if let Some(c) = &state.cluster {
+            c.leave().await;
+        }
         state.store.close().await;
         tracing::info!("agentd stopped");
         Ok(())

@@ -20,6 +20,7 @@ pub mod events;
 mod idempotency;
 mod messages;
 mod migrate;
+pub mod nodes;
 mod pool;
 pub mod requests;
 mod retention;
