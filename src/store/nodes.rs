@@ -65,23 +65,27 @@ pub struct OwnedChannel {
     pub chat_id: Option<String>,
 }
 
+/// The database's clock in epoch ms. Leases and heartbeats are set and compared on it, never on a
+/// node's own clock: nodes on machines whose clocks disagree still agree on whose lease ran out.
+/// (`started_at` stays on the node's clock: only the node that wrote it compares it.)
+const DB_NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
 impl Store {
     /// Takes `claim.channel` for `claim.node_id` unless another node holds it under a live
     /// lease; false when it does. One statement: two nodes claiming at once, one wins.
     pub async fn claim_channel(&self, claim: OwnerClaim) -> Result<bool, StoreError> {
         self.write(move |w| {
-            let until = w.now + claim.lease_ms;
             let rows = w.c.query(
-                "INSERT INTO channel_owners (channel, node_id, claim_id, worker_id, graph, start_request, lease_until, restarts, started_at) \
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, 0, ?7) \
+                &format!("INSERT INTO channel_owners (channel, node_id, claim_id, worker_id, graph, start_request, lease_until, restarts, started_at) \
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, {DB_NOW} + ?6, 0, ?7) \
                  ON CONFLICT (channel) DO UPDATE SET node_id = excluded.node_id, claim_id = excluded.claim_id, \
                    worker_id = NULL, graph = excluded.graph, start_request = excluded.start_request, \
                    lease_until = excluded.lease_until, started_at = excluded.started_at, \
                    restarts = CASE WHEN channel_owners.node_id = excluded.node_id AND channel_owners.claim_id IS NULL \
                                    THEN channel_owners.restarts ELSE 0 END \
-                 WHERE channel_owners.lease_until < ?7 OR channel_owners.node_id = ?2 \
-                 RETURNING channel",
-                args![claim.channel, claim.node_id, claim.claim_id, claim.graph, claim.start_request, until, w.now],
+                 WHERE channel_owners.lease_until < {DB_NOW} OR channel_owners.node_id = ?2 \
+                 RETURNING channel"),
+                args![claim.channel, claim.node_id, claim.claim_id, claim.graph, claim.start_request, claim.lease_ms, w.now],
             )?;
             Ok(!rows.is_empty())
         })
@@ -150,21 +154,20 @@ impl Store {
             let channels = serde_json::to_string(&beat.channels)
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
             w.c.execute(
-                "WITH n AS (INSERT INTO nodes (id, address, capacity, workers, heartbeat_at, started_at) \
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                &format!("WITH n AS (INSERT INTO nodes (id, address, capacity, workers, heartbeat_at, started_at) \
+                   VALUES (?1, ?2, ?3, ?4, {DB_NOW}, ?5) \
                    ON CONFLICT (id) DO UPDATE SET address = excluded.address, capacity = excluded.capacity, \
                      workers = excluded.workers, heartbeat_at = excluded.heartbeat_at RETURNING id) \
-                 UPDATE channel_owners SET lease_until = ?7 \
-                 WHERE node_id = ?1 AND (started_at >= ?8 \
-                   OR channel IN (SELECT json_array_elements_text(CAST(?9 AS json))))",
+                 UPDATE channel_owners SET lease_until = {DB_NOW} + ?6 \
+                 WHERE node_id = ?1 AND (started_at >= ?7 \
+                   OR channel IN (SELECT json_array_elements_text(CAST(?8 AS json))))"),
                 args![
                     beat.id,
                     beat.address,
                     beat.capacity,
                     beat.workers,
-                    w.now,
                     beat.started_at,
-                    w.now + beat.lease_ms,
+                    beat.lease_ms,
                     beat.since,
                     channels
                 ],
@@ -202,9 +205,9 @@ impl Store {
             let running = serde_json::to_string(&running)
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
             let sql = format!(
-                "UPDATE channel_owners SET node_id = ?1, claim_id = NULL, lease_until = ?2, \
+                "UPDATE channel_owners SET node_id = ?1, claim_id = NULL, lease_until = {DB_NOW} + ?2, \
                    restarts = restarts + 1, started_at = ?3 \
-                 WHERE channel IN (SELECT channel FROM channel_owners WHERE lease_until < ?3 \
+                 WHERE channel IN (SELECT channel FROM channel_owners WHERE lease_until < {DB_NOW} \
                    AND NOT (node_id = ?1 AND channel IN (SELECT json_array_elements_text(CAST(?5 AS json)))) \
                    ORDER BY lease_until LIMIT ?4{}) \
                  RETURNING channel, worker_id, graph, start_request, restarts",
@@ -212,7 +215,7 @@ impl Store {
             );
             w.c.all_map(
                 &sql,
-                args![node, w.now + lease_ms, w.now, limit, running],
+                args![node, lease_ms, w.now, limit, running],
                 |r| {
                     Ok(Orphan {
                         channel: r.get(0)?,
@@ -261,9 +264,9 @@ impl Store {
         let c = channel.to_string();
         self.read(move |db: &dyn Db, _, _| {
             db.opt_map(
-                "SELECT o.node_id, n.address FROM channel_owners o JOIN nodes n ON n.id = o.node_id \
-                 WHERE o.channel = ?1 AND o.lease_until >= ?2",
-                args![c, super::db::now_ms()],
+                &format!("SELECT o.node_id, n.address FROM channel_owners o JOIN nodes n ON n.id = o.node_id \
+                 WHERE o.channel = ?1 AND o.lease_until >= {DB_NOW}"),
+                args![c],
                 |r| Ok(NodeRef { id: r.get(0)?, address: r.get(1)? }),
             )
         })
@@ -275,13 +278,12 @@ impl Store {
     pub async fn place(&self, prefer: &str, lease_ms: i64) -> Result<Option<NodeRef>, StoreError> {
         let prefer = prefer.to_string();
         self.read(move |db: &dyn Db, _, _| {
-            let now = super::db::now_ms();
             db.opt_map(
-                "SELECT n.id, n.address FROM nodes n WHERE n.heartbeat_at >= ?2 \
+                &format!("SELECT n.id, n.address FROM nodes n WHERE n.heartbeat_at >= {DB_NOW} - ?1 \
                  ORDER BY n.capacity - (SELECT COUNT(*) FROM channel_owners o \
-                                        WHERE o.node_id = n.id AND o.lease_until >= ?1) DESC, \
-                          CASE WHEN n.id = ?3 THEN 0 ELSE 1 END, n.id LIMIT 1",
-                args![now, now - lease_ms, prefer],
+                                        WHERE o.node_id = n.id AND o.lease_until >= {DB_NOW}) DESC, \
+                          CASE WHEN n.id = ?2 THEN 0 ELSE 1 END, n.id LIMIT 1"),
+                args![lease_ms, prefer],
                 |r| {
                     Ok(NodeRef {
                         id: r.get(0)?,
@@ -300,9 +302,9 @@ impl Store {
             db.all_map(
                 &format!(
                     "SELECT channel, node_id, worker_id, graph, restarts, started_at, {chat} \
-                     FROM channel_owners WHERE lease_until >= ?1 ORDER BY channel"
+                     FROM channel_owners WHERE lease_until >= {DB_NOW} ORDER BY channel"
                 ),
-                args![super::db::now_ms()],
+                args![],
                 |r| {
                     Ok(OwnedChannel {
                         channel: r.get(0)?,
