@@ -57,6 +57,9 @@ async fn fence(cluster: Cluster) {
     let inner = &cluster.inner;
     let limit = inner.lease.mul_f64(FENCE_AT);
     let every = (inner.lease / 10).max(Duration::from_millis(20));
+    // Fencing begins by FENCE_AT plus one check of the lease; its workers must be gone before the
+    // lease runs out, whatever WORKER_STOP_GRACE_MS says: past this, they are killed.
+    let kill_within = inner.lease / 20;
     loop {
         tokio::time::sleep(every).await;
         if inner.supervisor.is_shutting_down() {
@@ -83,7 +86,7 @@ async fn fence(cluster: Cluster) {
         if !inner.supervisor.list().is_empty() {
             let n = inner
                 .supervisor
-                .stop_all("fenced: the node's leases cannot be renewed")
+                .stop_all("fenced: the node's leases cannot be renewed", kill_within)
                 .await;
             tracing::error!(workers = n, "cluster: fenced node stopped its workers");
         }

@@ -36,6 +36,7 @@ mod usage;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
@@ -207,10 +208,23 @@ impl Supervisor {
     }
 
     /// Stops every worker (new starts are still taken), in parallel; `by` says why, in the log.
-    pub async fn stop_all(&self, by: &str) -> usize {
+    /// Workers not gone `within` that time (their grace period is longer) are killed.
+    pub async fn stop_all(&self, by: &str, within: Duration) -> usize {
         let channels: Vec<String> = self.list().into_iter().map(|w| w.channel).collect();
         let n = channels.len();
-        futures_util::future::join_all(channels.iter().map(|c| self.stop(c, by))).await;
+        let stops = futures_util::future::join_all(channels.iter().map(|c| self.stop(c, by)));
+        tokio::pin!(stops);
+        if tokio::time::timeout(within, &mut stops).await.is_err() {
+            // Past the time allowed: whatever still runs is killed now (its stop then ends at
+            // once); the grace period would outlast what the caller must guarantee.
+            for t in self.inner.registry.targets() {
+                stop::kill_group(t.pid as i32, Signal::SIGKILL);
+                if let Some(dir) = t.cgroup {
+                    Cgroup::at(dir).kill_now();
+                }
+            }
+            stops.await;
+        }
         n
     }
 
