@@ -13,6 +13,7 @@ Settings come from the environment, and from a .env file in the directory agentd
   PROPERTY_JSON, GRAPHS_DIR  where the graphs are (property.json, graphs/)
   DATA_DIR, LOG_PATH         the SQLite database and the workers' log files (data/, data/logs/)
   WORKERS_MAX                how many workers may run at once (100)
+  STREAM_FLUSH_MS            longest a streamed chunk waits in memory before it is written (250)
   SUPERVISOR_STATUS          honest (default) or ten: HTTP 200 on every supervisor answer, as TEN
   AGORA_APP_ID, AGORA_APP_CERTIFICATE   for POST /token/generate
   RUST_LOG                   what agentd logs (info; e.g. agentd=debug shows every request)
