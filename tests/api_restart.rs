@@ -122,6 +122,8 @@ async fn streamed_text_is_written_within_the_flush_interval_and_at_shutdown() {
     assert_eq!(s.messages(&chat).await[0]["content_partial"], "one two three");
 
     // A graceful stop writes what is held, however long the interval.
+    let mut s = s;
+    assert!(s.terminate(Duration::from_secs(10)).is_some(), "no exit on SIGTERM");
     let env = [("STREAM_FLUSH_MS", "60000")];
     let mut s = TestApp::builder()
         .bundled()
