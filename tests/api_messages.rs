@@ -242,7 +242,13 @@ async fn streamed_text_in_memory_is_read_whole() {
     assert_eq!(longest, seen);
     let listed = s.messages(&c).await;
     assert_eq!(listed[0]["content_partial"], seen.as_str());
-    assert_eq!(listed[0]["updated_at"], sent.iter().map(|r| r.body["updated_at"].clone()).max_by_key(|v| v.to_string()).unwrap());
+    assert_eq!(
+        listed[0]["updated_at"],
+        sent.iter()
+            .map(|r| r.body["updated_at"].clone())
+            .max_by_key(|v| v.to_string())
+            .unwrap()
+    );
     let done = s.complete_message(&mid, json!({})).await;
     assert_eq!(done.body["content_final"], seen.as_str());
     assert_eq!(s.messages(&c).await[0]["content_final"], seen.as_str());

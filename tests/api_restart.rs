@@ -119,11 +119,17 @@ async fn streamed_text_is_written_within_the_flush_interval_and_at_shutdown() {
     assert_eq!(after[0]["stream_state"], "streaming");
     // The stream goes on where it was.
     assert_eq!(s.chunk(&mid, "three").await.status, 200);
-    assert_eq!(s.messages(&chat).await[0]["content_partial"], "one two three");
+    assert_eq!(
+        s.messages(&chat).await[0]["content_partial"],
+        "one two three"
+    );
 
     // A graceful stop writes what is held, however long the interval.
     let mut s = s;
-    assert!(s.terminate(Duration::from_secs(10)).is_some(), "no exit on SIGTERM");
+    assert!(
+        s.terminate(Duration::from_secs(10)).is_some(),
+        "no exit on SIGTERM"
+    );
     let env = [("STREAM_FLUSH_MS", "60000")];
     let mut s = TestApp::builder()
         .bundled()
@@ -132,7 +138,10 @@ async fn streamed_text_is_written_within_the_flush_interval_and_at_shutdown() {
         .after(s.kill9())
         .start();
     assert_eq!(s.chunk(&mid, " four").await.status, 200);
-    assert!(s.terminate(Duration::from_secs(10)).is_some(), "no exit on SIGTERM");
+    assert!(
+        s.terminate(Duration::from_secs(10)).is_some(),
+        "no exit on SIGTERM"
+    );
     let s = TestApp::builder()
         .bundled()
         .fast_dispatch()

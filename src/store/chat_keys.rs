@@ -189,9 +189,11 @@ impl Store {
         let id = chat_id.to_string();
         let tails = self.inner.tails.clone();
         self.read(move |c, _, _| {
-            let mut rows: Vec<HistoryItem> = c
-                .all_map("SELECT id, role, content_final, content_partial, created_at FROM messages
-                     WHERE chat_id = ?1 AND stream_state <> 'cancelled' ORDER BY seq DESC LIMIT ?2", args![id, limit as i64], |r| {
+            let mut rows: Vec<HistoryItem> = c.all_map(
+                "SELECT id, role, content_final, content_partial, created_at FROM messages
+                     WHERE chat_id = ?1 AND stream_state <> 'cancelled' ORDER BY seq DESC LIMIT ?2",
+                args![id, limit as i64],
+                |r| {
                     let id: String = r.get(0)?;
                     // A streaming message's text so far may be partly in memory.
                     let content = r
@@ -205,7 +207,8 @@ impl Store {
                         content,
                         created_at: iso(r.get(4)?),
                     })
-                })?;
+                },
+            )?;
             rows.reverse();
             Ok(rows)
         })

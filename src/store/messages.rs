@@ -188,7 +188,10 @@ impl W<'_> {
             )?;
             // Its chunks go to memory from the first one on (forgotten if this rolls back).
             if self.tails.open(&msg, None, self.now, || {}).is_some() {
-                let (tails, id) = (self.tails.clone(), msg["id"].as_str().unwrap_or("").to_string());
+                let (tails, id) = (
+                    self.tails.clone(),
+                    msg["id"].as_str().unwrap_or("").to_string(),
+                );
                 self.after(move |committed| {
                     if !committed {
                         tails.forget(&id);

@@ -114,7 +114,9 @@ impl W<'_> {
         Ok(match held_due {
             // Rows the database calls stale are held ones, which their next flush updates: look
             // again when the earliest of them is due, or a second from now at the latest.
-            Some(at) => Some((at + timeout_ms).min(due.map_or(i64::MAX, |d| d.max(self.now + 1000)))),
+            Some(at) => {
+                Some((at + timeout_ms).min(due.map_or(i64::MAX, |d| d.max(self.now + 1000))))
+            }
             None => due,
         })
     }
@@ -209,9 +211,10 @@ impl Store {
             return self
                 .write(move |w| {
                     let now = w.now;
-                    if let Some(m) = w.tails.append(&id, &delta, now, |chat| {
-                        publish(chat, &id, &delta, now)
-                    }) {
+                    if let Some(m) = w
+                        .tails
+                        .append(&id, &delta, now, |chat| publish(chat, &id, &delta, now))
+                    {
                         return Ok(m);
                     }
                     let m = load_streaming(w.c, &id)?;

@@ -106,8 +106,10 @@ impl Tails {
             message: m.clone(),
             flushed: stored.len(),
             text: stored,
-            updated_at: chrono::DateTime::parse_from_rfc3339(m["updated_at"].as_str().unwrap_or(""))
-                .map_or(now, |t| t.timestamp_millis()),
+            updated_at: chrono::DateTime::parse_from_rfc3339(
+                m["updated_at"].as_str().unwrap_or(""),
+            )
+            .map_or(now, |t| t.timestamp_millis()),
             closing: false,
         };
         let mut map = self.lock();
