@@ -10,7 +10,6 @@
 
 mod chat_keys;
 mod chats;
-mod checkpoint;
 mod cluster;
 pub mod conversations;
 mod cursor;
@@ -78,8 +77,6 @@ struct Inner {
     dialect: sql::Dialect,
     /// The text of streaming messages not yet written (see [`tails`]).
     tails: Arc<tails::Tails>,
-    /// Stops SQLite's checkpoint thread (see [`checkpoint`]).
-    checkpointer: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// How long a dead worker id is remembered; far longer than any claim can wait in practice.
@@ -170,46 +167,34 @@ impl Store {
             Database::Sqlite(path) => Some(path.clone()),
             Database::Postgres(_) => None,
         };
-        let (writer, readers, shared, checkpointer) =
-            tokio::task::spawn_blocking(move || match database {
-                Database::Sqlite(path) => {
-                    let mut w = db::open(&path)?;
-                    migrate::sqlite(&mut w)?;
-                    // Checkpoints run on their own thread, not inside the writer's commits.
-                    w.pragma_update(None, "wal_autocheckpoint", 0)?;
-                    let checkpointer = checkpoint::spawn(&path).map_err(|e| {
-                        StoreError::Internal(format!("cannot start the checkpoint thread: {e}"))
-                    })?;
-                    let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
-                    Ok::<_, StoreError>((
-                        Box::new(w) as Box<dyn Db + Send>,
-                        r,
-                        None,
-                        Some(checkpointer),
-                    ))
-                }
-                Database::Postgres(url) => {
-                    let target = sql::postgres::PgTarget::parse(&url).map_err(|e| {
-                        StoreError::Database(sql::DbError::other(format!("DATABASE_URL: {e}")))
-                    })?;
-                    let w = target.connect()?;
-                    migrate::postgres(&w)?;
-                    let schema: String =
-                        (&w as &dyn Db).one("SELECT current_schema()", sql::args![])?;
-                    let readers = (0..pool::default_size())
-                        .map(|_| target.connect().map(|c| Box::new(c) as pool::Conn))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let channel = Arc::new(cluster::Channel::new(&schema));
-                    Ok((
-                        Box::new(w) as Box<dyn Db + Send>,
-                        pool::ReadPool::of(readers),
-                        Some((target, channel)),
-                        None,
-                    ))
-                }
-            })
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let (writer, readers, shared) = tokio::task::spawn_blocking(move || match database {
+            Database::Sqlite(path) => {
+                let mut w = db::open(&path)?;
+                migrate::sqlite(&mut w)?;
+                let r = pool::ReadPool::open_sqlite(&path, pool::default_size())?;
+                Ok::<_, StoreError>((Box::new(w) as Box<dyn Db + Send>, r, None))
+            }
+            Database::Postgres(url) => {
+                let target = sql::postgres::PgTarget::parse(&url).map_err(|e| {
+                    StoreError::Database(sql::DbError::other(format!("DATABASE_URL: {e}")))
+                })?;
+                let w = target.connect()?;
+                migrate::postgres(&w)?;
+                let schema: String =
+                    (&w as &dyn Db).one("SELECT current_schema()", sql::args![])?;
+                let readers = (0..pool::default_size())
+                    .map(|_| target.connect().map(|c| Box::new(c) as pool::Conn))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let channel = Arc::new(cluster::Channel::new(&schema));
+                Ok((
+                    Box::new(w) as Box<dyn Db + Send>,
+                    pool::ReadPool::of(readers),
+                    Some((target, channel)),
+                ))
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
         let dialect = writer.dialect();
         // Chunks are held in memory only where this node is the one writer (see `tails`).
         let tails = Arc::new(tails::Tails::new(match dialect {
@@ -246,7 +231,6 @@ impl Store {
                 gone: Mutex::new(std::collections::HashMap::new()),
                 dialect,
                 tails,
-                checkpointer,
             }),
         };
         if let Some((target, channel)) = shared {
@@ -277,9 +261,6 @@ impl Store {
         // Streamed text still only in memory is written before the WAL is checkpointed.
         if let Err(e) = self.flush_tails().await {
             tracing::warn!(error = %e, "streamed text could not be written at shutdown");
-        }
-        if let Some(c) = &self.inner.checkpointer {
-            let _ = c.send(());
         }
         let (done, checkpointed) = tokio::sync::oneshot::channel();
         if self.send(writer::Msg::Checkpoint(done)).is_ok() {
