@@ -247,6 +247,21 @@ impl Store {
     pub async fn delete_chat(&self, chat_id: &str) -> Result<usize, StoreError> {
         let id = chat_id.to_string();
         self.write(move |w| {
+            // Streams of the chat that never ended: their text held in memory goes with them.
+            let streaming: Vec<String> = w.c.all(
+                "SELECT id FROM messages WHERE chat_id = ?1 AND stream_state = 'streaming'",
+                args![id],
+            )?;
+            if !streaming.is_empty() {
+                let tails = w.tails.clone();
+                w.after(move |committed| {
+                    if committed {
+                        for m in &streaming {
+                            tails.forget(m);
+                        }
+                    }
+                });
+            }
             let messages =
                 w.c.execute("DELETE FROM messages WHERE chat_id = ?1", args![id])?;
             // Children first: every table that points at the chat, then the chat.
