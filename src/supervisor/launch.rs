@@ -40,6 +40,20 @@ impl Supervisor {
     async fn launch_inner(&self, mut res: Reservation) -> Result<StartedWorker, StartError> {
         let inner = self.inner.clone();
         let channel = res.spec.channel.clone();
+        // With several nodes, the channel is this node's before anything is spawned; a refusal
+        // drops the reservation (and its slot).
+        let ownership = inner.ownership.get().cloned();
+        if let Some(o) = &ownership {
+            o.claim(res.generation, &res.spec, &res.graph.name).await?;
+        }
+        let give_back = |generation: u64| {
+            let released = ownership.as_ref().map(|o| o.released(&channel, generation));
+            async move {
+                if let Some(r) = released {
+                    r.await;
+                }
+            }
+        };
         // A prewarmed worker already looks for its file at a path of its own.
         let warm = match res.graph.runtime.prewarm {
             0 => None,
@@ -55,6 +69,7 @@ impl Supervisor {
         };
         if let Err(source) = write_private(&property_path, &res.doc).await {
             prewarm::discard(&inner, warm);
+            give_back(res.generation).await;
             return Err(StartError::PropertyFile {
                 path: property_path.display().to_string(),
                 source,
@@ -67,6 +82,7 @@ impl Supervisor {
                 let _ = std::fs::remove_file(&property_path);
             }
             prewarm::discard(&inner, warm);
+            give_back(res.generation).await;
             return Err(StartError::ShuttingDown);
         }
         // From here the task owns the slot: dropping the reservation no longer releases it.
