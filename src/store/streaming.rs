@@ -206,7 +206,9 @@ impl Store {
             if let Some(m) = shown {
                 return Ok(m);
             }
-            // No open tail (a restart, or the stream is ending): decided by the writer.
+            // No open tail (a restart, or the stream is ending): decided by the writer. Should its
+            // group roll back (a full disk), this chunk's caller gets the error but the tail opened
+            // here keeps its text: the stored text plus chunks others may have appended since.
             let id = message_id.to_string();
             return self
                 .write(move |w| {
