@@ -16,6 +16,7 @@ Settings come from the environment, and from a .env file in the directory agentd
   DATABASE_URL               postgres://... to share the database with other agentd nodes (SQLite)
   NODE_ID, NODE_ADDRESS      with several nodes: this node's id and the URL the others reach it at
   NODE_LEASE_MS              with several nodes: how long a channel's claim lasts unrenewed (10000)
+  STREAM_FLUSH_MS            longest a streamed chunk waits in memory before it is written (250)
   SUPERVISOR_STATUS          honest (default) or ten: HTTP 200 on every supervisor answer, as TEN
   AGORA_APP_ID, AGORA_APP_CERTIFICATE   for POST /token/generate
   RUST_LOG                   what agentd logs (info; e.g. agentd=debug shows every request)

@@ -206,6 +206,68 @@ async fn streaming_messages() {
     assert!(ids.contains(&b) && !ids.contains(&x) && !ids.contains(&y));
 }
 
+/// Chunks held in memory (a flush interval far away): every read shows the text so far, chunk
+/// events come in order, and completion and cancellation take the whole text.
+#[tokio::test]
+async fn streamed_text_in_memory_is_read_whole() {
+    let s = TestApp::with_fast_dispatch(&[("STREAM_FLUSH_MS", "60000")]);
+    let c = s.new_chat("echo").await;
+    let mut ev = s.events("", None).await;
+    let mid = s.stream_message(&c, "echo").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pieces = ["a", "b", "c", "d", "e", "f"];
+    // Sent all at once: the answers and the events agree on one order.
+    let sent = futures_util::future::join_all(pieces.iter().map(|p| s.chunk(&mid, p))).await;
+    for r in &sent {
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["stream_state"], "streaming");
+    }
+    let mut seen = String::new();
+    for _ in pieces {
+        let e = ev
+            .next_matching(std::time::Duration::from_secs(5), |e| {
+                e.event == "message.streaming.chunk"
+            })
+            .await
+            .unwrap();
+        seen.push_str(e.data["payload"]["deltaText"].as_str().unwrap());
+    }
+    let longest = sent
+        .iter()
+        .map(|r| r.body["content_partial"].as_str().unwrap().to_string())
+        .max_by_key(String::len)
+        .unwrap();
+    assert_eq!(longest, seen);
+    let listed = s.messages(&c).await;
+    assert_eq!(listed[0]["content_partial"], seen.as_str());
+    assert_eq!(
+        listed[0]["updated_at"],
+        sent.iter()
+            .map(|r| r.body["updated_at"].clone())
+            .max_by_key(|v| v.to_string())
+            .unwrap()
+    );
+    let done = s.complete_message(&mid, json!({})).await;
+    assert_eq!(done.body["content_final"], seen.as_str());
+    assert_eq!(s.messages(&c).await[0]["content_final"], seen.as_str());
+
+    // Cancelled: the partial text is kept, from memory.
+    let x = s.stream_message(&c, "echo").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.chunk(&x, "kept").await;
+    let r = s.cancel_streaming(&c).await;
+    assert_eq!(r.body["cancelledMessageIds"], json!([x]));
+    let m = s.messages(&c).await;
+    assert_eq!(m[0]["stream_state"], "cancelled");
+    assert_eq!(m[0]["content_partial"], "kept");
+    let r = s.chunk(&x, "late").await;
+    assert_error(&r, 409, "CONFLICT");
+}
+
 #[tokio::test]
 async fn idle_streams_are_cancelled() {
     let s = TestApp::with_fast_dispatch(&[("STREAM_TIMEOUT_SECONDS", "1")]);

@@ -12,6 +12,8 @@ async fn kill9_keeps_acknowledged_data_and_leases() {
     let env = [
         ("DISPATCH_BATCH_DEBOUNCE_MS", "1500"),
         ("DISPATCH_MAX_ATTEMPTS", "5"),
+        // Every chunk written at once: an acknowledged chunk survives the kill too.
+        ("STREAM_FLUSH_MS", "0"),
     ];
     let s = TestApp::with_fast_dispatch(&env);
     let mut ev = s.events("", None).await;
@@ -89,4 +91,68 @@ async fn kill9_keeps_acknowledged_data_and_leases() {
     assert!(got
         .iter()
         .any(|e| e.event == "message.created" && e.data["payload"]["messageId"] == mid.as_str()));
+}
+
+/// Streamed text held in memory: written at most `STREAM_FLUSH_MS` after it came (so a kill -9
+/// after that keeps it), at once at a graceful stop, and a stream goes on after a restart.
+#[tokio::test]
+async fn streamed_text_is_written_within_the_flush_interval_and_at_shutdown() {
+    // A kill -9 after the flush interval: the chunks are there.
+    let env = [("STREAM_FLUSH_MS", "100")];
+    let s = TestApp::with_fast_dispatch(&env);
+    let chat = s.new_chat("echo").await;
+    let m = s.stream_message(&chat, "echo").await;
+    let mid = m.body["id"].as_str().unwrap().to_string();
+    for piece in ["one ", "two "] {
+        assert_eq!(s.chunk(&mid, piece).await.status, 200);
+    }
+    // The documented bound (100 ms) with room for a loaded machine.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let s = TestApp::builder()
+        .bundled()
+        .fast_dispatch()
+        .envs(&env)
+        .after(s.kill9())
+        .start();
+    let after = s.messages(&chat).await;
+    assert_eq!(after[0]["content_partial"], "one two ", "{after:?}");
+    assert_eq!(after[0]["stream_state"], "streaming");
+    // The stream goes on where it was.
+    assert_eq!(s.chunk(&mid, "three").await.status, 200);
+    assert_eq!(
+        s.messages(&chat).await[0]["content_partial"],
+        "one two three"
+    );
+
+    // A graceful stop writes what is held, however long the interval.
+    let mut s = s;
+    assert!(
+        s.terminate(Duration::from_secs(10)).is_some(),
+        "no exit on SIGTERM"
+    );
+    let env = [("STREAM_FLUSH_MS", "60000")];
+    let mut s = TestApp::builder()
+        .bundled()
+        .fast_dispatch()
+        .envs(&env)
+        .after(s.kill9())
+        .start();
+    assert_eq!(s.chunk(&mid, " four").await.status, 200);
+    assert!(
+        s.terminate(Duration::from_secs(10)).is_some(),
+        "no exit on SIGTERM"
+    );
+    let s = TestApp::builder()
+        .bundled()
+        .fast_dispatch()
+        .envs(&env)
+        .after(s.kill9())
+        .start();
+    assert_eq!(
+        s.messages(&chat).await[0]["content_partial"],
+        "one two three four"
+    );
+    let done = s.complete_message(&mid, json!({})).await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.body["content_final"], "one two three four");
 }

@@ -132,6 +132,8 @@ pub struct Settings {
     // Chat and dispatch API
     pub dispatch: DispatchSettings,
     pub stream_timeout_secs: u64,
+    /// Longest time a streamed chunk's text is held only in memory (zero: written at once).
+    pub stream_flush: Duration,
     pub write_rate_limit_max: u32,
     pub write_rate_limit_window_ms: u64,
     /// With a key set, `/api/v1` reads need it too (the default); false: public, as in Opengram.

@@ -336,6 +336,12 @@ impl Settings {
                 heartbeat_interval_ms: r.u64("DISPATCH_HEARTBEAT_INTERVAL_MS", 5000, 1)?,
             },
             stream_timeout_secs: r.u64("STREAM_TIMEOUT_SECONDS", 60, 1)?,
+            stream_flush: Duration::from_millis(r.parse(
+                "STREAM_FLUSH_MS",
+                250u64,
+                "a whole number of milliseconds from 0 to 60000",
+                |v| *v <= 60_000,
+            )?),
             write_rate_limit_max: r.parse(
                 "WRITE_RATE_LIMIT_MAX",
                 100u32,

@@ -187,17 +187,28 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<HistoryItem>, StoreError> {
         let id = chat_id.to_string();
+        let tails = self.inner.tails.clone();
         self.read(move |c, _, _| {
-            let mut rows: Vec<HistoryItem> = c
-                .all_map("SELECT id, role, coalesce(content_final, content_partial, ''), created_at FROM messages
-                     WHERE chat_id = ?1 AND stream_state <> 'cancelled' ORDER BY seq DESC LIMIT ?2", args![id, limit as i64], |r| {
+            let mut rows: Vec<HistoryItem> = c.all_map(
+                "SELECT id, role, content_final, content_partial, created_at FROM messages
+                     WHERE chat_id = ?1 AND stream_state <> 'cancelled' ORDER BY seq DESC LIMIT ?2",
+                args![id, limit as i64],
+                |r| {
+                    let id: String = r.get(0)?;
+                    // A streaming message's text so far may be partly in memory.
+                    let content = r
+                        .get::<Option<String>>(2)?
+                        .or_else(|| tails.text(&id))
+                        .or(r.get::<Option<String>>(3)?)
+                        .unwrap_or_default();
                     Ok(HistoryItem {
-                        id: r.get(0)?,
+                        id,
                         role: r.get(1)?,
-                        content: r.get(2)?,
-                        created_at: iso(r.get(3)?),
+                        content,
+                        created_at: iso(r.get(4)?),
                     })
-                })?;
+                },
+            )?;
             rows.reverse();
             Ok(rows)
         })
@@ -220,12 +231,13 @@ impl Store {
     /// The text of a message: final if complete, else what has streamed so far.
     pub async fn message_text(&self, message_id: &str) -> Result<Option<String>, StoreError> {
         let id = message_id.to_string();
+        let tails = self.inner.tails.clone();
         self.read(move |c, _, _| {
             let t: Option<(Option<String>, Option<String>)> = c.opt(
                 "SELECT content_final, content_partial FROM messages WHERE id = ?1",
                 args![id],
             )?;
-            Ok(t.map(|(f, p)| f.or(p).unwrap_or_default()))
+            Ok(t.map(|(f, p)| f.or_else(|| tails.text(&id).or(p)).unwrap_or_default()))
         })
         .await
     }
@@ -235,6 +247,21 @@ impl Store {
     pub async fn delete_chat(&self, chat_id: &str) -> Result<usize, StoreError> {
         let id = chat_id.to_string();
         self.write(move |w| {
+            // Streams of the chat that never ended: their text held in memory goes with them.
+            let streaming: Vec<String> = w.c.all(
+                "SELECT id FROM messages WHERE chat_id = ?1 AND stream_state = 'streaming'",
+                args![id],
+            )?;
+            if !streaming.is_empty() {
+                let tails = w.tails.clone();
+                w.after(move |committed| {
+                    if committed {
+                        for m in &streaming {
+                            tails.forget(m);
+                        }
+                    }
+                });
+            }
             let messages =
                 w.c.execute("DELETE FROM messages WHERE chat_id = ?1", args![id])?;
             // Children first: every table that points at the chat, then the chat.

@@ -27,7 +27,18 @@ pub fn now_ms() -> i64 {
 
 /// ISO-8601 UTC with milliseconds, like `2026-11-21T12:51:32.295Z`.
 pub fn iso(ms: i64) -> String {
+    // The RFC 3339 writer rather than `format`, which parses its pattern on every call (a few
+    // times per message read or written).
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_is_utc_with_milliseconds() {
+        assert_eq!(super::iso(1_763_729_492_295), "2025-11-21T12:51:32.295Z");
+        assert_eq!(super::iso(0), "1970-01-01T00:00:00.000Z");
+    }
 }

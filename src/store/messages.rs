@@ -176,7 +176,7 @@ impl W<'_> {
                     "content is not allowed when streaming=true.",
                 ));
             }
-            return self.insert_message(
+            let msg = self.insert_message(
                 chat_id,
                 "agent",
                 &m.sender_id,
@@ -185,7 +185,20 @@ impl W<'_> {
                 "streaming",
                 m.trace,
                 true,
-            );
+            )?;
+            // Its chunks go to memory from the first one on (forgotten if this rolls back).
+            if self.tails.open(&msg, None, self.now, || {}).is_some() {
+                let (tails, id) = (
+                    self.tails.clone(),
+                    msg["id"].as_str().unwrap_or("").to_string(),
+                );
+                self.after(move |committed| {
+                    if !committed {
+                        tails.forget(&id);
+                    }
+                });
+            }
+            return Ok(msg);
         }
         let content = m.content.as_deref().unwrap_or("").trim().to_string();
         let media = trace_media_ids(m.trace.as_ref());
@@ -255,7 +268,13 @@ impl Store {
     /// One message by id, or 404.
     pub async fn get_message(&self, id: &str) -> Result<Value, StoreError> {
         let id = id.to_string();
-        self.read(move |c, _, _| load_message(c, &id)).await
+        let tails = self.inner.tails.clone();
+        self.read(move |c, _, _| {
+            let mut m = load_message(c, &id)?;
+            tails.overlay(&mut m);
+            Ok(m)
+        })
+        .await
     }
 
     /// A chat's messages newest first: `{data, cursor{next, hasMore}}`; the cursor walks older.
@@ -273,6 +292,7 @@ impl Store {
             None => i64::MAX,
         };
         let chat_id = chat_id.to_string();
+        let tails = self.inner.tails.clone();
         self.read(move |c, _, _| {
             ensure_chat(c, &chat_id)?;
             let mut rows = c.all_map(
@@ -290,7 +310,13 @@ impl Store {
                 (true, Some((_, seq))) => Some(encode_cursor(&json!({ "s": seq }))),
                 _ => None,
             };
-            let data: Vec<Value> = rows.into_iter().map(|(m, _)| m).collect();
+            let data: Vec<Value> = rows
+                .into_iter()
+                .map(|(mut m, _)| {
+                    tails.overlay(&mut m);
+                    m
+                })
+                .collect();
             Ok(json!({ "data": data, "cursor": { "next": next, "hasMore": has_more } }))
         })
         .await

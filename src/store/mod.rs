@@ -26,6 +26,7 @@ pub mod requests;
 mod retention;
 pub mod sql;
 mod streaming;
+mod tails;
 mod writer;
 
 use std::path::Path;
@@ -75,6 +76,8 @@ struct Inner {
     /// theirs still waiting on a half-closed connection must not take work.
     gone: Mutex<std::collections::HashMap<String, Instant>>,
     dialect: sql::Dialect,
+    /// The text of streaming messages not yet written (see [`tails`]).
+    tails: Arc<tails::Tails>,
 }
 
 /// How long a dead worker id is remembered; far longer than any claim can wait in practice.
@@ -103,6 +106,10 @@ pub(crate) struct W<'a> {
     kick_claims: bool,
     /// Set when the job failed because the storage cannot be written (see [`writer`]).
     storage_failure: Option<sql::DbError>,
+    /// The streaming messages' text held in memory.
+    pub tails: &'a Arc<tails::Tails>,
+    /// What to do once the job's fate is known: committed (`true`) or rolled back.
+    after: Vec<writer::After>,
 }
 
 impl W<'_> {
@@ -140,6 +147,12 @@ impl W<'_> {
     /// Wake waiting claims after commit.
     pub fn kick_claims(&mut self) {
         self.kick_claims = true;
+    }
+
+    /// Runs `f` once this job is committed (`true`) or rolled back (`false`), on the writer
+    /// thread, before any caller of the group is answered.
+    pub fn after(&mut self, f: impl FnOnce(bool) + Send + 'static) {
+        self.after.push(Box::new(f));
     }
 }
 
@@ -194,6 +207,11 @@ impl Store {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         let dialect = writer.dialect();
+        // Chunks are held in memory only where this node is the one writer (see `tails`).
+        let tails = Arc::new(tails::Tails::new(match dialect {
+            sql::Dialect::Sqlite => Some(settings.stream_flush),
+            sql::Dialect::Postgres => None,
+        }));
         let capacity = settings.event_bus_capacity;
         let (events, _) = broadcast::channel(capacity);
         let writer = writer::spawn(
@@ -204,6 +222,7 @@ impl Store {
                 events: events.clone(),
                 cluster: shared.as_ref().map(|(_, c)| c.clone()),
                 file: file.as_deref().and_then(writer::FileWatch::new),
+                tails: tails.clone(),
             },
         )
         .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
@@ -222,6 +241,7 @@ impl Store {
                 conv_events: broadcast::channel(capacity).0,
                 gone: Mutex::new(std::collections::HashMap::new()),
                 dialect,
+                tails,
             }),
         };
         if let Some((target, channel)) = shared {
@@ -232,6 +252,7 @@ impl Store {
         // Expired leases and due batches from before a restart are handled by the first pass.
         tokio::spawn(dispatch::scheduler::run(store.clone()));
         tokio::spawn(retention::run(store.clone()));
+        tokio::spawn(streaming::run_flusher(store.clone()));
         Ok(store)
     }
 
@@ -247,6 +268,11 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.scheduler.notify_one();
         self.inner.claims.notify_waiters();
+        self.inner.tails.wake();
+        // Streamed text still only in memory is written before the WAL is checkpointed.
+        if let Err(e) = self.flush_tails().await {
+            tracing::warn!(error = %e, "streamed text could not be written at shutdown");
+        }
         let (done, checkpointed) = tokio::sync::oneshot::channel();
         if self.send(writer::Msg::Checkpoint(done)).is_ok() {
             let _ = checkpointed.await;

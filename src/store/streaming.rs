@@ -1,12 +1,17 @@
-//! Streamed messages: chunks appended as they come, completion, cancellation, and the sweep of
-//! streams left open past `STREAM_TIMEOUT_SECONDS`.
+//! Streamed messages: chunks appended as they come (held in memory for a while, see
+//! [`super::tails`]), completion, cancellation, and the sweep of streams left open past
+//! `STREAM_TIMEOUT_SECONDS`.
+
+use std::sync::Arc;
 
 use crate::store::sql::{args, Db};
 
 use serde_json::{json, Value};
 
 use super::chats::{cut, ensure_chat, PREVIEW_MAX_CHARS};
+use super::db::{iso, now_ms};
 use super::error::StoreError;
+use super::events::Event;
 use super::messages::load_message;
 use super::{Store, W};
 
@@ -34,18 +39,25 @@ impl W<'_> {
     ) -> Result<Value, StoreError> {
         let id = m["id"].as_str().unwrap_or_default().to_string();
         let chat_id = m["chat_id"].as_str().unwrap_or_default().to_string();
+        // The text streamed so far: the tail's, which has what the database may not have yet.
+        let held = self.tails.close(&id);
+        if held.is_some() {
+            let (tails, id) = (self.tails.clone(), id.clone());
+            self.after(move |committed| tails.closed(&id, committed));
+        }
         let final_text = if cancel {
             None
         } else {
-            Some(
-                final_text
-                    .unwrap_or_else(|| m["content_partial"].as_str().unwrap_or("").to_string()),
-            )
+            Some(final_text.unwrap_or_else(|| {
+                held.clone()
+                    .unwrap_or_else(|| m["content_partial"].as_str().unwrap_or("").to_string())
+            }))
         };
         if cancel {
             self.c.execute(
-                "UPDATE messages SET stream_state = 'cancelled', updated_at = ?2 WHERE id = ?1",
-                args![id, self.now],
+                "UPDATE messages SET stream_state = 'cancelled', updated_at = ?2, \
+                 content_partial = COALESCE(?3, content_partial) WHERE id = ?1",
+                args![id, self.now, held],
             )?;
         } else {
             self.c
@@ -79,7 +91,18 @@ impl W<'_> {
         let stale: Vec<String> = {
             self.c.all("SELECT id FROM messages WHERE stream_state = 'streaming' AND updated_at <= ?1 LIMIT 500", args![self.now - timeout_ms])?
         };
+        // A stream whose last chunks are still only in memory is not idle: it is due when its
+        // tail says.
+        let mut held_due: Option<i64> = None;
         for id in stale {
+            if let Some(at) = self
+                .tails
+                .updated_at(&id)
+                .filter(|at| *at > self.now - timeout_ms)
+            {
+                held_due = Some(held_due.map_or(at, |d| d.min(at)));
+                continue;
+            }
             let m = load_message(self.c, &id)?;
             self.finish_stream(&m, None, true, true)?;
         }
@@ -87,13 +110,123 @@ impl W<'_> {
             "SELECT MIN(updated_at) FROM messages WHERE stream_state = 'streaming'",
             args![],
         )?;
-        Ok(oldest.map(|t| t + timeout_ms))
+        let due = oldest.map(|t| t + timeout_ms);
+        Ok(match held_due {
+            // Rows the database calls stale are held ones, which their next flush updates: look
+            // again when the earliest of them is due, or a second from now at the latest.
+            Some(at) => {
+                Some((at + timeout_ms).min(due.map_or(i64::MAX, |d| d.max(self.now + 1000))))
+            }
+            None => due,
+        })
+    }
+}
+
+/// The ephemeral `message.streaming.chunk` event of one chunk.
+fn chunk_event(chat: &Value, id: &str, delta: &str, now: i64) -> Event {
+    Event {
+        seq: None,
+        id: crate::ids::new_id(),
+        kind: "message.streaming.chunk".into(),
+        timestamp: iso(now),
+        payload: json!({ "chatId": chat, "messageId": id, "deltaText": delta }),
+    }
+}
+
+/// Writes the streamed text held in memory at most `STREAM_FLUSH_MS` after it came, until the
+/// store closes.
+pub(super) async fn run_flusher(store: Store) {
+    let Some(every) = store.inner.tails.flush_every() else {
+        return;
+    };
+    loop {
+        store.inner.tails.wait_dirty().await;
+        if store.is_closed() {
+            return;
+        }
+        tokio::time::sleep(every).await;
+        if store.is_closed() {
+            return;
+        }
+        if let Err(e) = store.flush_tails().await {
+            tracing::warn!(error = %e, "streamed text could not be written; trying again");
+            store.inner.tails.wake();
+        }
     }
 }
 
 impl Store {
+    /// Writes every streamed text held in memory that the database does not have yet.
+    pub(super) async fn flush_tails(&self) -> Result<(), StoreError> {
+        if !self.inner.tails.enabled() {
+            return Ok(());
+        }
+        self.write(|w| {
+            let mut written = Vec::new();
+            let mut gone = Vec::new();
+            for f in w.tails.dirty() {
+                let n = w.c.execute(
+                    "UPDATE messages SET content_partial = ?2, updated_at = ?3 WHERE id = ?1 AND stream_state = 'streaming'",
+                    args![f.id, f.text, f.updated_at],
+                )?;
+                if n == 0 {
+                    gone.push(f.id);
+                } else {
+                    written.push(f);
+                }
+            }
+            let tails = w.tails.clone();
+            w.after(move |committed| {
+                if committed {
+                    for f in &written {
+                        tails.flushed(f);
+                    }
+                    for id in &gone {
+                        tails.forget(id);
+                    }
+                }
+            });
+            Ok(())
+        })
+        .await
+    }
+
     /// Appends a chunk to a streaming message; emits ephemeral `message.streaming.chunk`.
     pub async fn append_chunk(&self, message_id: &str, delta: String) -> Result<Value, StoreError> {
+        let tails = self.inner.tails.clone();
+        if tails.enabled() {
+            let bus = self.inner.events.clone();
+            let publish = move |chat: &Value, id: &str, delta: &str, now: i64| {
+                let _ = bus.send(Arc::new(chunk_event(chat, id, delta, now)));
+            };
+            let now = now_ms();
+            let shown = tails.append(message_id, &delta, now, |chat| {
+                publish(chat, message_id, &delta, now)
+            });
+            if let Some(m) = shown {
+                return Ok(m);
+            }
+            // No open tail (a restart, or the stream is ending): decided by the writer. Should its
+            // group roll back (a full disk), this chunk's caller gets the error but the tail opened
+            // here keeps its text: the stored text plus chunks others may have appended since.
+            let id = message_id.to_string();
+            return self
+                .write(move |w| {
+                    let now = w.now;
+                    if let Some(m) = w
+                        .tails
+                        .append(&id, &delta, now, |chat| publish(chat, &id, &delta, now))
+                    {
+                        return Ok(m);
+                    }
+                    let m = load_streaming(w.c, &id)?;
+                    let chat = m["chat_id"].clone();
+                    w.tails
+                        .open(&m, Some(&delta), now, || publish(&chat, &id, &delta, now))
+                        .ok_or_else(|| StoreError::Internal("streamed text is not held".into()))
+                })
+                .await;
+        }
         let id = message_id.to_string();
         self.write(move |w| {
             let m = load_streaming(w.c, &id)?;

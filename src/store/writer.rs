@@ -27,6 +27,9 @@ const GROUP_MAX: usize = 64;
 /// What a job does once its group's commit is known: answer its caller.
 pub(crate) type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+/// Run once a job's fate is known: `true` when committed, `false` when rolled back.
+pub(crate) type After = Box<dyn FnOnce(bool) + Send>;
+
 /// A queued write. Given `Some(w)` it runs in the open transaction and returns what to do after
 /// the commit (`None` when it failed: it has answered its caller already and is rolled back).
 /// Given `None` (no transaction could be opened) it answers its caller with that error.
@@ -47,6 +50,8 @@ pub(crate) struct Context {
     pub file: Option<FileWatch>,
     /// On a shared PostgreSQL schema: where commits are announced to the other nodes.
     pub cluster: Option<Arc<super::cluster::Channel>>,
+    /// The streaming messages' text held in memory.
+    pub tails: Arc<super::tails::Tails>,
 }
 
 /// How often the writer checks that its database file is still the one it opened.
@@ -195,6 +200,7 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     let mut dones: Vec<Done> = Vec::with_capacity(group.len());
     let mut broken: Option<DbError> = None;
     let mut kick_claims = false;
+    let mut afters: Vec<After> = Vec::new();
     for job in group {
         if let Some(reason) = &broken {
             job(Err(StoreError::Database(reason.clone())));
@@ -215,10 +221,13 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
             wake_at: None,
             kick_claims: false,
             storage_failure: None,
+            tails: &ctx.tails,
+            after: Vec::new(),
         };
         let done = job(Ok(&mut w));
         let job_events = std::mem::take(&mut w.events);
         let job_conv_events = std::mem::take(&mut w.conv_events);
+        let job_afters = std::mem::take(&mut w.after);
         // SQLite may have rolled back the whole transaction on a full disk: end the group with
         // that error rather than with the "no such savepoint" that would follow.
         let storage_failure = w.storage_failure.take();
@@ -227,10 +236,16 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
                 dones.push(d);
                 events.extend(job_events);
                 conv_events.extend(job_conv_events);
+                afters.extend(job_afters);
                 kick_claims |= w.kick_claims;
                 tx.batch("RELEASE job")
             }
-            None => tx.batch("ROLLBACK TO job; RELEASE job"),
+            None => {
+                for a in job_afters {
+                    a(false);
+                }
+                tx.batch("ROLLBACK TO job; RELEASE job")
+            }
         };
         if let Some(e) = storage_failure {
             broken = Some(e);
@@ -258,6 +273,10 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
             let _ = tx.batch("ROLLBACK");
         }),
     };
+    let ok = committed.is_ok();
+    for a in afters {
+        a(ok);
+    }
     match committed {
         Ok(()) => {
             for e in events {
