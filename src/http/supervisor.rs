@@ -170,13 +170,16 @@ async fn start(
     let channel = reservation.channel().to_string();
     let graph = reservation.graph_name().to_string();
     // The worker is told its chat's id when it starts. A channel started before has its chat:
-    // one read. Otherwise the chat is written with an id chosen here, while the worker starts,
-    // and the answer waits for both: a success means the worker runs and its chat exists.
-    let found = state
-        .store
-        .channel_chat(&channel)
-        .await
-        .map_err(chat_error)?;
+    // one read, while the start is prepared. Otherwise the chat is written with an id chosen
+    // here, while the worker starts, and the answer waits for both: a success means the worker
+    // runs and its chat exists. An error drops the reservation, which gives everything back.
+    let (prepared, found) = futures_util::future::join(
+        state.supervisor.prepare(&mut reservation),
+        state.store.channel_chat(&channel),
+    )
+    .await;
+    let found = found.map_err(chat_error)?;
+    prepared?;
     let new_id = match found {
         Some(id) => {
             reservation.set_chat_id(id);
