@@ -129,6 +129,9 @@ fn main() {
         ("round trips, 32 agents", |q| {
             Box::pin(round_trips_agents(q, 32))
         }),
+        ("round trips, three nodes", |q| {
+            Box::pin(round_trips_nodes(q))
+        }),
         ("memory per 1,000 chats", |q| Box::pin(chat_memory(q))),
         ("batch sealing", |q| Box::pin(seal_lateness(q))),
         ("front door", |q| Box::pin(front_door(q))),
@@ -678,28 +681,86 @@ async fn round_trips_agents(quick: bool, agents: usize) -> Vec<Row> {
     )]
 }
 
+/// Full round trips across 50 chats on three nodes sharing one PostgreSQL schema, beside one
+/// node on the same database: each chat's user talks to one node and its agent to the next, so
+/// every round trip crosses nodes (the claim wakes through NOTIFY, the answer's events come
+/// back through it). PostgreSQL only (`AGENTD_TEST_DATABASE_URL`); skipped on SQLite.
+async fn round_trips_nodes(quick: bool) -> Vec<Row> {
+    if !support::on_postgres() {
+        eprintln!("  skipped: needs PostgreSQL (AGENTD_TEST_DATABASE_URL)");
+        return Vec::new();
+    }
+    let env = [
+        ("DISPATCH_MODE", "immediate"),
+        ("WRITE_RATE_LIMIT_MAX", "100000000"),
+    ];
+    let (secs, one) = round_trip_rate_on(quick, vec![Arc::new(server(&env))], 50, &["ping"]).await;
+    let first = server(&env);
+    let schema = first.schema().cloned().expect("a PostgreSQL schema");
+    let node = || {
+        TestApp::builder()
+            .binary(binary())
+            .property_json(json!({"ten": {"predefined_graphs": [echo_graph()]}}))
+            .env("RUST_LOG", "warn")
+            .env("WORKERS_MAX", "2000")
+            .unset("HTTP_WORKERS")
+            .envs(&env)
+            .schema(&schema)
+            .start()
+    };
+    let nodes = vec![Arc::new(first), Arc::new(node()), Arc::new(node())];
+    let (_, three) = round_trip_rate_on(quick, nodes, 50, &["ping"]).await;
+    vec![
+        Row::new(
+            &format!("full round trips across 50 chats for {secs} s, one node on PostgreSQL"),
+            "per s",
+            Samples(vec![one]),
+            "",
+        ),
+        Row::new(
+            "the same across three nodes (user and agent on different nodes)",
+            "per s",
+            Samples(vec![three]),
+            "",
+        ),
+    ]
+}
+
 /// Round trips per second over `chats` chats, each answered by its own agent with `chunks`
 /// streamed: the measuring time in seconds and the rate.
 async fn round_trip_rate(quick: bool, chats: usize, chunks: &'static [&'static str]) -> (u64, f64) {
-    let secs = if quick { 3 } else { 10 };
     let s = Arc::new(server(&[
         ("DISPATCH_MODE", "immediate"),
         ("WRITE_RATE_LIMIT_MAX", "100000000"),
     ]));
+    round_trip_rate_on(quick, vec![s], chats, chunks).await
+}
+
+/// [`round_trip_rate`] on these servers (nodes of one database): chat `i`'s user posts through
+/// node `i`, its agent claims, streams and completes through node `i + 1`.
+async fn round_trip_rate_on(
+    quick: bool,
+    nodes: Vec<Arc<TestApp>>,
+    chats: usize,
+    chunks: &'static [&'static str],
+) -> (u64, f64) {
+    let secs = if quick { 3 } else { 10 };
     let mut ids = Vec::new();
     for _ in 0..chats {
-        ids.push(s.new_chat("echo").await);
+        ids.push(nodes[0].new_chat("echo").await);
     }
     let count = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for (i, chat) in ids.into_iter().enumerate() {
-        let (s, count) = (s.clone(), count.clone());
+        let user = nodes[i % nodes.len()].clone();
+        let s = nodes[(i + 1) % nodes.len()].clone();
+        let count = count.clone();
         // A failed step ends this chat's loop (its panic is printed); the others go on.
         tasks.push(tokio::spawn(async move {
             let w = format!("w{i}");
             while Instant::now() < end {
-                s.post_user(&chat, "ping").await;
+                user.post_user(&chat, "ping").await;
                 let b = s
                     .claim_with(json!({"workerId": w, "waitMs": 5000, "chatId": chat}))
                     .await;

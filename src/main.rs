@@ -12,7 +12,10 @@ Settings come from the environment, and from a .env file in the directory agentd
   AGENTD_API_KEY             the key every route but /health needs (Authorization: Bearer <key>)
   PROPERTY_JSON, GRAPHS_DIR  where the graphs are (property.json, graphs/)
   DATA_DIR, LOG_PATH         the SQLite database and the workers' log files (data/, data/logs/)
-  WORKERS_MAX                how many workers may run at once (100)
+  WORKERS_MAX                how many workers may run at once (100; a node's capacity in a cluster)
+  DATABASE_URL               postgres://... to share the database with other agentd nodes (SQLite)
+  NODE_ID, NODE_ADDRESS      with several nodes: this node's id and the URL the others reach it at
+  NODE_LEASE_MS              with several nodes: how long a channel's claim lasts unrenewed (10000)
   SUPERVISOR_STATUS          honest (default) or ten: HTTP 200 on every supervisor answer, as TEN
   AGORA_APP_ID, AGORA_APP_CERTIFICATE   for POST /token/generate
   RUST_LOG                   what agentd logs (info; e.g. agentd=debug shows every request)

@@ -105,6 +105,20 @@ impl Application {
             store.worker_gone(&id).await;
         }
 
+        // Several nodes share a PostgreSQL database: this one joins them.
+        let cluster = match &settings.database {
+            crate::settings::Database::Postgres(_) => Some(
+                crate::cluster::Cluster::join(
+                    &settings,
+                    store.clone(),
+                    supervisor.clone(),
+                    base_url.clone(),
+                )
+                .await?,
+            ),
+            crate::settings::Database::Sqlite(_) => None,
+        };
+
         let frontdoor = FrontDoor::new(
             store.clone(),
             supervisor.clone(),
@@ -112,7 +126,8 @@ impl Application {
             settings.clone(),
         );
         frontdoor.start();
-        let state = AppState::new(settings.clone(), catalog, supervisor, store, frontdoor);
+        let mut state = AppState::new(settings.clone(), catalog, supervisor, store, frontdoor);
+        state.cluster = cluster;
         let app_state = state.clone();
         let http_settings = settings.clone();
         let body_timeout = settings.body_timeout;
@@ -140,6 +155,8 @@ impl Application {
                 .configure(crate::http::configure)
                 .default_service(web::to(crate::http::supervisor::not_found))
         })
+        // Each connection's socket, so held event streams notice a client that hung up.
+        .on_connect(crate::http::sse::on_connect)
         .workers(settings.http_workers)
         // Slow clients: a head trickled in is cut off with a 408, an idle keep-alive connection
         // is closed, and past the connection cap new clients wait in the kernel's backlog.
@@ -207,6 +224,9 @@ impl Application {
 
         // The supervisor's flag is the one shutdown flag: it refuses new starts from here on
         // (and `/health` answers 503 draining).
+        if let Some(c) = &state.cluster {
+            c.begin_leaving();
+        }
         let graceful = supervisor.shutdown();
         crate::http::sse::shut_down_streams();
         tokio::select! {
@@ -219,6 +239,9 @@ impl Application {
             handle.stop(true),
         )
         .await;
+        if let Some(c) = &state.cluster {
+            c.leave().await;
+        }
         state.store.close().await;
         tracing::info!("agentd stopped");
         Ok(())

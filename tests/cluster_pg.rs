@@ -158,3 +158,38 @@ async fn a_node_whose_connections_are_cut_goes_on_without_an_error() {
         .await;
     assert_eq!(claimed.status, 200, "{}", claimed.text);
 }
+
+#[tokio::test]
+async fn a_conversation_stream_on_one_node_carries_the_other_nodes_messages() {
+    let Some((a, b)) = two_nodes() else { return };
+    let conv = a
+        .create_conversation(json!({"title": "across", "participants": ["u1", "u2"]}))
+        .await;
+    assert_eq!(conv.status, 201, "{}", conv.text);
+    let conv = conv.body["id"].as_str().unwrap().to_string();
+    let mut stream = b.conversation_stream(&conv, None).await.expect("a stream");
+    assert_eq!(stream.status, 200);
+
+    // One that fits a notification whole, one too large for one (read back by its seq).
+    let large = "x".repeat(20_000);
+    for content in ["from A", large.as_str()] {
+        let m = a
+            .post_to_conversation(
+                &conv,
+                json!({"from": "u1", "type": "text", "content": content}),
+            )
+            .await;
+        assert_eq!(m.status, 201, "{}", m.text);
+        let id = m.body["id"].as_str().unwrap().to_string();
+        let seen = stream
+            .next_matching(Duration::from_secs(30), |e| {
+                e.event == "message" && e.id == id
+            })
+            .await;
+        let Some(seen) = seen else {
+            panic!("B's stream never carried A's message: {:?}", stream.seen());
+        };
+        let body: serde_json::Value = serde_json::from_str(&seen.raw).unwrap();
+        assert_eq!(body["content"], content);
+    }
+}

@@ -277,8 +277,31 @@ async fn a_wrong_method_is_a_405_with_allow_in_the_paths_family() {
     assert_eq!(r.status, 405, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "METHOD_NOT_ALLOWED", "{}", r.text);
 
+    // agentd's own routes too: the console's files, the document, metrics and /ops.
+    for (m, path, allow) in [
+        (M::POST, "/console", "GET, HEAD"),
+        (M::DELETE, "/console/app.js", "GET, HEAD"),
+        (M::POST, "/openapi.json", "GET, HEAD"),
+        (M::PUT, "/docs", "GET, HEAD"),
+        (M::POST, "/metrics", "GET"),
+        (M::POST, "/ops/dispatch", "GET"),
+        (M::DELETE, "/ops/workers/stream", "GET"),
+        (M::POST, "/ops/workers/some-channel/logs", "GET"),
+    ] {
+        let r = send(m.clone(), path).await;
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, allow.into()),
+            "{m} {path}: {}",
+            r.text
+        );
+        assert_eq!(r.body["code"], "405", "{m} {path}: {}", r.text);
+    }
+
     // Unknown paths stay 404.
     assert_eq!(send(M::GET, "/nothing/here").await.status, 404);
+    assert_eq!(send(M::GET, "/ops/nothing").await.status, 404);
+    assert_eq!(send(M::GET, "/console/nothing.js").await.status, 404);
     assert_eq!(send(M::GET, "/api/v1/nothing").await.status, 404);
 }
 

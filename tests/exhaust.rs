@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -407,6 +407,41 @@ async fn idle_event_streams_are_capped_per_client_and_in_total() {
     assert!(reopened.is_some(), "closed streams were never counted out");
     assert_eq!(s.get("/health").await.status, 200);
     drop(held);
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_hangs_up_gives_its_place_back_without_waiting_for_a_write() {
+    // The default keep-alive interval (15 s): nothing is written to an idle stream meanwhile.
+    let s = TestApp::builder()
+        .bundled()
+        .envs(&[("TRUST_PROXY_HEADERS", "true"), ("SSE_MAX_PER_CLIENT", "1")])
+        .start();
+    for (path, client) in [
+        ("/api/v1/events/stream", "10.0.0.9"),
+        ("/ops/workers/stream", "10.0.0.10"),
+    ] {
+        let open = || {
+            s.request(reqwest::Method::GET, path)
+                .header("x-forwarded-for", client)
+                .header("accept", "text/event-stream")
+        };
+        let first = open().send().await.expect("the stream opens");
+        assert_eq!(first.status().as_u16(), 200, "{path}");
+        let r = s.send(open()).await;
+        assert_eq!(r.status, 429, "{path}: {}", r.text);
+        let hung_up = Instant::now();
+        drop(first);
+        let reopened = support::wait_for(Duration::from_secs(5), || async {
+            let res = open().send().await.ok()?;
+            (res.status().as_u16() == 200).then_some(res)
+        })
+        .await;
+        assert!(
+            reopened.is_some(),
+            "{path}: the closed stream kept its place for 5 s"
+        );
+        eprintln!("{path}: place back after {:?}", hung_up.elapsed());
+    }
 }
 
 /// The rows of `table` in the server's database (read through a connection of our own).

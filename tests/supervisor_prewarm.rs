@@ -33,7 +33,7 @@ fn server(n: u32) -> TestApp {
 /// Pids of the waiting workers of `graph`: said to be waiting in the pool's log, still recorded
 /// under the pool (not yet a channel's) in the record of live groups, and alive.
 fn waiting(s: &TestApp, graph: &str) -> Vec<i32> {
-    let log = s.log(&format!("prewarm:{graph}"));
+    let log = s.prewarm_log(graph);
     let said: Vec<i32> = log
         .lines()
         .filter_map(|l| {
@@ -200,4 +200,24 @@ async fn a_prewarmed_start_answers_with_its_chat_written_and_its_group_recorded(
         .ask(&again.chat(), "once more", "once more")
         .await
         .is_some());
+}
+
+#[tokio::test]
+async fn a_channel_named_like_the_pool_keeps_a_log_of_its_own() {
+    let s = server(1);
+    let first = next_waiting(&s, "warm", &[]).await;
+    // Channel names may hold a colon: this one spells the pool's stand-in name.
+    let w = s.start_ok("prewarm:warm", "warm", json!({})).await;
+    assert_eq!(w.pid, first);
+    assert!(s.ask(&w.chat(), "mine", "mine").await.is_some());
+    let second = next_waiting(&s, "warm", &[first]).await;
+    assert!(
+        !s.log("prewarm:warm")
+            .contains(&format!("prewarmed worker {second} waiting")),
+        "the pool wrote into the channel's log:\n{}",
+        s.log("prewarm:warm")
+    );
+    assert!(s
+        .prewarm_log("warm")
+        .contains(&format!("prewarmed worker {second} waiting")));
 }

@@ -53,10 +53,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Resources, not guarded routes: a known path with another method is then a 405 with
+    // `Allow` (see `super::method`), not the 404 of an unknown path.
     let get_or_head = || web::route().guard(guard::Any(guard::Get()).or(guard::Head()));
-    cfg.route("/console", get_or_head().to(index))
-        .route("/console/", get_or_head().to(index))
-        .route("/console/{file}", get_or_head().to(file));
+    cfg.service(web::resource(["/console", "/console/"]).route(get_or_head().to(index)))
+        .service(web::resource("/console/{file}").route(get_or_head().to(file)));
 }
 
 /// The `ETag` of each asset, in the order of [`ASSETS`].

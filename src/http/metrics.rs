@@ -31,7 +31,8 @@ impl Guard for MetricsKey {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(scrape));
+    // A resource, not a guarded route: another method is a 405 with `Allow`, not a 404.
+    cfg.service(web::resource("/metrics").route(web::get().to(scrape)));
 }
 
 /// Counts the request under its route pattern (never the raw path: ids would make a series

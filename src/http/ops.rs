@@ -57,9 +57,11 @@ type Key = Keyed<OpsKey>;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/ops")
-            .route("/workers/stream", web::get().to(workers_stream))
-            .route("/workers/{channel}/logs", web::get().to(logs))
-            .route("/dispatch", web::get().to(dispatch))
+            // Resources, not guarded routes: another method on a known path is a 405 with
+            // `Allow`, not the scope's 404.
+            .service(web::resource("/workers/stream").route(web::get().to(workers_stream)))
+            .service(web::resource("/workers/{channel}/logs").route(web::get().to(logs)))
+            .service(web::resource("/dispatch").route(web::get().to(dispatch)))
             .default_service(web::to(not_found)),
     );
 }

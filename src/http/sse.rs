@@ -181,6 +181,56 @@ impl StreamRefused {
 pub struct StreamPermit {
     limits: Arc<StreamLimits>,
     client: String,
+    /// The client's socket, watched for a hang-up (see [`held_response`]).
+    peer: Option<Peer>,
+}
+
+impl StreamPermit {
+    /// Watches the connection of `req` for a hang-up while the stream is served.
+    pub fn watching(mut self, req: &actix_web::HttpRequest) -> StreamPermit {
+        self.peer = req.conn_data::<Peer>().copied();
+        self
+    }
+}
+
+/// The socket of a connection, recorded when it is accepted ([`on_connect`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(std::os::fd::RawFd);
+
+/// Records each TCP connection's socket in its connection data.
+pub fn on_connect(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsRawFd;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(Peer(tcp.as_raw_fd()));
+    }
+}
+
+/// How often a held stream looks whether its client hung up.
+const HANGUP_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves once the client of `peer` has closed its side of the connection (or the socket
+/// failed). Without this, actix notices a closed stream only when its next frame fails to be
+/// written: an idle stream would keep its place under the caps until its next keep-alive.
+async fn hung_up(peer: Option<Peer>) {
+    let Some(Peer(fd)) = peer else {
+        return std::future::pending().await;
+    };
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + HANGUP_CHECK, HANGUP_CHECK);
+    loop {
+        every.tick().await;
+        // The connection's dispatcher polls this future and owns the socket, so `fd` is this
+        // connection's for as long as it runs. A peek that reads nothing: 0 bytes is the client's FIN, an error other than "nothing
+        // to read yet" a reset or dead socket; data waiting means the client is there.
+        use nix::errno::Errno;
+        use nix::sys::socket::{recv, MsgFlags};
+        let mut byte = [0u8; 1];
+        match recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 impl Drop for StreamPermit {
@@ -226,6 +276,7 @@ impl StreamLimits {
         Ok(StreamPermit {
             limits: self.clone(),
             client,
+            peer: None,
         })
     }
 
@@ -235,12 +286,14 @@ impl StreamLimits {
     }
 }
 
-/// An event-stream response over `frames` that holds `permit` for as long as it is served.
+/// An event-stream response over `frames` that holds `permit` for as long as it is served. The
+/// stream ends, and gives its place back, within a second of its client hanging up.
 pub fn held_response<S>(permit: StreamPermit, frames: S) -> HttpResponse
 where
     S: Stream<Item = Bytes> + 'static,
 {
-    response(frames.map(move |b| {
+    let gone = hung_up(permit.peer);
+    response(frames.take_until(gone).map(move |b| {
         let _counted = &permit;
         b
     }))

@@ -23,6 +23,8 @@ pub struct AppState {
     pub write_limit: Arc<WriteLimiter>,
     /// The caps on open event streams, shared by every family's streams.
     pub streams: Arc<StreamLimits>,
+    /// This node among several on one PostgreSQL database; `None` on a single node.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             supervisor,
             store,
             frontdoor,
+            cluster: None,
         }
     }
 }
@@ -58,6 +61,6 @@ impl AppState {
         req: &actix_web::HttpRequest,
     ) -> Result<StreamPermit, StreamRefused> {
         let client = super::access::client_ip(req, self.settings.trust_proxy_headers);
-        self.streams.admit(client)
+        Ok(self.streams.admit(client)?.watching(req))
     }
 }

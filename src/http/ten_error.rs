@@ -45,6 +45,13 @@ pub enum TenError {
     /// Too many event streams open: this client's cap (429) or the server's (503).
     #[error(transparent)]
     Streams(#[from] crate::http::sse::StreamRefused),
+    /// Several nodes: the channel runs on another live node, which cannot be reached (502).
+    #[error("channel {channel:?} runs on node {node:?}, which cannot be reached: {reason}")]
+    NodeUnreachable {
+        channel: String,
+        node: String,
+        reason: String,
+    },
     /// The storage cannot be written (a full disk: 507; a read-only or deleted database: 503).
     #[error("{}", .0.message())]
     Storage(crate::store::Storage),
@@ -66,6 +73,7 @@ pub fn ten_msg(code: &str) -> &'static str {
         "401" => "unauthorized",
         "500" => "internal error",
         "429" => "too many requests",
+        "502" => "bad gateway",
         "503" => "service unavailable",
         "507" => "insufficient storage",
         "405" => "method not allowed",
@@ -79,7 +87,7 @@ impl TenError {
         use StartError as S;
         match self {
             TenError::Start(e) => match e {
-                S::ShuttingDown => ("10101", StatusCode::SERVICE_UNAVAILABLE),
+                S::ShuttingDown | S::Unavailable(_) => ("10101", StatusCode::SERVICE_UNAVAILABLE),
                 S::BlankChannel => ("10004", StatusCode::BAD_REQUEST),
                 S::BadParams(_) | S::BadTimeout(_) | S::Refused { .. } | S::BadProperty { .. } => {
                     ("10000", StatusCode::BAD_REQUEST)
@@ -119,6 +127,7 @@ impl TenError {
             TenError::BodyTimeout => ("10000", StatusCode::REQUEST_TIMEOUT),
             TenError::BadParams(_) => ("10000", StatusCode::BAD_REQUEST),
             TenError::Internal(_) => ("500", StatusCode::INTERNAL_SERVER_ERROR),
+            TenError::NodeUnreachable { .. } => ("502", StatusCode::BAD_GATEWAY),
             TenError::Storage(crate::store::Storage::Full) => {
                 ("507", StatusCode::INSUFFICIENT_STORAGE)
             }
@@ -149,6 +158,7 @@ impl TenError {
                 json!({"node": node, "addon": addon})
             }
             TenError::Start(StartError::Refused { key, .. }) => json!({ "key": key }),
+            TenError::NodeUnreachable { node, .. } => json!({ "node": node }),
             TenError::Start(StartError::BadProperty { node, problem, .. }) => {
                 let mut d = json!({
                     "key": format!("properties.{node}.{}", problem.key),

@@ -161,6 +161,14 @@ pub struct Settings {
     /// Event streams open at once, in total.
     pub sse_max_total: usize,
 
+    // Several nodes (PostgreSQL only)
+    /// This node's id among the nodes sharing the database (`NODE_ID`; random per process).
+    pub node_id: String,
+    /// The URL other nodes reach this node at (`NODE_ADDRESS`); `None`: the bound address.
+    pub node_address: Option<String>,
+    /// How long a node's claim of a channel lasts without renewal (`NODE_LEASE_MS`).
+    pub node_lease: Duration,
+
     /// A secret made at every start and given to agentd's own workers (`AGENTD_WORKER_TOKEN`):
     /// their writes are not counted against the client write rate limit.
     pub worker_token: WorkerToken,

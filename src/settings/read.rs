@@ -380,6 +380,36 @@ impl Settings {
             sse_max_total: r.parse("SSE_MAX_TOTAL", 1000usize, "a whole number >= 1", |v| {
                 *v >= 1
             })?,
+            node_id: match r.raw("NODE_ID") {
+                None => format!("node-{}", crate::ids::worker_id()),
+                Some(id) if id.len() <= 64 && !id.chars().any(char::is_control) => id,
+                Some(id) => {
+                    return Err(SettingsError {
+                        var: "NODE_ID",
+                        value: id,
+                        expected: "at most 64 bytes without control characters",
+                    })
+                }
+            },
+            node_address: match r.raw("NODE_ADDRESS") {
+                None => None,
+                Some(a) if a.starts_with("http://") || a.starts_with("https://") => {
+                    Some(a.trim_end_matches('/').to_string())
+                }
+                Some(a) => {
+                    return Err(SettingsError {
+                        var: "NODE_ADDRESS",
+                        value: a,
+                        expected: "an http:// or https:// URL other nodes can reach this node at",
+                    })
+                }
+            },
+            node_lease: Duration::from_millis(r.parse(
+                "NODE_LEASE_MS",
+                10_000u64,
+                "a number of milliseconds >= 300",
+                |v| *v >= 300,
+            )?),
             worker_token: WorkerToken::generate(),
         };
 

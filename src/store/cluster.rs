@@ -12,6 +12,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use serde_json::{json, Value};
 
+use super::conversations::ConvEvent;
 use super::events::{event_from_row, Event};
 use super::sql::postgres::{row_of, PgTarget};
 use super::sql::{args, Db, DbResult};
@@ -48,13 +49,25 @@ impl Channel {
         }
     }
 
-    /// Sends, in the open transaction, what the others must learn from it: its events, and
-    /// whether waiting claims should look again.
-    pub fn announce(&self, tx: &dyn Db, events: &[Event], claims: bool) -> Result<(), StoreError> {
+    /// Sends, in the open transaction, what the others must learn from it: its events (of the
+    /// chat API and of the conversations feed), and whether waiting claims should look again.
+    pub fn announce(
+        &self,
+        tx: &dyn Db,
+        events: &[Event],
+        conv_events: &[ConvEvent],
+        claims: bool,
+    ) -> Result<(), StoreError> {
         for e in events {
             if let Some(note) = self.event_note(e) {
                 tx.query("SELECT pg_notify(?1, ?2)", args![self.name, note])?;
             }
+        }
+        for e in conv_events {
+            tx.query(
+                "SELECT pg_notify(?1, ?2)",
+                args![self.name, self.conv_note(e)],
+            )?;
         }
         if claims {
             let note = json!({ "node": self.node, "claims": true }).to_string();
@@ -80,6 +93,26 @@ impl Channel {
                 tracing::warn!(kind = %e.kind, bytes = whole.len(), "an ephemeral event too large for NOTIFY stays on this node");
                 None
             }
+        }
+    }
+}
+
+impl Channel {
+    /// A conversations feed event as a note: whole when it fits, else by its `seq` (feed events
+    /// are always persisted).
+    fn conv_note(&self, e: &ConvEvent) -> String {
+        let whole = json!({
+            "node": self.node,
+            "conv": {
+                "seq": e.seq, "id": e.id, "type": e.kind, "conversationId": e.conversation_id,
+                "payload": e.payload, "createdAt": e.created_at,
+            },
+        })
+        .to_string();
+        if whole.len() <= PAYLOAD_MAX {
+            whole
+        } else {
+            json!({ "node": self.node, "conv_seq": e.seq }).to_string()
         }
     }
 }
@@ -184,6 +217,46 @@ fn receive(client: &mut postgres::Client, inner: &Inner, channel: &Channel, payl
     };
     if let Some(e) = event {
         let _ = inner.events.send(Arc::new(e));
+    }
+    let conv = if let Some(e) = note.get("conv") {
+        Some(ConvEvent {
+            seq: e["seq"].as_i64().unwrap_or_default(),
+            id: e["id"].as_str().unwrap_or_default().to_string(),
+            kind: e["type"].as_str().unwrap_or_default().to_string(),
+            conversation_id: e["conversationId"].as_str().unwrap_or_default().to_string(),
+            payload: e["payload"].clone(),
+            created_at: e["createdAt"].as_i64().unwrap_or_default(),
+        })
+    } else if let Some(seq) = note["conv_seq"].as_i64() {
+        match read_conv_event(client, seq) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "cluster: cannot read a feed event of another node");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(e) = conv {
+        let _ = inner.conv_events.send(Arc::new(e));
+    }
+}
+
+/// The persisted feed event `seq` of the conversations front door.
+fn read_conv_event(
+    client: &mut postgres::Client,
+    seq: i64,
+) -> Result<Option<ConvEvent>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT seq, id, type, conversation_id, payload, created_at FROM fd_events WHERE seq = $1",
+            &[&seq],
+        )
+        .map_err(super::sql::DbError::from)?;
+    match row {
+        Some(r) => Ok(Some(ConvEvent::from_row(&row_of(&r)?)?)),
+        None => Ok(None),
     }
 }
 

@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::same(include_str!("migrations/0002_claim_by_chat.sql")),
     Migration::same(include_str!("migrations/0003_frontdoor.sql")),
     Migration::same(include_str!("migrations/0004_retention.sql")),
+    Migration::same(include_str!("migrations/0005_nodes.sql")),
 ];
 
 /// SQLite's DDL as PostgreSQL's: a rowid key (`INTEGER PRIMARY KEY`) becomes an identity

@@ -20,6 +20,7 @@ pub mod events;
 mod idempotency;
 mod messages;
 mod migrate;
+pub mod nodes;
 mod pool;
 pub mod requests;
 mod retention;
@@ -95,6 +96,9 @@ pub(crate) struct W<'a> {
     pub settings: &'a Settings,
     pub catalog: Arc<Catalog>,
     events: Vec<Event>,
+    /// Feed events of the conversations front door to announce to other nodes (PostgreSQL only:
+    /// on SQLite there are none).
+    conv_events: Vec<ConvEvent>,
     wake_at: Option<i64>,
     kick_claims: bool,
     /// Set when the job failed because the storage cannot be written (see [`writer`]).
@@ -110,6 +114,13 @@ impl W<'_> {
     /// Make sure the scheduler is awake by `at` (epoch ms).
     pub fn wake_by(&mut self, at: i64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    /// Has a conversations feed event written in this job announced to other nodes at commit.
+    pub fn announce_conv(&mut self, e: &ConvEvent) {
+        if self.c.dialect() == sql::Dialect::Postgres {
+            self.conv_events.push(e.clone());
+        }
     }
 
     /// Serializes, until commit, every transaction that locks `name` (other nodes' included);

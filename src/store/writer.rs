@@ -191,6 +191,7 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     }
     let catalog = ctx.catalog.current();
     let mut events = Vec::new();
+    let mut conv_events = Vec::new();
     let mut dones: Vec<Done> = Vec::with_capacity(group.len());
     let mut broken: Option<DbError> = None;
     let mut kick_claims = false;
@@ -210,12 +211,14 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
             settings: &ctx.settings,
             catalog: catalog.clone(),
             events: Vec::new(),
+            conv_events: Vec::new(),
             wake_at: None,
             kick_claims: false,
             storage_failure: None,
         };
         let done = job(Ok(&mut w));
         let job_events = std::mem::take(&mut w.events);
+        let job_conv_events = std::mem::take(&mut w.conv_events);
         // SQLite may have rolled back the whole transaction on a full disk: end the group with
         // that error rather than with the "no such savepoint" that would follow.
         let storage_failure = w.storage_failure.take();
@@ -223,6 +226,7 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
             Some(d) => {
                 dones.push(d);
                 events.extend(job_events);
+                conv_events.extend(job_conv_events);
                 kick_claims |= w.kick_claims;
                 tx.batch("RELEASE job")
             }
@@ -235,7 +239,7 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
         }
     }
     if let (None, Some(cluster)) = (&broken, &ctx.cluster) {
-        if let Err(e) = cluster.announce(tx, &events, kick_claims) {
+        if let Err(e) = cluster.announce(tx, &events, &conv_events, kick_claims) {
             broken = Some(match e {
                 StoreError::Database(d) => d,
                 other => DbError::other(other.to_string()),

@@ -75,6 +75,10 @@ pub enum StartError {
     },
     #[error("the worker was stopped before it was ready")]
     StoppedDuringStart,
+    /// Several nodes: this node cannot take the channel now (the database is out of reach, or
+    /// the node is fenced).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why `/ping` or `/stop` failed.

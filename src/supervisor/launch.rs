@@ -91,6 +91,23 @@ impl Supervisor {
     ) -> Result<StartedWorker, StartError> {
         let inner = self.inner.clone();
         let channel = res.spec.channel.clone();
+        // With several nodes, the channel is this node's before anything is spawned; a refusal
+        // drops the reservation (its slot, and what was prepared for it).
+        let ownership = inner.ownership.get().cloned();
+        if let Some(o) = &ownership {
+            if let Err(e) = o.claim(res.generation, &res.spec, &res.graph.name).await {
+                res.prepared = Some(prepared);
+                return Err(e);
+            }
+        }
+        let give_back = |generation: u64| {
+            let released = ownership.as_ref().map(|o| o.released(&channel, generation));
+            async move {
+                if let Some(r) = released {
+                    r.await;
+                }
+            }
+        };
         let Prepared {
             warm,
             property_path,
@@ -103,6 +120,7 @@ impl Supervisor {
                 let _ = std::fs::remove_file(&property_path);
             }
             prewarm::discard(&inner, warm);
+            give_back(res.generation).await;
             return Err(StartError::ShuttingDown);
         }
         // From here the task owns the slot: dropping the reservation no longer releases it.

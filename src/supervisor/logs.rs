@@ -59,6 +59,12 @@ pub fn log_file(log_path: &Path, channel: &str) -> PathBuf {
     log_path.join(format!("worker-{}.log", safe_stem(channel)))
 }
 
+/// The log file of the prewarmed workers of `graph` under `log_path`: named apart from every
+/// channel's (`worker-*`), so no channel name, `prewarm:<graph>` included, shares it.
+pub fn prewarm_log_file(log_path: &Path, graph: &str) -> PathBuf {
+    log_path.join(format!("prewarm-{}.log", safe_stem(graph)))
+}
+
 enum Target {
     Stdout { prefix: String },
     File(FileLog),

@@ -22,6 +22,7 @@ mod launch;
 pub mod logs;
 mod notify;
 pub mod overrides;
+mod ownership;
 mod plan;
 mod prewarm;
 mod reap;
@@ -35,6 +36,7 @@ mod usage;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
@@ -48,6 +50,7 @@ use cgroup::{Cgroup, Tree};
 pub use errors::{ChannelError, StartError};
 pub use launch::StartedWorker;
 pub use logs::{LogLines, RECENT_LINES};
+pub use ownership::{Claimed, Ownership, Released};
 pub use registry::{timeout_secs, MemoryMax, WorkerChange, WorkerInfo, WorkerState};
 pub use reserve::{check_channel, Reservation, StartSpec, MAX_CHANNEL_BYTES};
 pub use stop::StopOutcome;
@@ -107,6 +110,8 @@ pub(crate) struct Inner {
     rt: tokio::runtime::Handle,
     /// Told the `AGENTD_WORKER_ID` of every worker process once it and its group are gone.
     gone_hook: OnceLock<GoneHook>,
+    /// Which node runs each channel, when several share the database.
+    ownership: OnceLock<Arc<dyn Ownership>>,
     /// Worker ids of the previous agentd's workers, all gone by the start-up sweep.
     leftovers: Mutex<Vec<String>>,
     /// Where workers' cgroups are made; `None` in process-group mode.
@@ -173,6 +178,7 @@ impl Supervisor {
             run_dir,
             rt,
             gone_hook: OnceLock::new(),
+            ownership: OnceLock::new(),
             leftovers: Mutex::new(leftovers),
             tree,
             containment,
@@ -193,6 +199,33 @@ impl Supervisor {
     /// at once. Only the first registration counts.
     pub fn on_worker_gone(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
         let _ = self.inner.gone_hook.set(Box::new(hook));
+    }
+
+    /// Makes every start take its channel through `ownership` first, and every worker gone for
+    /// good give it back. Only the first registration counts.
+    pub fn set_ownership(&self, ownership: Arc<dyn Ownership>) {
+        let _ = self.inner.ownership.set(ownership);
+    }
+
+    /// Stops every worker (new starts are still taken), in parallel; `by` says why, in the log.
+    /// Workers not gone `within` that time (their grace period is longer) are killed.
+    pub async fn stop_all(&self, by: &str, within: Duration) -> usize {
+        let channels: Vec<String> = self.list().into_iter().map(|w| w.channel).collect();
+        let n = channels.len();
+        let stops = futures_util::future::join_all(channels.iter().map(|c| self.stop(c, by)));
+        tokio::pin!(stops);
+        if tokio::time::timeout(within, &mut stops).await.is_err() {
+            // Past the time allowed: whatever still runs is killed now (its stop then ends at
+            // once); the grace period would outlast what the caller must guarantee.
+            for t in self.inner.registry.targets() {
+                stop::kill_group(t.pid as i32, Signal::SIGKILL);
+                if let Some(dir) = t.cgroup {
+                    Cgroup::at(dir).kill_now();
+                }
+            }
+            stops.await;
+        }
+        n
     }
 
     /// The worker ids of a previous agentd's workers (killed with it or by the start-up sweep),

@@ -145,14 +145,24 @@ impl Plan {
 
     /// Where the output of `channel`'s worker goes, per the settings.
     pub fn log_sink(settings: &Settings, channel: &str) -> Arc<LogSink> {
+        Self::sink_at(
+            settings,
+            channel,
+            logs::log_file(&settings.log_path, channel),
+        )
+    }
+
+    /// The log of the prewarmed workers of `graph`, until each is handed a channel.
+    pub fn prewarm_log_sink(settings: &Settings, graph: &str) -> Arc<LogSink> {
+        let file = logs::prewarm_log_file(&settings.log_path, graph);
+        Self::sink_at(settings, &format!("{PREWARM_PREFIX}{graph}"), file)
+    }
+
+    fn sink_at(settings: &Settings, name: &str, file: PathBuf) -> Arc<LogSink> {
         Arc::new(if settings.log_stdout {
-            LogSink::to_stdout(channel)
+            LogSink::to_stdout(name)
         } else {
-            LogSink::to_file(
-                logs::log_file(&settings.log_path, channel),
-                settings.log_max_bytes,
-                settings.log_max_files,
-            )
+            LogSink::to_file(file, settings.log_max_bytes, settings.log_max_files)
         })
     }
 

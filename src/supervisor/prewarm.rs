@@ -29,7 +29,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::cgroup::Cgroup;
 use super::errors::StartError;
 use super::logs::{self, LogSink};
-use super::plan::{self, Plan, PREWARM_PREFIX};
+use super::plan::{self, Plan};
 use super::spawn::{self, Proc};
 use super::stop::{self, describe};
 use super::Inner;
@@ -132,7 +132,7 @@ impl Pools {
                 closing: watch::Sender::new(false),
                 failures: AtomicU32::new(0),
                 filler: Mutex::new(None),
-                log: Plan::log_sink(&inner.settings, &format!("{PREWARM_PREFIX}{}", g.name)),
+                log: Plan::prewarm_log_sink(&inner.settings, &g.name),
             });
             let filler = tokio::spawn(fill(inner.clone(), pool.clone()));
             *lock(&pool.filler) = Some(filler);

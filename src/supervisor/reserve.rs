@@ -100,6 +100,13 @@ impl Drop for Reservation {
             self.inner
                 .registry
                 .release(&self.spec.channel, self.generation);
+            // A start dropped after its claim (its caller went away) gives the channel back; a
+            // claim that was refused or never made removes nothing (it names this start).
+            if let Some(o) = self.inner.ownership.get() {
+                self.inner
+                    .rt
+                    .spawn(o.released(&self.spec.channel, self.generation));
+            }
         }
     }
 }

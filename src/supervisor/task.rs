@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use super::errors::StartError;
+use super::ownership::Released;
 use super::plan::{self, Plan, RESET_AFTER};
 use super::records::{self, Record};
 use super::registry::{Command, MemoryMax, WorkerInfo, WorkerState};
@@ -190,6 +191,9 @@ impl Task {
             i.memory_bytes = None;
             i.cpu_seconds = None;
         });
+        if let Some(o) = self.inner.ownership.get() {
+            o.spawned(&self.plan.channel, self.plan.generation, &proc.worker_id);
+        }
         tracing::info!(channel = %self.plan.channel, graph = %self.plan.graph, pid, "worker spawned");
         self.tell_unenforced(&proc).await;
         let life = match wait_ready(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await {
@@ -433,7 +437,9 @@ impl Task {
         }
         self.end(proc, &format!("{why} ({})", out.how)).await;
         self.last = out.clone();
-        self.finish();
+        if let Some(released) = self.finish() {
+            released.await;
+        }
         if let Some(tx) = self.ready_tx.take() {
             let _ = tx.send(Err(StartError::StoppedDuringStart));
         }
@@ -460,25 +466,48 @@ impl Task {
 
     /// The first start failed: release everything, then tell the `/start` caller.
     fn fail_start(&mut self, err: StartError) {
-        self.finish();
-        if let Some(tx) = self.ready_tx.take() {
-            let _ = tx.send(Err(err));
+        let released = self.finish();
+        let tx = self.ready_tx.take();
+        match released {
+            // The caller hears of the failure once the channel is given back (a retry on
+            // another node must not find it taken).
+            Some(r) => {
+                self.inner.rt.spawn(async move {
+                    r.await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Err(err));
+                    }
+                });
+            }
+            None => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(err));
+                }
+            }
         }
         self.drain();
     }
 
     /// No process runs and none will: the worker is gone for good.
     fn gone(&mut self) {
-        self.finish();
+        if let Some(released) = self.finish() {
+            self.inner.rt.spawn(released);
+        }
         self.drain();
     }
 
-    /// The worker leaves the registry and its property file goes.
-    fn finish(&self) {
+    /// The worker leaves the registry and its property file goes; with several nodes, the
+    /// giving back of its channel, to await or spawn.
+    #[must_use]
+    fn finish(&self) -> Option<Released> {
         self.inner
             .registry
             .release(&self.plan.channel, self.plan.generation);
         self.plan.remove_property_file();
+        self.inner
+            .ownership
+            .get()
+            .map(|o| o.released(&self.plan.channel, self.plan.generation))
     }
 
     /// Answers the stops that raced with the end of the worker.
@@ -507,7 +536,9 @@ impl Task {
                 }
                 cmd = self.rx.recv() => match cmd {
                     Some(Command::Stop(reply)) => {
-                        self.finish();
+                        if let Some(released) = self.finish() {
+                            released.await;
+                        }
                         let _ = reply.send(self.last.clone());
                         self.drain();
                         return false;

@@ -141,6 +141,12 @@ impl TestApp {
         agentd::supervisor::logs::log_file(&self.root().join("logs"), channel)
     }
 
+    /// The log of the prewarmed workers of `graph` so far ("" when there is none).
+    pub fn prewarm_log(&self, graph: &str) -> String {
+        let path = agentd::supervisor::logs::prewarm_log_file(&self.root().join("logs"), graph);
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// The log of `channel` so far ("" when there is none).
     pub fn log(&self, channel: &str) -> String {
         std::fs::read_to_string(self.log_path(channel)).unwrap_or_default()

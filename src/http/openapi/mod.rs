@@ -115,8 +115,9 @@ pub fn json() -> &'static str {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let get_or_head = || web::route().guard(guard::Any(guard::Get()).or(guard::Head()));
-    cfg.route("/openapi.json", get_or_head().to(openapi_json))
-        .route("/docs", get_or_head().to(docs));
+    // Resources, not guarded routes: another method is a 405 with `Allow`, not a 404.
+    cfg.service(web::resource("/openapi.json").route(get_or_head().to(openapi_json)))
+        .service(web::resource("/docs").route(get_or_head().to(docs)));
 }
 
 async fn openapi_json() -> HttpResponse {

@@ -15,7 +15,10 @@ use super::schemas::*;
 fn root() {}
 
 #[utoipa::path(get, path = "/health", tag = "supervisor", summary = "Health, and how workers are contained",
-    responses((status = 200, description = "agentd is up", body = TenHealth)))]
+    responses(
+        (status = 200, description = "agentd is up", body = TenHealth),
+        (status = 503, description = "Draining (shutting down), or fenced: this node of several cannot renew its leases in the database", body = TenError),
+    ))]
 fn health() {}
 
 #[utoipa::path(post, path = "/start", tag = "supervisor",
@@ -30,7 +33,7 @@ fn health() {}
         (status = 413, description = "The body is too large", body = TenError),
         (status = 429, description = "Too many workers (10001)", body = TenError),
         (status = 502, description = "The worker exited before it was ready (10101)", body = TenError),
-        (status = 503, description = "agentd is shutting down (10101)", body = TenError),
+        (status = 503, description = "agentd is shutting down, or (several nodes) cannot record the channel's owner in the database (10101)", body = TenError),
         (status = 504, description = "The worker was not ready in time (10101)", body = TenError),
     ))]
 fn start() {}
@@ -44,6 +47,8 @@ fn start() {}
         (status = 401, description = "No key", body = TenError),
         (status = 404, description = "No worker for the channel (10002)", body = TenError),
         (status = 413, description = "The body is too large", body = TenError),
+        (status = 502, description = "Several nodes: the node that runs the channel cannot be reached", body = TenError),
+        (status = 503, description = "Several nodes: the database cannot tell which node runs the channel", body = TenError),
     ))]
 fn stop() {}
 
@@ -56,13 +61,16 @@ fn stop() {}
         (status = 401, description = "No key", body = TenError),
         (status = 404, description = "No worker for the channel (10002)", body = TenError),
         (status = 413, description = "The body is too large", body = TenError),
+        (status = 502, description = "Several nodes: the node that runs the channel cannot be reached", body = TenError),
+        (status = 503, description = "Several nodes: the database cannot tell which node runs the channel", body = TenError),
     ))]
 fn ping() {}
 
 #[utoipa::path(get, path = "/list", tag = "supervisor", summary = "Every worker",
     responses(
-        (status = 200, description = "The workers, by channel", body = TenWorkers),
+        (status = 200, description = "The workers, by channel (with several nodes, every node's)", body = TenWorkers),
         (status = 401, description = "No key", body = TenError),
+        (status = 503, description = "Several nodes: the database cannot be read", body = TenError),
     ))]
 fn list() {}
 

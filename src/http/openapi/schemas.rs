@@ -189,8 +189,10 @@ pub struct WorkerEntry {
     /// Seconds since the epoch (TEN's).
     #[schema(rename = "createTs")]
     pub create_ts: u64,
-    pub last_ping_at: String,
-    pub timeout: i64,
+    /// `null` for a worker of another node (several nodes: only its node knows).
+    pub last_ping_at: Option<String>,
+    /// `null` for a worker of another node.
+    pub timeout: Option<i64>,
     pub restarts: u32,
     pub request_id: Option<String>,
     pub chat_id: Option<String>,
@@ -200,6 +202,9 @@ pub struct WorkerEntry {
     pub cpu_seconds: Option<f64>,
     pub memory_max: Option<u64>,
     pub memory_max_enforced_by: Option<String>,
+    /// Several nodes on one PostgreSQL database: the id of the node that runs the worker
+    /// (absent on a single node).
+    pub node: Option<String>,
 }
 
 /// One graph of `/graphs`.
@@ -223,6 +228,19 @@ pub struct Health {
     pub cgroup: Option<String>,
     pub containment_reason: Option<String>,
     pub limits: HealthLimits,
+    /// This node, with several nodes on one PostgreSQL database; `null` on a single node.
+    pub node: Option<HealthNode>,
+}
+
+/// This node among several.
+#[derive(ToSchema)]
+pub struct HealthNode {
+    /// `NODE_ID`.
+    pub id: String,
+    /// Where the other nodes reach it (`NODE_ADDRESS`).
+    pub address: String,
+    /// It cannot renew its leases: its workers are stopped and `/health` answers 503.
+    pub fenced: bool,
 }
 
 /// Who enforces the graphs' limits.

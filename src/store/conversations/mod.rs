@@ -2,7 +2,7 @@
 //! per conversation, messages with read receipts, delivery logs of bot invocations, and the feed
 //! of events (stored first, then published on the store's conversation bus).
 
-use crate::store::sql::{args, Db};
+use crate::store::sql::{args, Db, Row};
 
 use serde_json::{json, Value};
 
@@ -12,7 +12,7 @@ pub use reads::MessagePage;
 
 use super::db::iso;
 use super::error::StoreError;
-use super::Store;
+use super::{Store, W};
 use crate::ids::new_id;
 
 /// One event of the conversations feed (also what the per-conversation stream sends).
@@ -27,6 +27,19 @@ pub struct ConvEvent {
 }
 
 impl ConvEvent {
+    /// From a row of `SELECT seq, id, type, conversation_id, payload, created_at FROM fd_events`.
+    pub(crate) fn from_row(r: &Row) -> Result<ConvEvent, StoreError> {
+        let payload: String = r.get(4)?;
+        Ok(ConvEvent {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            kind: r.get(2)?,
+            conversation_id: r.get(3)?,
+            payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+            created_at: r.get(5)?,
+        })
+    }
+
     /// `{"id","seq","type","conversationId","payload","createdAt"}`.
     pub fn json(&self) -> Value {
         json!({
@@ -61,27 +74,24 @@ pub struct PostedMessage {
     pub deliveries: Vec<(String, String)>,
 }
 
-/// Records a feed event inside the open transaction; the caller publishes it after commit.
-fn record(
-    c: &dyn Db,
-    now: i64,
-    kind: &str,
-    conv: &str,
-    payload: Value,
-) -> Result<ConvEvent, StoreError> {
+/// Records a feed event inside the open transaction; the caller publishes it after commit (on
+/// a shared PostgreSQL schema the commit also announces it to the other nodes).
+fn record(w: &mut W, kind: &str, conv: &str, payload: Value) -> Result<ConvEvent, StoreError> {
     let id = new_id();
-    let seq: i64 = c.one(
+    let seq: i64 = w.c.one(
         "INSERT INTO fd_events (id, type, conversation_id, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
-        args![id, kind, conv, payload.to_string(), now],
+        args![id, kind, conv, payload.to_string(), w.now],
     )?;
-    Ok(ConvEvent {
+    let ev = ConvEvent {
         seq,
         id,
         kind: kind.to_string(),
         conversation_id: conv.to_string(),
         payload,
-        created_at: now,
-    })
+        created_at: w.now,
+    };
+    w.announce_conv(&ev);
+    Ok(ev)
 }
 
 fn message_json(
@@ -108,11 +118,11 @@ fn message_json(
 
 /// Stores a message and its feed event; returns the message and the event to publish.
 fn insert_message(
-    c: &dyn Db,
-    now: i64,
+    w: &mut W,
     m: &NewConvMessage,
     automated: bool,
 ) -> Result<(Value, ConvEvent), StoreError> {
+    let (c, now) = (w.c, w.now);
     let id = new_id();
     c.execute("INSERT INTO fd_messages (id, conversation_id, sender, recipient, type, content, attachments, is_automated, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", args![
@@ -131,7 +141,7 @@ fn insert_message(
         args![m.conversation, now],
     )?;
     let msg = message_json(m, automated, &id, now, json!([]));
-    let ev = record(c, now, "message.created", &m.conversation, msg.clone())?;
+    let ev = record(w, "message.created", &m.conversation, msg.clone())?;
     Ok((msg, ev))
 }
 
@@ -161,7 +171,7 @@ impl Store {
                 for p in &participants {
                     w.c.execute("INSERT INTO fd_participants (conversation_id, participant) VALUES (?1, ?2)", args![id, p])?;
                 }
-                let ev = record(w.c, w.now, "conversation.created", &id, json!({"title": title, "participants": participants}))?;
+                let ev = record(w, "conversation.created", &id, json!({"title": title, "participants": participants}))?;
                 Ok((json!({"id": id, "title": title, "createdAt": iso(w.now)}), ev))
             })
             .await?;
@@ -182,7 +192,7 @@ impl Store {
                 w.c.execute("INSERT INTO fd_bots (conversation_id, bot, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (conversation_id, bot) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at", args![conv, bot, enabled as i64, w.now])?;
                 let bots = enabled_bots(w.c, &conv)?;
-                let ev = record(w.c, w.now, "bot.updated", &conv, json!({"bot": bot, "enabled": enabled}))?;
+                let ev = record(w, "bot.updated", &conv, json!({"bot": bot, "enabled": enabled}))?;
                 Ok((bots, ev))
             })
             .await?;
@@ -199,7 +209,7 @@ impl Store {
     ) -> Result<PostedMessage, StoreError> {
         let (posted, events) = self
             .write(move |w| {
-                let (msg, ev) = insert_message(w.c, w.now, &m, false)?;
+                let (msg, ev) = insert_message(w, &m, false)?;
                 let mut events = vec![ev];
                 let mut deliveries: Vec<(String, String)> = Vec::new();
                 if to_bots {
@@ -207,7 +217,7 @@ impl Store {
                         let log_id = new_id();
                         w.c.execute("INSERT INTO fd_delivery (id, conversation_id, message_id, bot, status, detail, created_at, updated_at)
                              VALUES (?1, ?2, ?3, ?4, 'queued', NULL, ?5, ?5)", args![log_id, m.conversation, msg["id"].as_str(), bot, w.now])?;
-                        events.push(record(w.c, w.now, "delivery.updated", &m.conversation, json!({"id": log_id, "bot": bot, "messageId": msg["id"], "status": "queued"}))?);
+                        events.push(record(w, "delivery.updated", &m.conversation, json!({"id": log_id, "bot": bot, "messageId": msg["id"], "status": "queued"}))?);
                         deliveries.push((bot, log_id));
                     }
                 }
@@ -235,7 +245,7 @@ impl Store {
                 let Some((conv, bot, message_id)) = row else { return Ok(None) };
                 w.c.execute("UPDATE fd_delivery SET status = ?2, detail = ?3, updated_at = ?4
                      WHERE id = ?1 AND status <> 'delivered'", args![log_id, status, detail, w.now])?;
-                Ok(Some(record(w.c, w.now, "delivery.updated", &conv, json!({"id": log_id, "bot": bot, "messageId": message_id, "status": status, "detail": detail}))?))
+                Ok(Some(record(w, "delivery.updated", &conv, json!({"id": log_id, "bot": bot, "messageId": message_id, "status": status, "detail": detail}))?))
             })
             .await?;
         self.publish_conv(ev.into_iter().collect());
@@ -269,7 +279,7 @@ impl Store {
                     content: text,
                     attachments: json!([]),
                 };
-                let (msg, ev) = insert_message(w.c, w.now, &m, true)?;
+                let (msg, ev) = insert_message(w, &m, true)?;
                 let mut events = vec![ev];
                 let open: Option<(String, String)> = w
                     .c
@@ -277,7 +287,7 @@ impl Store {
                          ORDER BY seq LIMIT 1", args![conv, bot])?;
                 if let Some((log_id, asked)) = open {
                     w.c.execute("UPDATE fd_delivery SET status = 'delivered', detail = NULL, reply_id = ?2, updated_at = ?3 WHERE id = ?1", args![log_id, msg["id"].as_str(), w.now])?;
-                    events.push(record(w.c, w.now, "delivery.updated", &conv, json!({"id": log_id, "bot": bot, "messageId": asked, "status": "delivered", "replyId": msg["id"], "agentMessageId": agent_message_id}))?);
+                    events.push(record(w, "delivery.updated", &conv, json!({"id": log_id, "bot": bot, "messageId": asked, "status": "delivered", "replyId": msg["id"], "agentMessageId": agent_message_id}))?);
                 }
                 Ok(events)
             })
@@ -306,7 +316,7 @@ impl Store {
                         .c
                         .execute("INSERT INTO fd_reads (message_id, participant, read_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", args![id, participant, w.now])?;
                 }
-                let ev = record(w.c, w.now, "read.updated", &conv, json!({"participant": participant, "marked": marked}))?;
+                let ev = record(w, "read.updated", &conv, json!({"participant": participant, "marked": marked}))?;
                 Ok((marked, ev))
             })
             .await?;

@@ -202,17 +202,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ConvEvent>, StoreError> {
         self.read(move |c, _, _| {
-            let map = |r: &Row| {
-                let payload: String = r.get(4)?;
-                Ok(ConvEvent {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    kind: r.get(2)?,
-                    conversation_id: r.get(3)?,
-                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-                    created_at: r.get(5)?,
-                })
-            };
+            let map = |r: &Row| ConvEvent::from_row(r);
             let rows: Vec<ConvEvent> = match &conv {
                 Some(conv) => c
                     .all_map("SELECT seq, id, type, conversation_id, payload, created_at FROM fd_events WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3", args![conv, after, limit], map)?,
