@@ -75,6 +75,34 @@ async fn chat_for_channel_is_atomic_and_stable() {
     s.close().await;
 }
 
+/// A channel's chat made with an id chosen ahead (as `/start` does while the worker starts) gets
+/// that id; when the channel has a chat already, the answer is that chat's id, and nothing new is
+/// made. `channel_chat` reads it without making one.
+#[tokio::test]
+async fn a_channel_chat_made_with_an_id_chosen_ahead() {
+    let place = Place::new();
+    let s = store(&place).await;
+    assert_eq!(s.channel_chat("ahead").await.unwrap(), None);
+    let chosen = agentd::ids::new_id();
+    let made = s
+        .chat_for_channel_as("ahead", "echo", &chosen)
+        .await
+        .unwrap();
+    assert_eq!(made, chosen);
+    assert_eq!(s.channel_chat("ahead").await.unwrap(), Some(chosen.clone()));
+    let chat = s.get_chat(&chosen).await.unwrap();
+    assert_eq!(chat["agent_ids"], serde_json::json!(["echo"]));
+    // Someone else's id for the same channel: the existing chat wins.
+    let late = agentd::ids::new_id();
+    assert_eq!(
+        s.chat_for_channel_as("ahead", "echo", &late).await.unwrap(),
+        chosen
+    );
+    assert!(s.get_chat(&late).await.is_err());
+    assert_eq!(s.chat_for_channel("ahead", "echo").await.unwrap(), chosen);
+    s.close().await;
+}
+
 #[tokio::test]
 async fn service_api_posts_and_streams_events() {
     let place = Place::new();

@@ -204,6 +204,9 @@ async fn a_deleted_database_file_is_a_clear_503_not_a_crash() {
         .contains("deleted"));
     let r = s.start("after-delete", "echo", json!({})).await;
     assert_eq!(ten_code(&r), (503, "503".to_string()), "{}", r.text);
+    // The worker started while its chat was being written is gone again, its channel free.
+    assert!(s.worker("after-delete").await.is_none());
+    assert!(s.spawned().is_empty(), "left behind: {:?}", s.spawned());
     let r = s
         .create_conversation(json!({"title": "t", "participants": ["u1"]}))
         .await;

@@ -151,6 +151,57 @@ async fn a_changed_graph_replaces_its_prewarmed_workers_and_shutdown_stops_them(
     assert!(s.spawned().is_empty(), "left behind: {:?}", s.spawned());
 }
 
+/// A prewarmed start answers only once what it says is true: the worker runs, its group is in
+/// the record of live groups (recorded when it was prewarmed; the channel is filled in after),
+/// and the channel's chat exists (written while the worker was handed over). A later start of
+/// the channel gets the same chat.
+#[tokio::test]
+async fn a_prewarmed_start_answers_with_its_chat_written_and_its_group_recorded() {
+    let s = server(1);
+    let first = next_waiting(&s, "warm", &[]).await;
+    let w = s.start_ok("told", "warm", json!({"timeout": -1})).await;
+    assert_eq!(w.pid, first);
+    let chat = s.get(&format!("/api/v1/chats/{}", w.chat())).await;
+    assert_eq!(
+        chat.status, 200,
+        "the answered chat does not exist: {}",
+        chat.text
+    );
+    let path = s.root().join("data").join("workers.json");
+    let record = || -> Value {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        doc["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pgid"] == w.pid)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert!(
+        record().is_object(),
+        "the started worker's group is not recorded"
+    );
+    assert!(
+        wait_until(WITHIN, || async { record()["channel"] == "told" }).await,
+        "the record never got the worker's channel: {}",
+        record()
+    );
+
+    s.stop_ok("told").await;
+    next_waiting(&s, "warm", &[first]).await;
+    let again = s.start_ok("told", "warm", json!({"timeout": -1})).await;
+    assert_eq!(
+        again.chat(),
+        w.chat(),
+        "a second start of the channel got another chat"
+    );
+    assert!(s
+        .ask(&again.chat(), "once more", "once more")
+        .await
+        .is_some());
+}
+
 #[tokio::test]
 async fn a_channel_named_like_the_pool_keeps_a_log_of_its_own() {
     let s = server(1);

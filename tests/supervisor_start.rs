@@ -342,3 +342,30 @@ async fn notify_from_outside_the_worker_group_is_ignored() {
     assert_eq!(r.status, 504, "{}", r.text);
     assert_eq!(r.body["code"], "10101");
 }
+
+/// A cold start's answer names a chat that exists by then (it is written while the worker
+/// starts), and every later start of the channel is given that same chat.
+#[tokio::test]
+async fn the_answered_chat_exists_and_stays_the_channels() {
+    let s = TestApp::builder()
+        .graph_file(
+            "sleeper",
+            json!({"nodes": [], "runtime": {"command": ["sh", "-c", "exec sleep 60"],
+                "ready": "settle", "settle_ms": 1}}),
+        )
+        .start();
+    let first = s
+        .start_ok("keeps-chat", "sleeper", json!({"timeout": -1}))
+        .await;
+    let chat = s.get(&format!("/api/v1/chats/{}", first.chat())).await;
+    assert_eq!(
+        chat.status, 200,
+        "the answered chat does not exist: {}",
+        chat.text
+    );
+    s.stop_ok("keeps-chat").await;
+    let second = s
+        .start_ok("keeps-chat", "sleeper", json!({"timeout": -1}))
+        .await;
+    assert_eq!(second.chat(), first.chat());
+}

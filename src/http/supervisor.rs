@@ -218,17 +218,61 @@ async fn start(
         }
     }
     let mut reservation = state.supervisor.reserve(spec)?;
-    let chat_id = state
-        .store
-        .chat_for_channel(reservation.channel(), reservation.graph_name())
-        .await
-        .map_err(|e| match e.storage() {
-            Some(storage) => TenError::Storage(storage),
-            None => StartError::Chat(e.to_string()).into(),
-        })?;
-    reservation.set_chat_id(chat_id);
-    let started = state.supervisor.launch(reservation).await?;
-    Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)))
+    let channel = reservation.channel().to_string();
+    let graph = reservation.graph_name().to_string();
+    // The worker is told its chat's id when it starts. A channel started before has its chat:
+    // one read, while the start is prepared. Otherwise the chat is written with an id chosen
+    // here, while the worker starts, and the answer waits for both: a success means the worker
+    // runs and its chat exists. An error drops the reservation, which gives everything back.
+    let (prepared, found) = futures_util::future::join(
+        state.supervisor.prepare(&mut reservation),
+        state.store.channel_chat(&channel),
+    )
+    .await;
+    let found = found.map_err(chat_error)?;
+    prepared?;
+    let new_id = match found {
+        Some(id) => {
+            reservation.set_chat_id(id);
+            let started = state.supervisor.launch(reservation).await?;
+            return Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)));
+        }
+        None => crate::ids::new_id(),
+    };
+    reservation.set_chat_id(new_id.clone());
+    let (started, made) = futures_util::future::join(
+        state.supervisor.launch(reservation),
+        state.store.chat_for_channel_as(&channel, &graph, &new_id),
+    )
+    .await;
+    let failed = match (made, started) {
+        (Ok(id), Ok(w)) if id == new_id => {
+            return Ok(ok(serde_json::to_value(w).unwrap_or(Value::Null)))
+        }
+        // The start's own failure (refused, not ready, ...) is the answer when the chat is fine.
+        (Ok(_), Err(e)) => return Err(e.into()),
+        (Err(e), Err(_)) => return Err(chat_error(e)),
+        // Made by another node of a shared database in between: this worker was told another id.
+        (Ok(id), Ok(_)) => StartError::Chat(format!(
+            "the channel's chat ({id}) was made elsewhere while this worker started; try again"
+        ))
+        .into(),
+        (Err(e), Ok(_)) => chat_error(e),
+    };
+    // Nothing half-done stays behind: the worker goes before the error is answered.
+    let _ = state
+        .supervisor
+        .stop(&channel, "/start (its chat could not be made)")
+        .await;
+    Err(failed)
+}
+
+/// A failure to find or make a channel's chat, as `/start` answers it.
+fn chat_error(e: StoreError) -> TenError {
+    match e.storage() {
+        Some(storage) => TenError::Storage(storage),
+        None => StartError::Chat(e.to_string()).into(),
+    }
 }
 
 /// The channel a `/ping` or `/stop` names, and the body as it came (to forward it).

@@ -54,6 +54,11 @@ fn keyed_row(r: &Row) -> Result<KeyedChat, StoreError> {
     })
 }
 
+/// The key of the chat bound to a supervisor channel.
+fn channel_key(channel: &str) -> String {
+    format!("channel:{channel}")
+}
+
 /// The exclusive upper bound of keys starting with `prefix`: a range on the unique key index
 /// instead of LIKE (no escaping, index-friendly).
 fn prefix_end(prefix: &str) -> String {
@@ -71,6 +76,20 @@ impl Store {
         title: &str,
         mode: Option<DispatchMode>,
     ) -> Result<String, StoreError> {
+        self.chat_for_key_as(key, agent_id, title, mode, None).await
+    }
+
+    /// [`chat_for_key`](Self::chat_for_key); a chat it creates gets the id `new_id` when one is
+    /// given (chosen ahead by the caller, so that a worker can be told it while the chat is
+    /// being written). The answer is the chat's id: another one when the chat already existed.
+    async fn chat_for_key_as(
+        &self,
+        key: &str,
+        agent_id: &str,
+        title: &str,
+        mode: Option<DispatchMode>,
+        new_id: Option<String>,
+    ) -> Result<String, StoreError> {
         let (key, agent, title) = (key.to_string(), agent_id.to_string(), title.to_string());
         self.write(move |w| {
             // Two nodes finding no chat for one key must not both create one.
@@ -84,7 +103,21 @@ impl Store {
                 t if t.is_empty() => "New Chat".to_string(),
                 t => t,
             };
-            let id = w.insert_chat(&[agent], DEFAULT_MODEL, &title, "default", &[], Some(&key))?;
+            let agents = [agent];
+            let id = match new_id {
+                Some(id) => w.insert_chat_as(
+                    id,
+                    &agents,
+                    DEFAULT_MODEL,
+                    &title,
+                    "default",
+                    &[],
+                    Some(&key),
+                )?,
+                None => {
+                    w.insert_chat(&agents, DEFAULT_MODEL, &title, "default", &[], Some(&key))?
+                }
+            };
             if let Some(mode) = mode {
                 w.c.execute(
                     "UPDATE chats SET dispatch_mode = ?2 WHERE id = ?1",
@@ -103,7 +136,26 @@ impl Store {
         channel: &str,
         agent_id: &str,
     ) -> Result<String, StoreError> {
-        self.chat_for_key(&format!("channel:{channel}"), agent_id, channel, None)
+        self.chat_for_key(&channel_key(channel), agent_id, channel, None)
+            .await
+    }
+
+    /// The chat bound to a supervisor channel, if there is one (a read: it never creates).
+    pub async fn channel_chat(&self, channel: &str) -> Result<Option<String>, StoreError> {
+        self.chat_by_key(&channel_key(channel)).await
+    }
+
+    /// [`chat_for_channel`](Self::chat_for_channel), creating the chat (if there is none) with
+    /// the id `new_id` the caller chose ahead; returns the chat's id, which differs from
+    /// `new_id` only when someone else made the channel's chat meanwhile.
+    pub async fn chat_for_channel_as(
+        &self,
+        channel: &str,
+        agent_id: &str,
+        new_id: &str,
+    ) -> Result<String, StoreError> {
+        let id = Some(new_id.to_string());
+        self.chat_for_key_as(&channel_key(channel), agent_id, channel, None, id)
             .await
     }
 

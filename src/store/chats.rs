@@ -141,6 +141,29 @@ impl W<'_> {
         external_key: Option<&str>,
     ) -> Result<String, StoreError> {
         let id = new_id();
+        self.insert_chat_as(
+            id,
+            agent_ids,
+            model_id,
+            title,
+            title_source,
+            tags,
+            external_key,
+        )
+    }
+
+    /// [`insert_chat`](Self::insert_chat) with an id the caller chose.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert_chat_as(
+        &mut self,
+        id: String,
+        agent_ids: &[String],
+        model_id: &str,
+        title: &str,
+        title_source: &str,
+        tags: &[String],
+        external_key: Option<&str>,
+    ) -> Result<String, StoreError> {
         self.c
             .execute("INSERT INTO chats (id, external_key, title, title_source, tags, agent_ids, model_id, \
                  created_at, updated_at, last_message_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)", args![

@@ -1,5 +1,6 @@
-//! The second half of a start: write the reservation's property file, hand the reservation to a
-//! new task that owns the worker, and answer once the worker is ready (or gone).
+//! The second half of a start: prepare (take a prewarmed worker, write the reservation's property
+//! file), hand the reservation to a new task that owns the worker, and answer once the worker is
+//! ready (or gone).
 
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use super::errors::StartError;
 use super::logs;
 use super::plan::Plan;
 use super::registry::timeout_secs;
-use super::reserve::{Reservation, StartSpec};
+use super::reserve::{Prepared, Reservation, StartSpec};
 use super::{prewarm, task, Supervisor};
 
 /// A worker that is up (`/start`'s `data`; its schema is in the OpenAPI document).
@@ -28,32 +29,20 @@ pub struct StartedWorker {
 }
 
 impl Supervisor {
-    /// Writes the per-worker file, spawns the worker and answers once it is ready (or gone).
-    pub async fn launch(&self, res: Reservation) -> Result<StartedWorker, StartError> {
-        let began = std::time::Instant::now();
-        let graph = res.graph.name.clone();
-        let out = self.launch_inner(res).await;
-        crate::observe::worker_started(&graph, out.is_ok(), began.elapsed());
-        out
+    /// The part of a start that needs no chat, done ahead so that it can run while the chat is
+    /// looked up: takes a waiting worker of the graph (if it keeps some) and writes the
+    /// per-worker file. [`launch`](Self::launch) does it when it was not done; a reservation
+    /// dropped unlaunched gives both back.
+    pub async fn prepare(&self, res: &mut Reservation) -> Result<(), StartError> {
+        if res.prepared.is_none() {
+            res.prepared = Some(self.prepare_parts(res).await?);
+        }
+        Ok(())
     }
 
-    async fn launch_inner(&self, mut res: Reservation) -> Result<StartedWorker, StartError> {
-        let inner = self.inner.clone();
-        let channel = res.spec.channel.clone();
-        // With several nodes, the channel is this node's before anything is spawned; a refusal
-        // drops the reservation (and its slot).
-        let ownership = inner.ownership.get().cloned();
-        if let Some(o) = &ownership {
-            o.claim(res.generation, &res.spec, &res.graph.name).await?;
-        }
-        let give_back = |generation: u64| {
-            let released = ownership.as_ref().map(|o| o.released(&channel, generation));
-            async move {
-                if let Some(r) = released {
-                    r.await;
-                }
-            }
-        };
+    async fn prepare_parts(&self, res: &Reservation) -> Result<Prepared, StartError> {
+        let began = std::time::Instant::now();
+        let inner = &self.inner;
         // A prewarmed worker already looks for its file at a path of its own.
         let warm = match res.graph.runtime.prewarm {
             0 => None,
@@ -63,18 +52,67 @@ impl Supervisor {
             Some(w) => w.property_path.clone(),
             None => inner.run_dir.join(format!(
                 "property-{}-{}.json",
-                logs::safe_stem(&channel),
+                logs::safe_stem(&res.spec.channel),
                 res.generation
             )),
         };
         if let Err(source) = write_private(&property_path, &res.doc).await {
-            prewarm::discard(&inner, warm);
-            give_back(res.generation).await;
+            prewarm::discard(inner, warm);
+            crate::observe::worker_started(&res.graph.name, false, began.elapsed());
             return Err(StartError::PropertyFile {
                 path: property_path.display().to_string(),
                 source,
             });
         }
+        Ok(Prepared {
+            warm,
+            property_path,
+            began,
+        })
+    }
+
+    /// Spawns the worker (or hands the prepared prewarmed one its channel) and answers once it
+    /// is ready (or gone); [`prepare`](Self::prepare)s first when that was not done.
+    pub async fn launch(&self, mut res: Reservation) -> Result<StartedWorker, StartError> {
+        let prepared = match res.prepared.take() {
+            Some(p) => p,
+            None => self.prepare_parts(&res).await?,
+        };
+        let (began, graph) = (prepared.began, res.graph.name.clone());
+        let out = self.launch_inner(res, prepared).await;
+        crate::observe::worker_started(&graph, out.is_ok(), began.elapsed());
+        out
+    }
+
+    async fn launch_inner(
+        &self,
+        mut res: Reservation,
+        prepared: Prepared,
+    ) -> Result<StartedWorker, StartError> {
+        let inner = self.inner.clone();
+        let channel = res.spec.channel.clone();
+        // With several nodes, the channel is this node's before anything is spawned; a refusal
+        // drops the reservation (its slot, and what was prepared for it).
+        let ownership = inner.ownership.get().cloned();
+        if let Some(o) = &ownership {
+            if let Err(e) = o.claim(res.generation, &res.spec, &res.graph.name).await {
+                res.prepared = Some(prepared);
+                return Err(e);
+            }
+        }
+        let give_back = |generation: u64| {
+            let released = ownership.as_ref().map(|o| o.released(&channel, generation));
+            async move {
+                if let Some(r) = released {
+                    r.await;
+                }
+            }
+        };
+        let Prepared {
+            warm,
+            property_path,
+            ..
+        } = prepared;
 
         let (tx, rx) = mpsc::unbounded_channel();
         if !inner.registry.attach(&channel, res.generation, tx) {

@@ -277,6 +277,11 @@ impl LogSink {
         if lines.is_empty() {
             return;
         }
+        let _ = self.queue(lines).await;
+    }
+
+    /// Queues lines for the writer; the receiver is told once they are written.
+    fn queue(&self, lines: Vec<String>) -> oneshot::Receiver<()> {
         let (written, done) = oneshot::channel();
         {
             // Queued under the kept lines' lock, so they and the output agree on the order.
@@ -302,12 +307,18 @@ impl LogSink {
                 None => job.run(),
             }
         }
-        let _ = done.await;
+        done
     }
 
     /// A note from agentd itself, written into the same log; returns once it is written.
     pub async fn note(&self, msg: &str) {
         self.write(vec![format!("{NOTE}{msg}")]).await;
+    }
+
+    /// A note queued in order without waiting for it to be written: for the notes on the path
+    /// of a start, which is not slowed to the pace of the disk.
+    pub fn note_soon(&self, msg: &str) {
+        drop(self.queue(vec![format!("{NOTE}{msg}")]));
     }
 
     /// The last lines of output of the current process, oldest first (agentd's own notes left

@@ -10,11 +10,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::{sleep_until, Instant};
 
 /// Pids of live worker leaders, with a count in case a pid comes back before it is forgotten.
 static LEADERS: Mutex<Option<HashMap<i32, u32>>> = Mutex::new(None);
@@ -70,7 +72,15 @@ pub(super) fn orphans() {
     }
 }
 
+/// Shortest time between two background reaping passes.
+const PASS_EVERY: Duration = Duration::from_millis(10);
+
 /// Reaps orphans whenever a child of agentd changes state; runs for the life of the supervisor.
+///
+/// A pass reads every thread's list of children, so a burst of exits (200 workers reaped at
+/// once) is not a pass per SIGCHLD: one pass at most every [`PASS_EVERY`], on a blocking thread,
+/// covers every exit signalled before it began. A stop reaps the orphans of its own worker
+/// itself, without waiting for this.
 pub(super) async fn run() {
     let mut exits = match signal(SignalKind::child()) {
         Ok(s) => s,
@@ -80,7 +90,11 @@ pub(super) async fn run() {
         }
     };
     while exits.recv().await.is_some() {
-        orphans();
+        let next = Instant::now() + PASS_EVERY;
+        if tokio::task::spawn_blocking(orphans).await.is_err() {
+            orphans();
+        }
+        sleep_until(next).await;
     }
 }
 

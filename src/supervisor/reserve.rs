@@ -4,14 +4,16 @@
 //! addons' properties, and reserve the channel and worker slots at once. Nothing is written or
 //! spawned here.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
 use super::errors::{ChannelError, StartError};
 use super::logs::LogSink;
 use super::plan::Plan;
+use super::prewarm::{self, Warm};
 use super::registry::{Limits, PingClock, WorkerInfo, WorkerState};
 use super::{document, fields, overrides};
 use super::{Inner, Supervisor};
@@ -53,6 +55,17 @@ pub struct Reservation {
     pub(super) doc: Value,
     pub(super) timeout: Timeout,
     pub(super) launched: bool,
+    /// Done ahead by [`Supervisor::prepare`]: given back if the reservation is dropped unlaunched.
+    pub(super) prepared: Option<Prepared>,
+}
+
+/// The part of a start that needs no chat: the per-worker file, and the prewarmed worker taken
+/// for it (if the graph keeps some waiting).
+pub(super) struct Prepared {
+    pub warm: Option<Warm>,
+    pub property_path: PathBuf,
+    /// When the start began, for its metric.
+    pub began: Instant,
 }
 
 impl Reservation {
@@ -77,6 +90,12 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if let Some(p) = self.prepared.take() {
+            if !self.inner.settings.keep_property_files {
+                let _ = std::fs::remove_file(&p.property_path);
+            }
+            prewarm::discard(&self.inner, p.warm);
+        }
         if !self.launched {
             self.inner
                 .registry
@@ -195,6 +214,7 @@ impl Supervisor {
             doc,
             timeout,
             launched: false,
+            prepared: None,
         })
     }
 }

@@ -199,7 +199,7 @@ impl Task {
         let life = match wait_ready(&self.plan, &mut proc, &mut self.rx, &mut self.deadline).await {
             Started::Ready => {
                 tracing::info!(channel = %self.plan.channel, pid, "worker ready");
-                self.plan.log.note(&format!("worker {pid} ready")).await;
+                self.plan.log.note_soon(&format!("worker {pid} ready"));
                 self.set(|i| i.state = WorkerState::Running);
                 if let Some(tx) = self.ready_tx.take() {
                     // "Started" also means "recorded": a kill -9 of agentd from now on leaves no
@@ -267,11 +267,15 @@ impl Task {
     /// Makes a prewarmed worker this channel's: its output to the channel's log, its record
     /// under the channel, and its channel on its stdin (see [`crate::contract::prewarm`]). A
     /// worker that died meanwhile is noticed by the wait for readiness, like a cold one.
+    ///
+    /// Its group was recorded when it was prewarmed, and that record is what the start-up sweep
+    /// kills by: the channel it now gets is written with the record's next rewrite, and the
+    /// start does not wait for that (`proc.recorded` stays the prewarmed one's change).
     async fn adopt(&self, mut proc: Proc) -> Proc {
         use tokio::io::AsyncWriteExt;
         let plan = &self.plan;
         proc.route.set(plan.log.clone());
-        proc.recorded = self.inner.records.add(Record {
+        self.inner.records.add(Record {
             channel: plan.channel.clone(),
             worker_id: proc.worker_id.clone(),
             pgid: proc.pid as i32,
@@ -298,8 +302,7 @@ impl Task {
         }
         proc.started = Instant::now();
         plan.log
-            .note(&format!("prewarmed worker {} taken", proc.pid))
-            .await;
+            .note_soon(&format!("prewarmed worker {} taken", proc.pid));
         proc
     }
 
