@@ -332,3 +332,75 @@ async fn a_node_stopped_with_sigterm_hands_its_channels_to_another_at_once() {
     assert_eq!(moved["chat_id"], ch.data["chat_id"], "{moved}");
     assert!(x.output().contains("node left"), "{}", x.output());
 }
+
+/// `POST /start` handled by `app` itself (a forwarded request is never placed elsewhere).
+async fn start_here(app: &TestApp, channel: &str, graph: &str) -> support::Reply {
+    let body =
+        json!({"channel_name": channel, "graph_name": graph, "request_id": "r1", "timeout": -1});
+    app.send(
+        app.request(reqwest::Method::POST, "/start")
+            .header("x-agentd-forwarded", "1")
+            .json(&body),
+    )
+    .await
+}
+
+/// A node of the test with its own capacity and its own version of the graph `flaky`.
+fn node_with(id: &str, schema: &TestSchema, workers_max: &str, flaky: Value) -> TestApp {
+    TestApp::builder()
+        .bundled()
+        .fast_dispatch()
+        .graph_file("flaky", flaky)
+        .env("DISPATCH_MODE", "immediate")
+        .env("NODE_ID", id)
+        .env("NODE_LEASE_MS", LEASE_MS.to_string())
+        .env("WORKERS_MAX", workers_max)
+        .env("WORKER_STOP_GRACE_MS", "200")
+        .schema(schema)
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_that_fails_to_start_is_handed_to_another_node() {
+    let Some(schema) = schema() else { return };
+    let works = json!({"nodes": [{"type": "extension", "name": "echo", "addon": "echo"}], "connections": []});
+    // On Y the graph's program cannot start (say, a binary this machine lacks).
+    let fails = json!({"nodes": [{"name": "e", "addon": "echo"}],
+                       "runtime": {"command": ["sh", "-c", "exit 7"], "restart": "never"}});
+    let x = node_with("node-x", &schema, "4", works.clone());
+    let y = node_with("node-y", &schema, "4", fails);
+    // Z is full until the test frees it, so Y takes the channel first. Both starts stay where
+    // they are sent.
+    let z = node_with("node-z", &schema, "1", works);
+    started(&start_here(&z, "filler", "echo").await);
+    let ch = started(&start_here(&x, "fl", "flaky").await);
+
+    let _remains = x.kill9();
+    assert!(
+        y.wait_output("failed to start here", SOON).await,
+        "Y never tried the channel:\n{}",
+        y.output()
+    );
+    // Z has room again: it takes the channel Y handed on, with its chat.
+    assert_eq!(z.stop("filler").await.status, 200);
+    let moved = wait_for(SOON, || async {
+        entry(&z, "fl")
+            .await
+            .filter(|e| e["node"] == "node-z" && e["pid"].is_number())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "fl never moved to Z:\nY:\n{}\nZ:\n{}",
+            y.output(),
+            z.output()
+        )
+    });
+    assert_eq!(moved["chat_id"], ch.data["chat_id"], "{moved}");
+    assert!(
+        z.ask(&ch.chat(), "still here?", "still here?")
+            .await
+            .is_some(),
+        "the handed-on channel does not answer"
+    );
+}

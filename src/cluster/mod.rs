@@ -47,6 +47,9 @@ struct Inner {
     handed: Mutex<Vec<(String, String)>>,
     /// Rows of workers gone for good whose removal failed: retried with the next heartbeat.
     unreleased: Mutex<Vec<(String, String)>>,
+    /// Taken-over channels whose worker failed to start here, and when: handed to other nodes,
+    /// not taken again here for a while.
+    failed_here: Mutex<std::collections::HashMap<String, Instant>>,
     client: reqwest::Client,
     /// Longest a forwarded request may take (a start waits for its worker to be ready).
     forward_timeout: Duration,
@@ -81,6 +84,7 @@ impl Cluster {
                 handed: Mutex::new(Vec::new()),
                 renewed: Mutex::new(Instant::now()),
                 unreleased: Mutex::new(Vec::new()),
+                failed_here: Mutex::new(std::collections::HashMap::new()),
                 client,
                 forward_timeout: settings.worker_start_timeout
                     + settings.worker_stop_grace

@@ -13,6 +13,11 @@ use crate::supervisor::StartError;
 
 /// The share of the lease after which a node that cannot renew stops its workers.
 const FENCE_AT: f64 = 0.8;
+/// Takeovers of one channel (its `restarts`) after which a failed start drops it instead of
+/// handing it to another node.
+const TAKEOVER_TRIES: i64 = 5;
+/// How many leases a node leaves a channel alone after failing to start it in a takeover.
+const FAILED_HOLD_LEASES: u32 = 10;
 
 /// Runs the heartbeat, takeover and fence loops until the supervisor shuts down.
 pub(super) async fn run(cluster: Cluster) {
@@ -149,6 +154,14 @@ impl Cluster {
             .map(|w| w.channel)
             .collect();
         let free = inner.capacity.saturating_sub(running.len());
+        // Channels that failed to start here lately are left to the other nodes.
+        let mut running = running;
+        {
+            let mut failed = inner.failed_here.lock().unwrap_or_else(|e| e.into_inner());
+            let hold = inner.lease * FAILED_HOLD_LEASES;
+            failed.retain(|_, at| at.elapsed() < hold);
+            running.extend(failed.keys().cloned());
+        }
         let orphans = inner
             .store
             .take_expired(
@@ -195,8 +208,22 @@ impl Cluster {
                 tracing::warn!(channel = %o.channel, error = %e, "cluster: no room to restart the channel here; handed to another node");
                 let _ = inner.store.hand_back(&o.channel, &inner.node_id).await;
             }
+            // It may start on another node (this one may lack what its graph runs): handed
+            // over, up to a bound, then given up.
+            Err(e) if o.restarts < TAKEOVER_TRIES => {
+                tracing::warn!(channel = %o.channel, error = %e, restarts = o.restarts, "cluster: the channel failed to start here; handed to another node");
+                inner
+                    .failed_here
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(o.channel.clone(), Instant::now());
+                // The failed start removed the row; it goes back with its lease ended.
+                if let Err(e) = inner.store.requeue_orphan(&o, &inner.node_id).await {
+                    tracing::error!(channel = %o.channel, error = %e, "cluster: the channel could not be handed on");
+                }
+            }
             Err(e) => {
-                tracing::error!(channel = %o.channel, error = %e, "cluster: the channel cannot be restarted");
+                tracing::error!(channel = %o.channel, error = %e, restarts = o.restarts, "cluster: the channel cannot be restarted; given up");
                 let _ = inner.store.drop_orphan(&o.channel, &inner.node_id).await;
             }
         }

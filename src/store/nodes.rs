@@ -245,6 +245,22 @@ impl Store {
         .await
     }
 
+    /// A taken-over channel whose start failed here (which removed its row): its row again, with
+    /// a lease already ended, so another node takes it. Nothing when the channel was started
+    /// meanwhile.
+    pub async fn requeue_orphan(&self, o: &Orphan, node: &str) -> Result<(), StoreError> {
+        let (o, n) = (o.clone(), node.to_string());
+        self.write(move |w| {
+            w.c.execute(
+                "INSERT INTO channel_owners (channel, node_id, claim_id, worker_id, graph, start_request, lease_until, restarts, started_at) \
+                 VALUES (?1, ?2, NULL, NULL, ?3, ?4, 0, ?5, ?6) ON CONFLICT (channel) DO NOTHING",
+                args![o.channel, n, o.graph, o.start_request, o.restarts, w.now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// A taken-over channel that cannot start anywhere (its request is refused here): its row
     /// goes.
     pub async fn drop_orphan(&self, channel: &str, node: &str) -> Result<(), StoreError> {
