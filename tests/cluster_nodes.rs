@@ -13,17 +13,21 @@ use support::{on_postgres, pid_alive, started, wait_for, wait_until, TestApp, Te
 /// Short, so the test is quick; the heartbeat runs every 500 ms.
 const LEASE_MS: u64 = 1500;
 
-fn node(id: &str, database_url: Option<String>, schema: &TestSchema) -> TestApp {
-    let b = TestApp::builder()
+/// A node of the test on `schema`, with room for `workers_max` workers.
+fn node_builder(id: &str, schema: &TestSchema, workers_max: &str) -> support::Builder {
+    TestApp::builder()
         .bundled()
         .fast_dispatch()
         .env("DISPATCH_MODE", "immediate")
         .env("NODE_ID", id)
         .env("NODE_LEASE_MS", LEASE_MS.to_string())
-        .env("WORKERS_MAX", "4")
-        // Shorter than 0.2 x the lease: a fenced node's workers are gone before its leases end.
+        .env("WORKERS_MAX", workers_max)
         .env("WORKER_STOP_GRACE_MS", "200")
-        .schema(schema);
+        .schema(schema)
+}
+
+fn node(id: &str, database_url: Option<String>, schema: &TestSchema) -> TestApp {
+    let b = node_builder(id, schema, "4");
     match database_url {
         Some(url) => b.env("DATABASE_URL", url).start(),
         None => b.start(),
@@ -41,6 +45,17 @@ fn schema() -> Option<TestSchema> {
 /// The `/list` entry of `channel` as `app` sees it.
 async fn entry(app: &TestApp, channel: &str) -> Option<Value> {
     app.worker(channel).await
+}
+
+/// Waits until `app` runs `channel` itself (its own entry, with a pid); its `/list` entry, or
+/// `None` when it never does.
+async fn runs_here(app: &TestApp, channel: &str, node: &str) -> Option<Value> {
+    wait_for(SOON, || async {
+        entry(app, channel)
+            .await
+            .filter(|e| e["node"] == node && e["pid"].is_number())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,13 +303,9 @@ async fn a_node_cut_off_from_the_database_stops_its_workers_and_another_takes_it
     assert_eq!(refused.status, 503, "{}", refused.text);
 
     // Y starts the channel again once X's lease has run out, with its chat.
-    let moved = wait_for(SOON, || async {
-        entry(&y, "ch-x")
-            .await
-            .filter(|e| e["node"] == "node-y" && e["pid"].is_number())
-    })
-    .await
-    .unwrap_or_else(|| panic!("ch-x never moved to Y:\n{}", y.output()));
+    let moved = runs_here(&y, "ch-x", "node-y")
+        .await
+        .unwrap_or_else(|| panic!("ch-x never moved to Y:\n{}", y.output()));
     assert_eq!(moved["chat_id"], ch.data["chat_id"], "{moved}");
     assert!(
         y.ask(&ch.chat(), "still there?", "still there?")
@@ -318,13 +329,9 @@ async fn a_node_stopped_with_sigterm_hands_its_channels_to_another_at_once() {
     );
     assert!(!pid_alive(ch.pid));
     // Its lease ended with it: Y takes the channel at its next heartbeat, not a lease later.
-    let moved = wait_for(SOON, || async {
-        entry(&y, "ch-x")
-            .await
-            .filter(|e| e["node"] == "node-y" && e["pid"].is_number())
-    })
-    .await
-    .unwrap_or_else(|| panic!("ch-x never moved to Y:\n{}", y.output()));
+    let moved = runs_here(&y, "ch-x", "node-y")
+        .await
+        .unwrap_or_else(|| panic!("ch-x never moved to Y:\n{}", y.output()));
     println!(
         "SIGTERM of a node -> its channel runs on another: {} ms",
         stopped_at.elapsed().as_millis()
@@ -347,16 +354,8 @@ async fn start_here(app: &TestApp, channel: &str, graph: &str) -> support::Reply
 
 /// A node of the test with its own capacity and its own version of the graph `flaky`.
 fn node_with(id: &str, schema: &TestSchema, workers_max: &str, flaky: Value) -> TestApp {
-    TestApp::builder()
-        .bundled()
-        .fast_dispatch()
+    node_builder(id, schema, workers_max)
         .graph_file("flaky", flaky)
-        .env("DISPATCH_MODE", "immediate")
-        .env("NODE_ID", id)
-        .env("NODE_LEASE_MS", LEASE_MS.to_string())
-        .env("WORKERS_MAX", workers_max)
-        .env("WORKER_STOP_GRACE_MS", "200")
-        .schema(schema)
         .start()
 }
 
@@ -383,13 +382,7 @@ async fn a_takeover_that_fails_to_start_is_handed_to_another_node() {
     );
     // Z has room again: it takes the channel Y handed on, with its chat.
     assert_eq!(z.stop("filler").await.status, 200);
-    let moved = wait_for(SOON, || async {
-        entry(&z, "fl")
-            .await
-            .filter(|e| e["node"] == "node-z" && e["pid"].is_number())
-    })
-    .await
-    .unwrap_or_else(|| {
+    let moved = runs_here(&z, "fl", "node-z").await.unwrap_or_else(|| {
         panic!(
             "fl never moved to Z:\nY:\n{}\nZ:\n{}",
             y.output(),

@@ -147,7 +147,7 @@ impl Cluster {
     /// starts each again here.
     async fn take_over(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
-        let running: Vec<String> = inner
+        let mut running: Vec<String> = inner
             .supervisor
             .list()
             .into_iter()
@@ -155,7 +155,6 @@ impl Cluster {
             .collect();
         let free = inner.capacity.saturating_sub(running.len());
         // Channels that failed to start here lately are left to the other nodes.
-        let mut running = running;
         {
             let mut failed = inner.failed_here.lock().unwrap_or_else(|e| e.into_inner());
             let hold = inner.lease * FAILED_HOLD_LEASES;
