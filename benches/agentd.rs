@@ -660,25 +660,27 @@ async fn dispatch_latency(quick: bool) -> Vec<Row> {
 
 /// Full round trips (post, claim, streamed answer, complete) across 50 chats.
 async fn round_trips(quick: bool) -> Vec<Row> {
-    let (secs, rate) = round_trip_rate(quick, 50, &["ping"]).await;
+    let (secs, rate, floor) = round_trip_rate(quick, 50, &["ping"]).await;
     vec![Row::new(
         &format!("full round trips across 50 chats for {secs} s"),
         "per s",
         Samples(vec![rate]),
         "≥ 2,000 per s",
-    )]
+    )
+    .with_floor("the same requests to /health", Samples(vec![floor]))]
 }
 
 /// Full round trips as [`round_trips`], with `agents` chats answered at once and a three-chunk
 /// answer: each chat's client waits for its answer before it sends the next message.
 async fn round_trips_agents(quick: bool, agents: usize) -> Vec<Row> {
-    let (secs, rate) = round_trip_rate(quick, agents, &["one ", "two ", "three"]).await;
+    let (secs, rate, floor) = round_trip_rate(quick, agents, &["one ", "two ", "three"]).await;
     vec![Row::new(
         &format!("full round trips (3 chunks), {agents} agents at once for {secs} s"),
         "per s",
         Samples(vec![rate]),
         "",
-    )]
+    )
+    .with_floor("the same requests to /health", Samples(vec![floor]))]
 }
 
 /// Full round trips across 50 chats on three nodes sharing one PostgreSQL schema, beside one
@@ -727,13 +729,43 @@ async fn round_trips_nodes(quick: bool) -> Vec<Row> {
 }
 
 /// Round trips per second over `chats` chats, each answered by its own agent with `chunks`
-/// streamed: the measuring time in seconds and the rate.
-async fn round_trip_rate(quick: bool, chats: usize, chunks: &'static [&'static str]) -> (u64, f64) {
+/// streamed: the measuring time in seconds, the rate, and its floor: the rate at which the same
+/// clients, one per chat, send as many requests per round trip to `GET /health` (the HTTP
+/// exchanges alone, on this machine, with the client's own cost).
+async fn round_trip_rate(
+    quick: bool,
+    chats: usize,
+    chunks: &'static [&'static str],
+) -> (u64, f64, f64) {
     let s = Arc::new(server(&[
         ("DISPATCH_MODE", "immediate"),
         ("WRITE_RATE_LIMIT_MAX", "100000000"),
     ]));
-    round_trip_rate_on(quick, vec![s], chats, chunks).await
+    let (secs, rate) = round_trip_rate_on(quick, vec![s.clone()], chats, chunks).await;
+    // Post, claim, the streaming message, its chunks, its completion, the batch's completion.
+    let per_trip = 5 + chunks.len();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..chats {
+        let (s, count) = (s.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                for _ in 0..per_trip {
+                    s.get("/health").await;
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        secs,
+        rate,
+        count.load(Ordering::Relaxed) as f64 / secs as f64,
+    )
 }
 
 /// [`round_trip_rate`] on these servers (nodes of one database): chat `i`'s user posts through

@@ -107,7 +107,15 @@ mod tests {
             encode_time(ms, &mut out);
             out
         };
-        let times = [0u64, 1, 63, 64, 1_763_729_492_295, 1_763_729_492_296, (1 << 42) - 1];
+        let times = [
+            0u64,
+            1,
+            63,
+            64,
+            1_763_729_492_295,
+            1_763_729_492_296,
+            (1 << 42) - 1,
+        ];
         for w in times.windows(2) {
             assert!(encode(w[0]) < encode(w[1]), "{} vs {}", w[0], w[1]);
         }

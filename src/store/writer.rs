@@ -2,7 +2,7 @@
 //!
 //! Writes are queued as jobs. The thread takes every job that is waiting (up to [`GROUP_MAX`]),
 //! runs each in its own savepoint inside one `BEGIN IMMEDIATE` transaction (a job that fails is
-//! rolled back alone), commits once, publishes the group's events in order, and only then answers
+//! rolled back alone; a job alone in its group needs none), commits once, publishes the group's events in order, and only then answers
 //! each job's caller. So an answer still means "committed", and under load one commit (and one
 //! wake-up of this thread) serves many writes instead of one each.
 
@@ -201,12 +201,18 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     let mut broken: Option<DbError> = None;
     let mut kick_claims = false;
     let mut afters: Vec<After> = Vec::new();
+    // A job alone in its group needs no savepoint: if it fails, rolling back the transaction
+    // undoes exactly it (and SQLite keeps no copy of the pages it changes for a savepoint).
+    let alone = group.len() == 1;
+    let mut alone_failed = false;
     for job in group {
         if let Some(reason) = &broken {
             job(Err(StoreError::Database(reason.clone())));
             continue;
         }
-        if let Err(e) = tx.batch("SAVEPOINT job") {
+        if alone {
+            // Nothing to open.
+        } else if let Err(e) = tx.batch("SAVEPOINT job") {
             job(Err(StoreError::Database(e.clone())));
             broken = Some(e);
             continue;
@@ -238,13 +244,22 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
                 conv_events.extend(job_conv_events);
                 afters.extend(job_afters);
                 kick_claims |= w.kick_claims;
-                tx.batch("RELEASE job")
+                if alone {
+                    Ok(())
+                } else {
+                    tx.batch("RELEASE job")
+                }
             }
             None => {
                 for a in job_afters {
                     a(false);
                 }
-                tx.batch("ROLLBACK TO job; RELEASE job")
+                if alone {
+                    alone_failed = true;
+                    Ok(())
+                } else {
+                    tx.batch("ROLLBACK TO job; RELEASE job")
+                }
             }
         };
         if let Some(e) = storage_failure {
@@ -252,6 +267,13 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
         } else if let Err(e) = end {
             broken = Some(e);
         }
+    }
+    if alone_failed && broken.is_none() {
+        // The one job failed and has answered its caller: nothing of the group is kept.
+        if let Err(e) = tx.batch("ROLLBACK") {
+            tracing::warn!(error = %e, "rollback failed");
+        }
+        return;
     }
     if let (None, Some(cluster)) = (&broken, &ctx.cluster) {
         if let Err(e) = cluster.announce(tx, &events, &conv_events, kick_claims) {
