@@ -19,6 +19,16 @@ async fn message_rules_and_listing() {
     assert_eq!(m["model_id"], "default");
     assert!(m["content_partial"].is_null());
     assert_eq!(m["trace"]["kind"], "note");
+    // The answer is the stored resource, field for field (as the chat's list reads it).
+    let streaming = s.stream_message(&c, "echo").await;
+    assert_eq!(streaming.status, 201, "{}", streaming.text);
+    let list = s.get(&format!("/api/v1/chats/{c}/messages")).await;
+    for answered in [m, &streaming.body] {
+        let stored = list.body["data"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == answered["id"]));
+        assert_eq!(stored, Some(answered), "{}", list.text);
+    }
     for (role, sender) in [("agent", "echo"), ("system", "system"), ("tool", "tool")] {
         let r = s
             .post_message(
@@ -87,7 +97,7 @@ async fn message_rules_and_listing() {
         .await;
     assert_eq!(r.body["data"][0]["content_final"], "n1");
     let all = s.messages(&c).await;
-    assert_eq!(all.len(), 10);
+    assert_eq!(all.len(), 11, "ten posted, with the streaming one");
     let r = s.list_messages(&c, "?limit=201").await;
     assert_error(&r, 400, "VALIDATION_ERROR");
     let r = s.list_messages("AAAAAAAAAAAAAAAAAAAAA", "").await;

@@ -107,6 +107,14 @@ impl W<'_> {
                 model,
                 trace.as_ref().map(Value::to_string)
             ])?;
+        // The resource as `load_message` would read it back, from what was just written.
+        let message = json!({
+            "id": id, "chat_id": chat_id, "role": role, "sender_id": sender_id,
+            "created_at": iso(self.now), "updated_at": iso(self.now),
+            "content_final": content_final, "content_partial": content_partial,
+            "stream_state": stream_state, "model_id": model,
+            "trace": trace.clone().unwrap_or(Value::Null),
+        });
         let preview = content_final
             .as_deref()
             .filter(|s| !s.is_empty())
@@ -135,7 +143,7 @@ impl W<'_> {
                         .min(super::dispatch::MAX_DURATION_MS) as i64,
             );
         }
-        load_message(self.c, &id)
+        Ok(message)
     }
 
     fn create_message_tx(&mut self, chat_id: &str, m: NewMessage) -> Result<Value, StoreError> {

@@ -50,10 +50,19 @@ struct Tail {
 impl Tail {
     fn shown(&self) -> Value {
         let mut m = self.message.clone();
-        m["content_partial"] = Value::String(self.text.clone());
-        m["updated_at"] = Value::String(iso(self.updated_at));
+        show_text(&mut m, &self.text, self.updated_at);
         m
     }
+}
+
+/// Puts the streamed text so far into message `m`. Before its first chunk a message keeps the
+/// `content_partial` it was stored with (null for a new one), as when chunks went to the
+/// database as they came (a chunk's text is never empty).
+fn show_text(m: &mut Value, text: &str, updated_at: i64) {
+    if !text.is_empty() {
+        m["content_partial"] = Value::String(text.to_string());
+    }
+    m["updated_at"] = Value::String(iso(updated_at));
 }
 
 /// One tail's text to write, taken by [`Tails::dirty`].
@@ -213,8 +222,7 @@ impl Tails {
         }
         let map = self.lock();
         if let Some(t) = m["id"].as_str().and_then(|id| map.get(id)) {
-            m["content_partial"] = Value::String(t.text.clone());
-            m["updated_at"] = Value::String(iso(t.updated_at));
+            show_text(m, &t.text, t.updated_at);
         }
     }
 
