@@ -46,7 +46,7 @@ impl Supervisor {
         // A prewarmed worker already looks for its file at a path of its own.
         let warm = match res.graph.runtime.prewarm {
             0 => None,
-            _ => inner.prewarm.take(&res.graph).await,
+            _ => inner.prewarm.take(inner, &res.graph),
         };
         let property_path = match &warm {
             Some(w) => w.property_path.clone(),
@@ -128,7 +128,13 @@ impl Supervisor {
 
         let plan = Plan::new(&inner.settings, &mut res, property_path);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let warm = warm.map(|w| w.proc);
+        // A prewarmed worker is handed its channel here: it works on it while its task starts.
+        // Its pool starts a replacement once the worker is ready (or its start failed), so that
+        // the new process does not compete with this one for the machine meanwhile.
+        let (warm, _refill) = match warm {
+            Some(w) => (Some(task::hand_over(&plan, w.proc)), Some(w.refill)),
+            None => (None, None),
+        };
         inner
             .rt
             .spawn(task::run(inner.clone(), plan, rx, ready_tx, warm));
