@@ -159,22 +159,32 @@ impl Supervisor {
     }
 }
 
-/// Writes `doc` to a new file readable only by agentd's user, in one blocking call. Not synced:
-/// the child reads it at once, and it never has to outlive the machine (nor does the child).
+/// Largest file written on the calling thread: a write this small takes tens of microseconds,
+/// less than a trip to the blocking pool and back.
+const INLINE_WRITE_MAX: usize = 64 * 1024;
+
+/// Writes `doc` to a new file readable only by agentd's user. Not synced: the child reads it at
+/// once, and it never has to outlive the machine (nor does the child). A large file is written
+/// on the blocking pool.
 async fn write_private(path: &Path, doc: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
+    if bytes.len() <= INLINE_WRITE_MAX {
+        return write_file(path, &bytes);
+    }
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?
-            .write_all(&bytes)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || write_file(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
