@@ -221,3 +221,42 @@ async fn a_channel_named_like_the_pool_keeps_a_log_of_its_own() {
         .prewarm_log("warm")
         .contains(&format!("prewarmed worker {second} waiting")));
 }
+
+/// A start right after the waiting worker died (before or after agentd noticed) does not get
+/// the dead one: it starts a worker that answers, and a replacement waits afterwards.
+#[tokio::test]
+async fn a_start_just_after_the_waiting_worker_died_gets_a_live_worker() {
+    let s = server(1);
+    let first = next_waiting(&s, "warm", &[]).await;
+    // SAFETY: a plain syscall on a worker of this test's server.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    assert!(wait_until(WITHIN, || async { !pid_alive(first) }).await);
+    let w = s
+        .start_ok("after-death", "warm", json!({"timeout": -1}))
+        .await;
+    assert_ne!(w.pid, first);
+    assert!(s.ask(&w.chat(), "alive?", "alive?").await.is_some());
+    let next = next_waiting(&s, "warm", &[first, w.pid]).await;
+    assert!(pid_alive(next));
+    assert!(s
+        .prewarm_log("warm")
+        .contains(&format!("prewarmed worker {first} exited while waiting")));
+}
+
+/// A property document too large to be written on the request's thread (over 64 KiB) is written
+/// elsewhere, and the prewarmed worker still reads all of it.
+#[tokio::test]
+async fn a_large_property_document_reaches_the_prewarmed_worker() {
+    let s = server(1);
+    let first = next_waiting(&s, "warm", &[]).await;
+    let notes = "n".repeat(100 * 1024);
+    let w = s
+        .start_ok(
+            "large",
+            "warm",
+            json!({"timeout": -1, "properties": {"echo": {"prefix": "large: ", "notes": notes}}}),
+        )
+        .await;
+    assert_eq!(w.pid, first);
+    assert!(s.ask(&w.chat(), "hi", "large: hi").await.is_some());
+}

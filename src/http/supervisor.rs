@@ -4,6 +4,9 @@
 //! Every answer is TEN's envelope `{code, msg, data}` with string codes; errors carry honest
 //! HTTP statuses (see [`TenError::code_and_status`]).
 
+use std::future::Future;
+use std::task::Poll;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -222,29 +225,35 @@ async fn start(
     let graph = reservation.graph_name().to_string();
     // The worker is told its chat's id when it starts. A channel started before has its chat:
     // one read, while the start is prepared. Otherwise the chat is written with an id chosen
-    // here, while the worker starts, and the answer waits for both: a success means the worker
-    // runs and its chat exists. An error drops the reservation, which gives everything back.
-    let (prepared, found) = futures_util::future::join(
-        state.supervisor.prepare(&mut reservation),
+    // here, and the answer waits for both: a success means the worker runs and its chat exists.
+    // The write is queued on the writer thread before anything else (it finds the chat, and
+    // changes nothing, when the channel has one), so that it runs while the chat is read, the
+    // worker prepared and started. An error drops the reservation, which gives everything back.
+    let new_id = crate::ids::new_id();
+    let mut made = std::pin::pin!(state.store.chat_for_channel_as(&channel, &graph, &new_id));
+    let made_now = std::future::poll_fn(|cx| Poll::Ready(made.as_mut().poll(cx))).await;
+    // The read first too: it goes to another thread, while preparing is done on this one.
+    let (found, prepared) = futures_util::future::join(
         state.store.channel_chat(&channel),
+        state.supervisor.prepare(&mut reservation),
     )
     .await;
     let found = found.map_err(chat_error)?;
     prepared?;
-    let new_id = match found {
-        Some(id) => {
-            reservation.set_chat_id(id);
-            let started = state.supervisor.launch(reservation).await?;
-            return Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)));
-        }
-        None => crate::ids::new_id(),
-    };
+    if let Some(id) = found {
+        reservation.set_chat_id(id);
+        let started = state.supervisor.launch(reservation).await?;
+        return Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)));
+    }
     reservation.set_chat_id(new_id.clone());
-    let (started, made) = futures_util::future::join(
-        state.supervisor.launch(reservation),
-        state.store.chat_for_channel_as(&channel, &graph, &new_id),
-    )
-    .await;
+    let made = async {
+        match made_now {
+            Poll::Ready(r) => r,
+            Poll::Pending => made.await,
+        }
+    };
+    let (started, made) =
+        futures_util::future::join(state.supervisor.launch(reservation), made).await;
     let failed = match (made, started) {
         (Ok(id), Ok(w)) if id == new_id => {
             return Ok(ok(serde_json::to_value(w).unwrap_or(Value::Null)))

@@ -468,6 +468,56 @@ impl Child {
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         collect(self.pid, &mut self.status)
     }
+
+    /// A watch on its exit that does not hold the `Child`, so that the `Child` can be kept (and
+    /// taken) elsewhere meanwhile; [`try_wait`](Self::try_wait) then says whether it exited.
+    pub fn exit_watch(&self) -> ExitWatch {
+        let watch = match &self.exit {
+            Exit::Pidfd(fd) => fd
+                .get_ref()
+                .try_clone()
+                .and_then(|dup| {
+                    // SAFETY: the duplicate is owned by the AsyncFd and neither replaced nor
+                    // closed while registered.
+                    unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+                        .map_err(io::Error::from)
+                })
+                .map(ExitWatch::Pidfd)
+                .ok(),
+            Exit::Sigchld(_) => signal(SignalKind::child()).ok().map(ExitWatch::Sigchld),
+        };
+        watch.unwrap_or(ExitWatch::Poll)
+    }
+}
+
+/// See [`Child::exit_watch`].
+pub(super) enum ExitWatch {
+    Pidfd(AsyncFd<OwnedFd>),
+    Sigchld(Signal),
+    /// Nothing to wait on: a look every 50 ms.
+    Poll,
+}
+
+impl ExitWatch {
+    /// Returns when the process may have exited (after it did, or on any `SIGCHLD`, or after a
+    /// while); the caller looks with [`Child::try_wait`]. Once the process has exited, it
+    /// returns at once.
+    pub async fn changed(&mut self) {
+        match self {
+            ExitWatch::Pidfd(fd) => {
+                // Readable from the exit on, so the guard is never cleared.
+                if fd.readable().await.is_err() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+            ExitWatch::Sigchld(sig) => {
+                if sig.recv().await.is_none() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+            ExitWatch::Poll => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// The exit status of `pid`, collected now (`waitpid`, no wait) or remembered in `status`.

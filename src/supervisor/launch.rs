@@ -46,7 +46,7 @@ impl Supervisor {
         // A prewarmed worker already looks for its file at a path of its own.
         let warm = match res.graph.runtime.prewarm {
             0 => None,
-            _ => inner.prewarm.take(&res.graph).await,
+            _ => inner.prewarm.take(inner, &res.graph),
         };
         let property_path = match &warm {
             Some(w) => w.property_path.clone(),
@@ -128,7 +128,13 @@ impl Supervisor {
 
         let plan = Plan::new(&inner.settings, &mut res, property_path);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let warm = warm.map(|w| w.proc);
+        // A prewarmed worker is handed its channel here: it works on it while its task starts.
+        // Its pool starts a replacement once the worker is ready (or its start failed), so that
+        // the new process does not compete with this one for the machine meanwhile.
+        let (warm, _refill) = match warm {
+            Some(w) => (Some(task::hand_over(&plan, w.proc)), Some(w.refill)),
+            None => (None, None),
+        };
         inner
             .rt
             .spawn(task::run(inner.clone(), plan, rx, ready_tx, warm));
@@ -153,22 +159,32 @@ impl Supervisor {
     }
 }
 
-/// Writes `doc` to a new file readable only by agentd's user, in one blocking call. Not synced:
-/// the child reads it at once, and it never has to outlive the machine (nor does the child).
+/// Largest file written on the calling thread: a write this small takes tens of microseconds,
+/// less than a trip to the blocking pool and back.
+const INLINE_WRITE_MAX: usize = 64 * 1024;
+
+/// Writes `doc` to a new file readable only by agentd's user. Not synced: the child reads it at
+/// once, and it never has to outlive the machine (nor does the child). A large file is written
+/// on the blocking pool.
 async fn write_private(path: &Path, doc: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
+    if bytes.len() <= INLINE_WRITE_MAX {
+        return write_file(path, &bytes);
+    }
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?
-            .write_all(&bytes)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || write_file(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }

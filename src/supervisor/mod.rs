@@ -326,7 +326,7 @@ impl Supervisor {
                 }
             });
         let stops = futures_util::future::join_all(stops);
-        futures_util::future::join(stops, self.inner.prewarm.close()).await;
+        futures_util::future::join(stops, self.inner.prewarm.close(&self.inner)).await;
         if let Some(tree) = &self.inner.tree {
             tree.remove();
         }

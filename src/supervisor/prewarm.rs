@@ -6,8 +6,11 @@
 //! and kill). The pool then starts a replacement in the background.
 //!
 //! Each pool has one filler task (keeps N waiting, with the restart backoff after failures) and
-//! one small task per waiting worker (notices its death, hands it over). A pool belongs to the
-//! graph as it was written: when hot reload changes the graph (or removes it, or its `prewarm`),
+//! one small task per waiting worker that notices its death. The waiting worker itself is in the
+//! pool's list, so a `/start` takes it from there without waiting on another task; the
+//! replacement is started once the taken worker is ready (or its start failed), so that starting
+//! a process does not compete with the handover for the machine. A pool belongs to the graph as
+//! it was written: when hot reload changes the graph (or removes it, or its `prewarm`),
 //! the pool's workers are stopped and a new pool starts. A worker that answers `READY=1` or
 //! nothing instead of `PREWARM=1` does not implement the handover: the graph is started cold.
 //!
@@ -17,16 +20,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::cgroup::Cgroup;
+use super::child::ExitWatch;
 use super::errors::StartError;
 use super::logs::{self, LogSink};
 use super::plan::{self, Plan};
@@ -42,6 +45,17 @@ const PUMP_WAIT: Duration = Duration::from_secs(1);
 pub(super) struct Warm {
     pub proc: Proc,
     pub property_path: PathBuf,
+    /// Starts the replacement when dropped: kept until the taken worker is ready (or failed).
+    pub refill: Refill,
+}
+
+/// Wakes the pool's filler when dropped.
+pub(super) struct Refill(Arc<Pool>);
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        self.0.wake.notify_one();
+    }
 }
 
 /// Every graph's pool.
@@ -52,11 +66,11 @@ pub(super) struct Pools {
 }
 
 /// One graph's waiting workers.
-struct Pool {
+pub(super) struct Pool {
     /// The graph as it was when the pool was made.
     graph: Arc<Graph>,
     idle: Mutex<VecDeque<Idle>>,
-    /// Wakes the filler: a worker was taken or died.
+    /// Wakes the filler: a taken worker is ready (or failed), or a waiting one died.
     wake: Notify,
     /// Set once the pool is retired.
     closing: watch::Sender<bool>,
@@ -67,14 +81,12 @@ struct Pool {
     log: Arc<LogSink>,
 }
 
-/// A waiting worker, as its pool sees it.
+/// A waiting worker.
 struct Idle {
-    worker_id: String,
-    pgid: i32,
-    cgroup: Option<PathBuf>,
-    /// Asks the worker's task to hand the worker over; dropped: the worker is stopped.
-    take: oneshot::Sender<oneshot::Sender<Warm>>,
-    task: JoinHandle<()>,
+    proc: Proc,
+    property_path: PathBuf,
+    /// Notices the worker's death; aborted by whoever takes the worker out of the list.
+    watch: JoinHandle<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,28 +153,40 @@ impl Pools {
         drop(pools);
         for pool in retired {
             tracing::info!(graph = %pool.graph.name, "graph changed: replacing its prewarmed workers");
-            tokio::spawn(async move { pool.close().await });
+            let inner = inner.clone();
+            tokio::spawn(async move { pool.close(&inner).await });
         }
     }
 
-    /// A waiting worker of `graph` (as it is now), if one is ready to be taken.
-    pub async fn take(&self, graph: &Graph) -> Option<Warm> {
+    /// A waiting worker of `graph` (as it is now), if one is ready to be taken. Its replacement
+    /// is started once the returned [`Warm`] (its `refill`) is dropped.
+    pub fn take(&self, inner: &Arc<Inner>, graph: &Graph) -> Option<Warm> {
         let pool = lock(&self.pools).get(&graph.name).cloned()?;
         if !same_graph(&pool.graph, graph) {
             return None;
         }
         loop {
-            let idle = lock(&pool.idle).pop_front();
-            pool.wake.notify_one();
-            let idle = idle?;
-            let (tx, rx) = oneshot::channel();
-            if idle.take.send(tx).is_err() {
-                continue;
-            }
-            // Nothing: it died just now (its task tells the filler).
-            if let Ok(warm) = rx.await {
-                pool.failures.store(0, Ordering::SeqCst);
-                return Some(warm);
+            let Some(mut idle) = lock(&pool.idle).pop_front() else {
+                pool.wake.notify_one();
+                return None;
+            };
+            idle.watch.abort();
+            match idle.proc.child.try_wait() {
+                Ok(None) => {
+                    pool.failures.store(0, Ordering::SeqCst);
+                    return Some(Warm {
+                        proc: idle.proc,
+                        property_path: idle.property_path,
+                        refill: Refill(pool.clone()),
+                    });
+                }
+                // It died just now, before its watch noticed.
+                died => {
+                    let died = died.ok().flatten();
+                    inner
+                        .rt
+                        .spawn(buried(inner.clone(), pool.clone(), idle.proc, died));
+                }
             }
         }
     }
@@ -175,10 +199,10 @@ impl Pools {
     }
 
     /// Stops every waiting worker and starts no more (shutdown).
-    pub async fn close(&self) {
+    pub async fn close(&self, inner: &Inner) {
         self.closed.store(true, Ordering::SeqCst);
         let pools: Vec<Arc<Pool>> = lock(&self.pools).drain().map(|(_, p)| p).collect();
-        futures_util::future::join_all(pools.iter().map(|p| p.close())).await;
+        futures_util::future::join_all(pools.iter().map(|p| p.close(inner))).await;
     }
 
     /// Kills every waiting worker at once (a second signal at shutdown).
@@ -187,10 +211,7 @@ impl Pools {
         for pool in lock(&self.pools).values() {
             let _ = pool.closing.send(true);
             for idle in lock(&pool.idle).iter() {
-                stop::kill_group(idle.pgid, Signal::SIGKILL);
-                if let Some(dir) = &idle.cgroup {
-                    Cgroup::at(dir.clone()).kill_now();
-                }
+                idle.proc.hold.kill_now();
             }
         }
     }
@@ -202,7 +223,7 @@ impl Pool {
     }
 
     /// Retires the pool: the filler ends, every waiting worker is stopped.
-    async fn close(&self) {
+    async fn close(&self, inner: &Inner) {
         let _ = self.closing.send(true);
         self.wake.notify_one();
         let filler = lock(&self.filler).take();
@@ -210,10 +231,11 @@ impl Pool {
             let _ = f.await;
         }
         let idle: Vec<Idle> = lock(&self.idle).drain(..).collect();
-        for i in idle {
-            drop(i.take);
-            let _ = i.task.await;
-        }
+        let stops = idle.into_iter().map(|i| {
+            i.watch.abort();
+            retire(inner, self, i.proc, "no longer needed")
+        });
+        futures_util::future::join_all(stops).await;
     }
 
     /// Waits until the pool is retired.
@@ -261,26 +283,19 @@ async fn fill(inner: Arc<Inner>, pool: Arc<Pool>) {
             }
         }
         match warm_one(&inner, &pool).await {
-            Ok(warm) => {
-                let pid = warm.proc.pid;
-                let worker_id = warm.proc.worker_id.clone();
-                let cgroup = warm
-                    .proc
-                    .hold
-                    .cgroup
-                    .as_ref()
-                    .map(|c| c.dir().to_path_buf());
-                let (take, take_rx) = oneshot::channel();
-                // Listed before its task can look for it (to remove it when it dies).
+            Ok((proc, property_path)) => {
+                let pid = proc.pid;
+                let exit = proc.child.exit_watch();
+                let worker_id = proc.worker_id.clone();
+                // Listed before its watch can look for it (to take it out when it dies).
                 {
                     let mut idle = lock(&pool.idle);
-                    let task = tokio::spawn(wait_idle(inner.clone(), pool.clone(), warm, take_rx));
+                    let watch =
+                        tokio::spawn(watch_idle(inner.clone(), pool.clone(), worker_id, exit));
                     idle.push_back(Idle {
-                        worker_id,
-                        pgid: pid as i32,
-                        cgroup,
-                        take,
-                        task,
+                        proc,
+                        property_path,
+                        watch,
                     });
                 }
                 tracing::info!(graph = %pool.graph.name, pid, "prewarmed worker waiting");
@@ -310,8 +325,8 @@ async fn fill(inner: Arc<Inner>, pool: Arc<Pool>) {
     }
 }
 
-/// Starts one worker and waits for its `PREWARM=1`.
-async fn warm_one(inner: &Arc<Inner>, pool: &Pool) -> Result<Warm, WarmError> {
+/// Starts one worker and waits for its `PREWARM=1`; the worker and where its file goes.
+async fn warm_one(inner: &Arc<Inner>, pool: &Pool) -> Result<(Proc, PathBuf), WarmError> {
     let property_path = inner.run_dir.join(format!(
         "prewarm-{}-{}.json",
         logs::safe_stem(&pool.graph.name),
@@ -349,10 +364,7 @@ async fn warm_one(inner: &Arc<Inner>, pool: &Pool) -> Result<Warm, WarmError> {
         }
     };
     match outcome {
-        Ok(()) if !pool.is_closed() => Ok(Warm {
-            proc,
-            property_path,
-        }),
+        Ok(()) if !pool.is_closed() => Ok((proc, property_path)),
         Ok(()) => {
             retire(inner, pool, proc, "no longer needed").await;
             Err(WarmError::Closed)
@@ -364,43 +376,43 @@ async fn warm_one(inner: &Arc<Inner>, pool: &Pool) -> Result<Warm, WarmError> {
     }
 }
 
-/// Holds a waiting worker until a `/start` takes it, it dies, or the pool lets it go.
-async fn wait_idle(
-    inner: Arc<Inner>,
-    pool: Arc<Pool>,
-    mut warm: Warm,
-    take: oneshot::Receiver<oneshot::Sender<Warm>>,
-) {
-    let died = tokio::select! {
-        st = warm.proc.child.wait() => st.ok(),
-        r = take => match r {
-            Ok(reply) => match warm.proc.child.try_wait() {
-                Ok(None) => {
-                    if let Err(back) = reply.send(warm) {
-                        retire(&inner, &pool, back.proc, "not taken after all").await;
-                    }
-                    return;
-                }
-                Ok(st) => st,
-                Err(_) => None,
-            },
-            Err(_) => {
-                retire(&inner, &pool, warm.proc, "no longer needed").await;
+/// Watches a waiting worker until it dies (then takes it out of the list and replaces it); a
+/// `/start` that takes the worker, or the pool's retirement, aborts this first.
+async fn watch_idle(inner: Arc<Inner>, pool: Arc<Pool>, worker_id: String, mut exit: ExitWatch) {
+    loop {
+        exit.changed().await;
+        let gone = {
+            let mut idle = lock(&pool.idle);
+            let Some(at) = idle.iter().position(|i| i.proc.worker_id == worker_id) else {
                 return;
+            };
+            match idle[at].proc.child.try_wait() {
+                Ok(None) => None,
+                Ok(st) => idle.remove(at).map(|i| (i.proc, st)),
+                Err(_) => idle.remove(at).map(|i| (i.proc, None)),
             }
-        },
-    };
-    let id = warm.proc.worker_id.clone();
-    lock(&pool.idle).retain(|i| i.worker_id != id);
+        };
+        match gone {
+            Some((proc, died)) => return buried(inner, pool, proc, died).await,
+            // Not this worker's exit (a SIGCHLD of another process): look again later, so that
+            // a watch that keeps saying "changed" cannot spin.
+            None => sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// After a waiting worker died (`died`: its status, if it could be collected): its group is
+/// killed and reaped, and the filler replaces it after the backoff.
+async fn buried(inner: Arc<Inner>, pool: Arc<Pool>, mut proc: Proc, died: Option<ExitStatus>) {
     let why = match died {
         Some(st) => format!("exited while waiting ({})", describe(&st)),
         None => "cannot be waited for".to_string(),
     };
-    tracing::warn!(graph = %pool.graph.name, pid = warm.proc.pid, "prewarmed worker {why}");
-    warm.proc.hold.kill_now();
-    let _ = warm.proc.child.wait().await;
-    stop::reap(&warm.proc.hold, Vec::new()).await;
-    finish(&inner, &pool, &mut warm.proc, &why).await;
+    tracing::warn!(graph = %pool.graph.name, pid = proc.pid, "prewarmed worker {why}");
+    proc.hold.kill_now();
+    let _ = proc.child.wait().await;
+    stop::reap(&proc.hold, Vec::new()).await;
+    finish(&inner, &pool, &mut proc, &why).await;
     pool.failures.fetch_add(1, Ordering::SeqCst);
     pool.wake.notify_one();
 }
@@ -429,9 +441,11 @@ async fn finish(inner: &Inner, pool: &Pool, proc: &mut Proc, why: &str) {
         .await;
 }
 
-/// Stops a taken worker that a `/start` could not use after all (in the background).
+/// Stops a taken worker that a `/start` could not use after all (in the background); its
+/// replacement is started.
 pub(super) fn discard(inner: &Arc<Inner>, warm: Option<Warm>) {
     let Some(mut warm) = warm else { return };
+    drop(warm.refill);
     let inner = inner.clone();
     inner.rt.clone().spawn(async move {
         drop(warm.proc.child.stdin.take());

@@ -74,7 +74,7 @@ struct Task {
     /// A `pids_max` that cannot be enforced has been reported.
     told_unenforced: bool,
     /// A prewarmed worker to adopt instead of spawning the first process.
-    warm: Option<Proc>,
+    warm: Option<HandedOver>,
 }
 
 /// Runs a channel's worker from spawn to gone for good.
@@ -83,7 +83,7 @@ pub(super) async fn run(
     plan: Plan,
     rx: mpsc::UnboundedReceiver<Command>,
     ready_tx: ReadyReply,
-    warm: Option<Proc>,
+    warm: Option<HandedOver>,
 ) {
     let mut task = Task {
         inner,
@@ -264,17 +264,19 @@ impl Task {
         Ok((life, proc.started.elapsed()))
     }
 
-    /// Makes a prewarmed worker this channel's: its output to the channel's log, its record
-    /// under the channel, and its channel on its stdin (see [`crate::contract::prewarm`]). A
-    /// worker that died meanwhile is noticed by the wait for readiness, like a cold one.
+    /// Makes a prewarmed worker this channel's once [`hand_over`] gave it its channel: its
+    /// record goes under the channel, and the rest of its line, if the pipe could not take it
+    /// all at once, goes to it (bounded by the start timeout, for a worker that stopped reading:
+    /// it is then not ready in time). A worker that died meanwhile is noticed by the wait for
+    /// readiness, like a cold one.
     ///
     /// Its group was recorded when it was prewarmed, and that record is what the start-up sweep
     /// kills by: the channel it now gets is written with the record's next rewrite, and the
     /// start does not wait for that (`proc.recorded` stays the prewarmed one's change).
-    async fn adopt(&self, mut proc: Proc) -> Proc {
+    async fn adopt(&self, warm: HandedOver) -> Proc {
         use tokio::io::AsyncWriteExt;
+        let HandedOver { mut proc, rest } = warm;
         let plan = &self.plan;
-        proc.route.set(plan.log.clone());
         self.inner.records.add(Record {
             channel: plan.channel.clone(),
             worker_id: proc.worker_id.clone(),
@@ -282,21 +284,14 @@ impl Task {
             start_time: records::start_time(proc.pid as i32).unwrap_or(0),
             cgroup: proc.hold.cgroup.as_ref().map(|c| c.dir().to_path_buf()),
         });
-        let mut a = Assignment::default();
-        for (k, v) in plan.extra_env.iter().filter(|(k, _)| !env::is_own(k)) {
-            a.env.insert(k.clone(), v.clone());
-        }
-        a.env.insert(env::CHANNEL.into(), plan.channel.clone());
-        for (k, v) in [
-            (env::REQUEST_ID, &plan.request_id),
-            (env::CHAT_ID, &plan.chat_id),
-        ] {
-            if let Some(v) = v {
-                a.env.insert(k.into(), v.clone());
-            }
-        }
         if let Some(mut stdin) = proc.child.stdin.take() {
-            if let Err(e) = stdin.write_all(&a.to_line()).await {
+            let written = tokio::time::timeout(plan.start_timeout(), stdin.write_all(&rest)).await;
+            let failed = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("it does not read its stdin".to_string()),
+            };
+            if let Some(e) = failed {
                 tracing::warn!(channel = %plan.channel, pid = proc.pid, "cannot hand the prewarmed worker its channel: {e}");
             }
         }
@@ -552,6 +547,55 @@ impl Task {
                 },
             }
         }
+    }
+}
+
+/// A prewarmed worker given its channel by [`hand_over`], for its task to adopt.
+pub(super) struct HandedOver {
+    proc: Proc,
+    /// What of the assignment line the pipe did not take at once (its stdin is kept for it).
+    rest: Vec<u8>,
+}
+
+/// Gives a prewarmed worker its channel (see [`crate::contract::prewarm`]) without waiting, so
+/// that it works on it while its task starts: its output goes to the channel's log from now on,
+/// and the channel's variables go to its stdin, as far as the pipe takes them at once (all of a
+/// usual line); its task writes the rest.
+pub(super) fn hand_over(plan: &Plan, mut proc: Proc) -> HandedOver {
+    proc.route.set(plan.log.clone());
+    let mut a = Assignment::default();
+    for (k, v) in plan.extra_env.iter().filter(|(k, _)| !env::is_own(k)) {
+        a.env.insert(k.clone(), v.clone());
+    }
+    a.env.insert(env::CHANNEL.into(), plan.channel.clone());
+    for (k, v) in [
+        (env::REQUEST_ID, &plan.request_id),
+        (env::CHAT_ID, &plan.chat_id),
+    ] {
+        if let Some(v) = v {
+            a.env.insert(k.into(), v.clone());
+        }
+    }
+    let line = a.to_line();
+    let mut sent = 0;
+    if let Some(stdin) = &proc.child.stdin {
+        while sent < line.len() {
+            match stdin.try_write(&line[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Full (or not known to be writable yet): the task waits for it. Any other
+                // error is the task's to report, once.
+                Err(_) => break,
+            }
+        }
+    }
+    if sent == line.len() {
+        // End of file after the line: nothing more comes.
+        drop(proc.child.stdin.take());
+    }
+    HandedOver {
+        proc,
+        rest: line[sent..].to_vec(),
     }
 }
 
