@@ -113,14 +113,14 @@ async fn feed_workers(sup: Supervisor, tx: mpsc::Sender<Bytes>) {
             tokio::select! {
                 got = changes.recv() => match got {
                     Ok(change) => {
-                        let (name, info) = match &change {
-                            WorkerChange::Started(i) => ("worker.started", i),
-                            WorkerChange::Changed(i) => ("worker.changed", i),
-                            WorkerChange::Restarted(i) => ("worker.restarted", i),
-                            WorkerChange::Gone(i) => ("worker.gone", i),
-                        };
-                        if !send(&tx, event(name, &info.to_json())).await {
+                        // Changes come in bursts (200 workers reaped at once): the ones already
+                        // waiting go out with this one, in one write.
+                        let (frames, lagged) = with_waiting(change, &mut changes);
+                        if !send(&tx, frames).await {
                             return;
+                        }
+                        if lagged {
+                            break;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -135,6 +135,37 @@ async fn feed_workers(sup: Supervisor, tx: mpsc::Sender<Bytes>) {
             }
         }
     }
+}
+
+/// Most changes sent in one write.
+const CHANGES_PER_WRITE: usize = 64;
+
+/// The event of `first` and of the changes already waiting after it (up to
+/// [`CHANGES_PER_WRITE`]); true when this client lagged behind meanwhile (a new snapshot is due).
+fn with_waiting(
+    first: WorkerChange,
+    changes: &mut broadcast::Receiver<WorkerChange>,
+) -> (Bytes, bool) {
+    let mut frames = change_event(&first).to_vec();
+    for _ in 1..CHANGES_PER_WRITE {
+        match changes.try_recv() {
+            Ok(change) => frames.extend_from_slice(&change_event(&change)),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => return (frames.into(), true),
+            Err(_) => break,
+        }
+    }
+    (frames.into(), false)
+}
+
+/// The feed's event of one change.
+fn change_event(change: &WorkerChange) -> Bytes {
+    let (name, info) = match change {
+        WorkerChange::Started(i) => ("worker.started", i),
+        WorkerChange::Changed(i) => ("worker.changed", i),
+        WorkerChange::Restarted(i) => ("worker.restarted", i),
+        WorkerChange::Gone(i) => ("worker.gone", i),
+    };
+    event(name, &info.to_json())
 }
 
 /// `GET /ops/workers/{channel}/logs?lines=N`: the last N lines as JSON; with `&follow`, as SSE:

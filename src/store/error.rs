@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::sql::DbErrorKind;
+use super::sql::error::{DbError, DbErrorKind};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub enum StoreError {
     },
     /// The database failed.
     #[error("database: {0}")]
-    Database(super::sql::DbError),
+    Database(DbError),
     /// Anything else unexpected (a thread gone, a task panicked).
     #[error("internal: {0}")]
     Internal(String),
@@ -149,11 +149,11 @@ impl Storage {
     }
 }
 
-impl From<super::sql::DbError> for StoreError {
+impl From<DbError> for StoreError {
     /// A value the database refuses is the input's fault; anything else is the database's.
-    fn from(e: super::sql::DbError) -> StoreError {
+    fn from(e: DbError) -> StoreError {
         match e.kind {
-            super::sql::DbErrorKind::Invalid => StoreError::validation(e.message),
+            DbErrorKind::Invalid => StoreError::validation(e.message),
             _ => StoreError::Database(e),
         }
     }
@@ -168,7 +168,6 @@ impl From<rusqlite::Error> for StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sql::DbError;
 
     fn failed(kind: DbErrorKind) -> StoreError {
         StoreError::from(DbError {

@@ -420,7 +420,11 @@ impl Cgroup {
 
     /// Waits until no process is left in the cgroup (true) or `deadline` passes (false).
     pub async fn wait_empty(&self, deadline: Instant) -> bool {
-        // Watching before the first look, so that a change between the look and the wait
+        // Usually empty already (the leader was the last process): then no watch is set up.
+        if !self.populated() {
+            return true;
+        }
+        // Watching before the next look, so that a change between the look and the wait
         // still wakes the wait.
         let watch = self
             .events

@@ -4,7 +4,7 @@
 //! and none may look like a `${env:…}` placeholder (see [`crate::contract::placeholder::looks_like`]).
 
 use super::errors::StartError;
-use super::reserve::StartSpec;
+use super::reservation::StartSpec;
 use crate::contract::placeholder;
 
 /// Longest `graph_name`, in bytes.

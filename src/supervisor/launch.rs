@@ -10,9 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::errors::StartError;
 use super::logs;
-use super::plan::Plan;
 use super::registry::timeout_secs;
-use super::reserve::{Prepared, Reservation, StartSpec};
+use super::reservation::{Prepared, Reservation, StartSpec};
 use super::{prewarm, task, Supervisor};
 
 /// A worker that is up (`/start`'s `data`; its schema is in the OpenAPI document).
@@ -126,7 +125,7 @@ impl Supervisor {
         // From here the task owns the slot: dropping the reservation no longer releases it.
         res.launched = true;
 
-        let plan = Plan::new(&inner.settings, &mut res, property_path);
+        let plan = res.plan(&inner.settings, property_path);
         let (ready_tx, ready_rx) = oneshot::channel();
         // A prewarmed worker is handed its channel here: it works on it while its task starts.
         // Its pool starts a replacement once the worker is ready (or its start failed), so that

@@ -28,6 +28,7 @@ mod prewarm;
 mod reap;
 pub mod records;
 mod registry;
+mod reservation;
 mod reserve;
 mod spawn;
 mod stop;
@@ -52,7 +53,8 @@ pub use launch::StartedWorker;
 pub use logs::{LogLines, RECENT_LINES};
 pub use ownership::{Claimed, Ownership, Released};
 pub use registry::{timeout_secs, MemoryMax, WorkerChange, WorkerInfo, WorkerState};
-pub use reserve::{check_channel, Reservation, StartSpec, MAX_CHANNEL_BYTES};
+pub use reservation::{Reservation, StartSpec};
+pub use reserve::{check_channel, MAX_CHANNEL_BYTES};
 pub use stop::StopOutcome;
 
 use registry::{Command, Registry};

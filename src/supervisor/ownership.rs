@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::errors::StartError;
-use super::reserve::StartSpec;
+use super::reservation::StartSpec;
 
 /// The answer to a claim: `Ok` once the channel is this node's.
 pub type Claimed = Pin<Box<dyn Future<Output = Result<(), StartError>> + Send>>;

@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use super::logs::{self, LogSink};
 use super::registry::PingClock;
-use super::reserve::Reservation;
 use crate::catalog::{Graph, Ready, Restart, Timeout};
 use crate::contract::document::PROPERTY_FLAG;
 use crate::settings::Settings;
@@ -56,25 +55,6 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    /// The plan of a reservation whose document is at `property_path`; takes its extra
-    /// environment.
-    pub fn new(settings: &Settings, res: &mut Reservation, property_path: PathBuf) -> Plan {
-        let mut plan = Plan::for_graph(
-            settings,
-            &res.graph,
-            res.spec.channel.clone(),
-            property_path,
-            res.log.clone(),
-        );
-        plan.generation = res.generation;
-        plan.request_id = res.spec.request_id.clone();
-        plan.chat_id = res.spec.chat_id.clone();
-        plan.extra_env = std::mem::take(&mut res.spec.extra_env);
-        plan.timeout = res.timeout;
-        plan.pings = res.pings.clone();
-        plan
-    }
-
     /// The plan of one prewarmed worker of `graph` (no channel yet; its file will be at
     /// `property_path`).
     pub fn prewarm(
@@ -94,7 +74,7 @@ impl Plan {
         plan
     }
 
-    fn for_graph(
+    pub(super) fn for_graph(
         settings: &Settings,
         graph: &Graph,
         channel: String,

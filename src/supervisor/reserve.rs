@@ -4,112 +4,22 @@
 //! addons' properties, and reserve the channel and worker slots at once. Nothing is written or
 //! spawned here.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::errors::{ChannelError, StartError};
-use super::logs::LogSink;
 use super::plan::Plan;
-use super::prewarm::{self, Warm};
-use super::registry::{Limits, PingClock, WorkerInfo, WorkerState};
+use super::registry::{Limits, WorkerInfo, WorkerState};
+use super::reservation::{Reservation, StartSpec};
+use super::Supervisor;
 use super::{document, fields, overrides};
-use super::{Inner, Supervisor};
 use crate::catalog::{Graph, Timeout};
 use crate::contract::document::{depth, MAX_DEPTH};
 use crate::contract::{addons, env, placeholder};
 
 /// Longest accepted channel name, in bytes.
 pub const MAX_CHANNEL_BYTES: usize = 128;
-
-/// What to start: TEN's `/start` body, already typed, plus what agentd's own callers add.
-#[derive(Debug, Clone, Default)]
-pub struct StartSpec {
-    pub channel: String,
-    pub graph: String,
-    pub request_id: Option<String>,
-    /// Per node name, a JSON Merge Patch for that node's `property`.
-    pub properties: Option<Map<String, Value>>,
-    pub user_uid: Option<u32>,
-    pub bot_uid: Option<u32>,
-    pub token: Option<String>,
-    /// `None` or `Some(0)`: the default; positive: seconds; `-1`: never.
-    pub timeout: Option<i64>,
-    /// Given to the child as `AGENTD_CHAT_ID`.
-    pub chat_id: Option<String>,
-    /// More environment for the child (cannot override agentd's own, [`env::OWN`]).
-    pub extra_env: Vec<(String, String)>,
-}
-
-/// A reserved channel and worker slot, ready to be launched. Dropping it releases the slot.
-pub struct Reservation {
-    pub(super) inner: Arc<Inner>,
-    pub(super) generation: u64,
-    pub(super) pings: Arc<PingClock>,
-    /// The worker's log, from the reservation on (so it can be read while the worker starts).
-    pub(super) log: Arc<LogSink>,
-    pub(super) spec: StartSpec,
-    pub(super) graph: Arc<Graph>,
-    pub(super) doc: Value,
-    pub(super) timeout: Timeout,
-    pub(super) launched: bool,
-    /// Done ahead by [`Supervisor::prepare`]: given back if the reservation is dropped unlaunched.
-    pub(super) prepared: Option<Prepared>,
-}
-
-/// The part of a start that needs no chat: the per-worker file, and the prewarmed worker taken
-/// for it (if the graph keeps some waiting).
-pub(super) struct Prepared {
-    pub warm: Option<Warm>,
-    pub property_path: PathBuf,
-    /// When the start began, for its metric.
-    pub began: Instant,
-}
-
-impl Reservation {
-    /// Sets the chat id given to the child as `AGENTD_CHAT_ID`.
-    pub fn set_chat_id(&mut self, chat_id: String) {
-        self.inner
-            .registry
-            .update(&self.spec.channel, self.generation, |i| {
-                i.chat_id = Some(chat_id.clone())
-            });
-        self.spec.chat_id = Some(chat_id);
-    }
-
-    pub fn channel(&self) -> &str {
-        &self.spec.channel
-    }
-
-    pub fn graph_name(&self) -> &str {
-        &self.graph.name
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some(p) = self.prepared.take() {
-            if !self.inner.settings.keep_property_files {
-                let _ = std::fs::remove_file(&p.property_path);
-            }
-            prewarm::discard(&self.inner, p.warm);
-        }
-        if !self.launched {
-            self.inner
-                .registry
-                .release(&self.spec.channel, self.generation);
-            // A start dropped after its claim (its caller went away) gives the channel back; a
-            // claim that was refused or never made removes nothing (it names this start).
-            if let Some(o) = self.inner.ownership.get() {
-                self.inner
-                    .rt
-                    .spawn(o.released(&self.spec.channel, self.generation));
-            }
-        }
-    }
-}
 
 /// Checks a channel name from a request: blank, too long, or with control characters.
 pub fn check_channel(channel: &str) -> Result<(), ChannelError> {

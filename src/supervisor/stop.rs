@@ -78,6 +78,15 @@ impl Hold {
         group_exists(self.pgid) || self.cgroup.as_ref().is_some_and(Cgroup::populated)
     }
 
+    /// Removes the worker's cgroup (if it has one), which must be empty: after [`terminate`].
+    pub fn remove_cgroup(&self) {
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(cgroup = %cg.dir().display(), "cannot remove a worker's cgroup: {e}");
+            }
+        }
+    }
+
     /// SIGKILL to everything, without waiting.
     pub fn kill_now(&self) {
         kill_group(self.pgid, Signal::SIGKILL);
@@ -109,8 +118,18 @@ pub fn describe(st: &ExitStatus) -> String {
     }
 }
 
-/// Stops a running worker: SIGTERM, up to `grace` for every process to go, then SIGKILL.
+/// Stops a running worker: SIGTERM, up to `grace` for every process to go, then SIGKILL; its
+/// cgroup is removed.
 pub async fn stop(child: &mut Child, hold: &Hold, grace: Duration) -> StopOutcome {
+    let out = terminate(child, hold, grace).await;
+    hold.remove_cgroup();
+    out
+}
+
+/// [`stop`], except that the worker's cgroup, empty by now, is left for the caller to remove
+/// ([`Hold::remove_cgroup`]): removing a cgroup costs more than the rest of a stop, so a caller
+/// can tell that the worker is gone first.
+pub async fn terminate(child: &mut Child, hold: &Hold, grace: Duration) -> StopOutcome {
     let began = Instant::now();
     let seen = hold.signal(Signal::SIGTERM);
     let deadline = began + grace.min(MAX_GRACE);
@@ -118,25 +137,28 @@ pub async fn stop(child: &mut Child, hold: &Hold, grace: Duration) -> StopOutcom
         st = child.wait() => st.ok(),
         _ = sleep_until(deadline) => None,
     };
-    if status.is_some() {
-        // The leader is gone; give the rest what is left of the grace.
-        match &hold.cgroup {
-            Some(cg) => {
-                cg.wait_empty(deadline).await;
-            }
-            None => {
-                reap_members(hold.pgid, deadline).await;
-            }
+    // The leader is gone; give the rest what is left of the grace. An empty cgroup stays empty
+    // (no process is left to fork into it), so nothing more is looked for in it.
+    let emptied = match (&status, &hold.cgroup) {
+        (None, _) => false,
+        (Some(_), Some(cg)) => cg.wait_empty(deadline).await,
+        (Some(_), None) => {
+            reap_members(hold.pgid, deadline).await;
+            false
         }
-    }
-    let killed = hold.alive();
+    };
+    let killed = !emptied && hold.alive();
     if killed {
         hold.kill_now();
     }
     if status.is_none() {
         status = child.wait().await.ok();
     }
-    reap(hold, seen).await;
+    if emptied {
+        reap_orphans(&seen, Instant::now() + REAP_WAIT).await;
+    } else {
+        kill_rest(hold, seen).await;
+    }
     let how = match status {
         _ if killed && status.is_some_and(|s| s.signal() == Some(libc::SIGKILL)) => "killed",
         Some(s) if s.code().is_some() => "exited",
@@ -147,7 +169,14 @@ pub async fn stop(child: &mut Child, hold: &Hold, grace: Duration) -> StopOutcom
 
 /// Kills what is left of a worker whose leader has been reaped, and reaps the rest; the cgroup
 /// is removed once empty. `seen` are processes of the worker seen earlier (maybe zombies by now).
-pub async fn reap(hold: &Hold, mut seen: Vec<i32>) {
+pub async fn reap(hold: &Hold, seen: Vec<i32>) {
+    if kill_rest(hold, seen).await {
+        hold.remove_cgroup();
+    }
+}
+
+/// [`reap`] without the removal of the cgroup; false when the cgroup could not be emptied.
+async fn kill_rest(hold: &Hold, mut seen: Vec<i32>) -> bool {
     kill_group(hold.pgid, Signal::SIGKILL);
     let deadline = Instant::now() + REAP_WAIT;
     let Some(cg) = &hold.cgroup else {
@@ -157,7 +186,7 @@ pub async fn reap(hold: &Hold, mut seen: Vec<i32>) {
                 "members of a worker's process group were not reaped within {REAP_WAIT:?}"
             );
         }
-        return;
+        return true;
     };
     seen.extend(cg.pids());
     // Usually empty by now (stop waited for it): no write, no wait.
@@ -166,12 +195,10 @@ pub async fn reap(hold: &Hold, mut seen: Vec<i32>) {
             cgroup = %cg.dir().display(), pids = ?cg.pids(),
             "processes of a worker's cgroup were still alive {REAP_WAIT:?} after SIGKILL"
         );
-        return;
+        return false;
     }
     reap_orphans(&seen, deadline).await;
-    if let Err(e) = cg.remove() {
-        tracing::warn!(cgroup = %cg.dir().display(), "cannot remove a worker's cgroup: {e}");
-    }
+    true
 }
 
 /// Reaps the orphans agentd inherited until none of `seen` is a zombie any more, or `deadline`.

@@ -424,7 +424,7 @@ impl Task {
     ) {
         self.set(|i| i.state = WorkerState::Stopping);
         let began = Instant::now();
-        let out = stop::stop(&mut proc.child, &proc.hold, self.plan.stop_grace).await;
+        let out = stop::terminate(&mut proc.child, &proc.hold, self.plan.stop_grace).await;
         crate::observe::worker_stopped(&self.plan.graph, idle, began.elapsed());
         if reply.is_none() {
             // A stop someone asked for is logged by `Supervisor::stop`, which knows who.
@@ -432,7 +432,10 @@ impl Task {
         }
         self.end(proc, &format!("{why} ({})", out.how)).await;
         self.last = out.clone();
-        if let Some(released) = self.finish() {
+        let released = self.finish();
+        // Gone (its cgroup empty) is told first; the empty cgroup goes before any answer.
+        proc.hold.remove_cgroup();
+        if let Some(released) = released {
             released.await;
         }
         if let Some(tx) = self.ready_tx.take() {

@@ -7,8 +7,11 @@
 //! (row locks, JSON, substring search) the statement asks its [`Dialect`]. Rows come back owned
 //! ([`Row`]) and are read with typed getters, so no engine's row type leaks into the domain code.
 
+pub(super) mod error;
 pub mod postgres;
 pub mod sqlite;
+
+pub use error::{DbError, DbErrorKind, DbResult};
 
 use super::error::StoreError;
 
@@ -143,43 +146,6 @@ impl Dialect {
         }
     }
 }
-
-/// A failure of the database itself (not of the input).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct DbError {
-    pub kind: DbErrorKind,
-    pub message: String,
-}
-
-/// What kind of database failure, where the store reacts differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbErrorKind {
-    /// A unique constraint was violated.
-    Unique,
-    /// The connection is gone (PostgreSQL restarted, network cut).
-    Connection,
-    /// The disk (or the database's quota) is full.
-    Full,
-    /// A value the engine cannot store (PostgreSQL's text cannot hold NUL characters).
-    Invalid,
-    /// The database (its file, its directory or the filesystem) cannot be written.
-    ReadOnly,
-    /// The database file is gone or cannot be reached (deleted while open, I/O errors).
-    Unreachable,
-    Other,
-}
-
-impl DbError {
-    pub fn other(message: impl Into<String>) -> DbError {
-        DbError {
-            kind: DbErrorKind::Other,
-            message: message.into(),
-        }
-    }
-}
-
-pub type DbResult<T> = Result<T, DbError>;
 
 /// A connection (or an open transaction on one) the domain code runs statements on.
 pub trait Db {
