@@ -155,6 +155,9 @@ pub async fn terminate(child: &mut Child, hold: &Hold, grace: Duration) -> StopO
         status = child.wait().await.ok();
     }
     if emptied {
+        // A process that left the cgroup (agentd's user may move its own processes) but kept
+        // the group is still killed: one syscall, which usually finds no group.
+        kill_group(hold.pgid, Signal::SIGKILL);
         reap_orphans(&seen, Instant::now() + REAP_WAIT).await;
     } else {
         kill_rest(hold, seen).await;
