@@ -202,9 +202,13 @@ impl Task {
                 self.plan.log.note_soon(&format!("worker {pid} ready"));
                 self.set(|i| i.state = WorkerState::Running);
                 if let Some(tx) = self.ready_tx.take() {
-                    // "Started" also means "recorded": a kill -9 of agentd from now on leaves no
-                    // part of this group unswept. Usually written long before readiness.
-                    self.inner.records.written(proc.recorded).await;
+                    // "Started" also means "findable": a kill -9 of agentd from now on leaves no
+                    // part of this worker unswept. A worker in a cgroup is found by it (the
+                    // start-up sweep kills every worker cgroup of this DATA_DIR's subtree); a
+                    // process group only by its record, so the answer waits for the file.
+                    if proc.hold.cgroup.is_none() {
+                        self.inner.records.written(proc.recorded).await;
+                    }
                     self.deadline = self.plan.next_deadline();
                     let _ = tx.send(Ok((pid, proc.worker_id.clone())));
                 }
