@@ -224,9 +224,10 @@ async fn start(
     // one read, while the start is prepared. Otherwise the chat is written with an id chosen
     // here, while the worker starts, and the answer waits for both: a success means the worker
     // runs and its chat exists. An error drops the reservation, which gives everything back.
-    let (prepared, found) = futures_util::future::join(
-        state.supervisor.prepare(&mut reservation),
+    // The read first: its hop to the store's reader is under way while the start is prepared.
+    let (found, prepared) = futures_util::future::join(
         state.store.channel_chat(&channel),
+        state.supervisor.prepare(&mut reservation),
     )
     .await;
     let found = found.map_err(chat_error)?;

@@ -56,7 +56,7 @@ impl Supervisor {
                 res.generation
             )),
         };
-        if let Err(source) = write_private(&property_path, &res.doc).await {
+        if let Err(source) = write_private(&property_path, &res.doc) {
             prewarm::discard(inner, warm);
             crate::observe::worker_started(&res.graph.name, false, began.elapsed());
             return Err(StartError::PropertyFile {
@@ -153,22 +153,19 @@ impl Supervisor {
     }
 }
 
-/// Writes `doc` to a new file readable only by agentd's user, in one blocking call. Not synced:
-/// the child reads it at once, and it never has to outlive the machine (nor does the child).
-async fn write_private(path: &Path, doc: &Value) -> std::io::Result<()> {
+/// Writes `doc` to a new file readable only by agentd's user. Not synced: the child reads it at
+/// once, and it never has to outlive the machine (nor does the child). Written on the calling
+/// thread: a few kilobytes into the page cache take less than a hop to the blocking pool and
+/// back, which a start would wait for.
+fn write_private(path: &Path, doc: &Value) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?
-            .write_all(&bytes)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(&bytes)
 }
