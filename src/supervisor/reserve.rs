@@ -15,6 +15,7 @@ use super::logs::LogSink;
 use super::plan::Plan;
 use super::prewarm::{self, Warm};
 use super::registry::{Limits, PingClock, WorkerInfo, WorkerState};
+use super::spawn::Parts;
 use super::{document, fields, overrides};
 use super::{Inner, Supervisor};
 use crate::catalog::{Graph, Timeout};
@@ -63,6 +64,8 @@ pub struct Reservation {
 /// for it (if the graph keeps some waiting).
 pub(super) struct Prepared {
     pub warm: Option<Warm>,
+    /// Made for the first process when no prewarmed worker was taken.
+    pub parts: Option<Parts>,
     pub property_path: PathBuf,
     /// When the start began, for its metric.
     pub began: Instant,
@@ -95,6 +98,9 @@ impl Drop for Reservation {
                 let _ = std::fs::remove_file(&p.property_path);
             }
             prewarm::discard(&self.inner, p.warm);
+            if let Some(parts) = p.parts {
+                parts.discard();
+            }
         }
         if !self.launched {
             self.inner

@@ -19,7 +19,7 @@ use super::ownership::Released;
 use super::plan::{self, Plan, RESET_AFTER};
 use super::records::{self, Record};
 use super::registry::{Command, MemoryMax, WorkerInfo, WorkerState};
-use super::spawn::{self, Proc};
+use super::spawn::{self, Forking, Proc};
 use super::stop::{self, describe, StopOutcome};
 use super::{Containment, Inner};
 use crate::catalog::Ready;
@@ -75,6 +75,8 @@ struct Task {
     told_unenforced: bool,
     /// A prewarmed worker to adopt instead of spawning the first process.
     warm: Option<Proc>,
+    /// The first process, handed to the spawner thread by the start (see [`Forking`]).
+    forking: Option<Forking>,
 }
 
 /// Runs a channel's worker from spawn to gone for good.
@@ -84,6 +86,7 @@ pub(super) async fn run(
     rx: mpsc::UnboundedReceiver<Command>,
     ready_tx: ReadyReply,
     warm: Option<Proc>,
+    forking: Option<Forking>,
 ) {
     let mut task = Task {
         inner,
@@ -94,6 +97,7 @@ pub(super) async fn run(
         last: StopOutcome::from_status("not_started", None, Duration::ZERO),
         told_unenforced: false,
         warm,
+        forking,
     };
     let mut consecutive = 0u32;
     loop {
@@ -168,9 +172,10 @@ impl Task {
     /// Spawns one process and runs it to its end; also returns how long it ran.
     async fn spawn_and_run(&mut self) -> Result<(Life, Duration), StartError> {
         self.plan.log.clear_tail();
-        let mut proc = match self.warm.take() {
-            Some(warm) => self.adopt(warm).await,
-            None => spawn::spawn(&self.inner, &self.plan).await?,
+        let mut proc = match (self.warm.take(), self.forking.take()) {
+            (Some(warm), _) => self.adopt(warm).await,
+            (None, Some(forking)) => forking.finish(&self.inner, &self.plan).await?,
+            (None, None) => spawn::spawn(&self.inner, &self.plan, None).await?,
         };
         let (pid, wid) = (proc.pid, proc.worker_id.clone());
         let cgroup = proc.hold.cgroup.as_ref().map(|c| c.dir().to_path_buf());
