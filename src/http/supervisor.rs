@@ -217,19 +217,22 @@ async fn start(
             }
         }
     }
-    let mut reservation = state.supervisor.reserve(spec)?;
-    let channel = reservation.channel().to_string();
-    let graph = reservation.graph_name().to_string();
     // The worker is told its chat's id when it starts. A channel started before has its chat:
-    // one read, while the start is prepared. Otherwise the chat is written with an id chosen
-    // here, while the worker starts, and the answer waits for both: a success means the worker
-    // runs and its chat exists. An error drops the reservation, which gives everything back.
-    // The read first: its hop to the store's reader is under way while the start is prepared.
-    let (found, prepared) = futures_util::future::join(
-        state.store.channel_chat(&channel),
-        state.supervisor.prepare(&mut reservation),
-    )
-    .await;
+    // one read, while the request is checked, its slots reserved and the start prepared (the
+    // read is polled first, so that its hop to the store's reader is under way meanwhile).
+    // Otherwise the chat is written with an id chosen here, while the worker starts, and the
+    // answer waits for both: a success means the worker runs and its chat exists. An error
+    // drops the reservation, which gives everything back.
+    let channel = spec.channel.clone();
+    let reserved = async {
+        let mut reservation = state.supervisor.reserve(spec)?;
+        let prepared = state.supervisor.prepare(&mut reservation).await;
+        Ok::<_, StartError>((reservation, prepared))
+    };
+    let (found, reserved) =
+        futures_util::future::join(state.store.channel_chat(&channel), reserved).await;
+    let (mut reservation, prepared) = reserved?;
+    let graph = reservation.graph_name().to_string();
     let found = found.map_err(chat_error)?;
     prepared?;
     let new_id = match found {
