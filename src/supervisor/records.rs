@@ -227,7 +227,7 @@ impl Records {
         // for the file then): its cgroup names it.
         let mut gone: Vec<String> = old.workers.into_iter().map(|r| r.worker_id).collect();
         for id in cgroups.iter().filter_map(|cg| worker_id_of(cg.dir())) {
-            if !gone.iter().any(|g| *g == id) {
+            if !gone.contains(&id) {
                 gone.push(id);
             }
         }
