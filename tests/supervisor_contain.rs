@@ -136,11 +136,14 @@ async fn a_setsid_descendant_is_gone_after_kill_9_and_a_restart() {
     };
     let (pid, esc, cgroup) = start_escape(&s, "e").await;
     let _guard = Leftovers(vec![esc]);
-    let record = std::fs::read_to_string(s.root().join("data").join("workers.json")).unwrap();
-    assert!(
-        record.contains(&*cgroup.to_string_lossy()),
-        "the cgroup is not recorded: {record}"
-    );
+    // Recorded soon after the start (which does not wait for the file in cgroup mode).
+    let file = s.root().join("data").join("workers.json");
+    let recorded = wait_until(Duration::from_secs(5), || async {
+        let record = std::fs::read_to_string(&file).unwrap_or_default();
+        record.contains(&*cgroup.to_string_lossy())
+    })
+    .await;
+    assert!(recorded, "the cgroup is not recorded");
 
     let remains = s.kill9();
     // The worker dies with agentd (PR_SET_PDEATHSIG); its setsid descendant does not.
@@ -167,6 +170,46 @@ async fn a_setsid_descendant_is_gone_after_kill_9_and_a_restart() {
     let _guard = Leftovers(vec![esc]);
     assert_eq!(s.stop("e").await.status, 200);
     assert!(!pid_exists(esc));
+}
+
+#[tokio::test]
+async fn a_worker_whose_record_never_reached_the_file_is_gone_after_kill_9_and_a_restart() {
+    // In cgroup mode `/start` answers without waiting for workers.json: the cgroup alone must
+    // let the next start find and kill the worker.
+    let Some(s) = with_cgroups(escaping()).await else {
+        return;
+    };
+    // From now on the record cannot be written (its temporary file is a directory).
+    let file = s.root().join("data").join("workers.json");
+    let blocker = s.root().join("data").join("workers.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let (pid, esc, cgroup) = start_escape(&s, "e").await;
+    let _guard = Leftovers(vec![esc]);
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(record["workers"], json!([]), "recorded after all: {record}");
+
+    let remains = s.kill9();
+    assert!(wait_until(Duration::from_secs(5), || async { !pid_alive(pid) }).await);
+    assert!(
+        pid_alive(esc),
+        "the descendant should outlive a killed agentd"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+
+    let s = escaping()
+        .env("WORKER_CGROUPS", "auto")
+        .after(remains)
+        .start();
+    assert!(
+        !pid_alive(esc),
+        "the setsid descendant {esc} of an unrecorded worker survived the restart"
+    );
+    assert!(!cgroup.exists(), "{} is still there", cgroup.display());
+    assert!(
+        s.output().contains("killing a worker cgroup left behind"),
+        "{}",
+        s.output()
+    );
 }
 
 /// Cooperative, SIGTERM-ignoring and grandchildren workers all stop cleanly, in `mode`.

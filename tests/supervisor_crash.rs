@@ -165,8 +165,14 @@ async fn kill_9_of_agentd_leaves_no_worker_before_or_after_its_next_start() {
     assert!(s.wait_log("f", "started pid", Duration::from_secs(5)).await);
     let gc = numbers_after(&s.log("f"), "grandchild");
     assert!(!gc.is_empty());
-    let record = std::fs::read_to_string(s.root().join("data").join("workers.json")).unwrap();
-    assert!(record.contains(&leader.to_string()), "{record}");
+    // Recorded soon after the start (which does not wait for the file in cgroup mode).
+    let file = s.root().join("data").join("workers.json");
+    let recorded = wait_until(Duration::from_secs(5), || async {
+        let record = std::fs::read_to_string(&file).unwrap_or_default();
+        record.contains(&leader.to_string())
+    })
+    .await;
+    assert!(recorded, "the leader {leader} is not recorded");
 
     let remains = s.kill9();
     // The workers die with agentd (PR_SET_PDEATHSIG).

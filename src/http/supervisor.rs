@@ -220,24 +220,21 @@ async fn start(
             }
         }
     }
-    let mut reservation = state.supervisor.reserve(spec)?;
-    let channel = reservation.channel().to_string();
-    let graph = reservation.graph_name().to_string();
     // The worker is told its chat's id when it starts. A channel started before has its chat:
-    // one read, while the start is prepared. Otherwise the chat is written with an id chosen
-    // here, and the answer waits for both: a success means the worker runs and its chat exists.
-    // The write is queued on the writer thread before anything else (it finds the chat, and
-    // changes nothing, when the channel has one), so that it runs while the chat is read, the
-    // worker prepared and started. An error drops the reservation, which gives everything back.
+    // one read, under way while the request is checked, its slots reserved and the worker
+    // prepared and started. Otherwise the chat is written with an id chosen here, and the answer
+    // waits for both: a success means the worker runs and its chat exists. The write is queued
+    // on the writer thread as soon as the start is reserved (it finds the chat, and changes
+    // nothing, when the channel has one), so that it runs meanwhile too. An error drops the
+    // reservation, which gives everything back.
+    let channel = spec.channel.clone();
+    let found = begin(state.store.channel_chat(&channel)).await;
+    let mut reservation = state.supervisor.reserve(spec)?;
+    let graph = reservation.graph_name().to_string();
     let new_id = crate::ids::new_id();
-    let mut made = std::pin::pin!(state.store.chat_for_channel_as(&channel, &graph, &new_id));
-    let made_now = std::future::poll_fn(|cx| Poll::Ready(made.as_mut().poll(cx))).await;
-    // The read first too: it goes to another thread, while preparing is done on this one.
-    let (found, prepared) = futures_util::future::join(
-        state.store.channel_chat(&channel),
-        state.supervisor.prepare(&mut reservation),
-    )
-    .await;
+    let made = begin(state.store.chat_for_channel_as(&channel, &graph, &new_id)).await;
+    let (found, prepared) =
+        futures_util::future::join(found, state.supervisor.prepare(&mut reservation)).await;
     let found = found.map_err(chat_error)?;
     prepared?;
     if let Some(id) = found {
@@ -246,12 +243,6 @@ async fn start(
         return Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)));
     }
     reservation.set_chat_id(new_id.clone());
-    let made = async {
-        match made_now {
-            Poll::Ready(r) => r,
-            Poll::Pending => made.await,
-        }
-    };
     let (started, made) =
         futures_util::future::join(state.supervisor.launch(reservation), made).await;
     let failed = match (made, started) {
@@ -274,6 +265,19 @@ async fn start(
         .stop(&channel, "/start (its chat could not be made)")
         .await;
     Err(failed)
+}
+
+/// Polls `fut` once now, so that the work it hands to another thread (a store read or write) is
+/// under way while this request goes on; the returned future finishes it.
+async fn begin<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let mut fut = Box::pin(fut);
+    let now = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    async move {
+        match now {
+            Poll::Ready(out) => out,
+            Poll::Pending => fut.await,
+        }
+    }
 }
 
 /// A failure to find or make a channel's chat, as `/start` answers it.

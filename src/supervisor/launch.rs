@@ -12,6 +12,7 @@ use super::errors::StartError;
 use super::logs;
 use super::registry::timeout_secs;
 use super::reservation::{Prepared, Reservation, StartSpec};
+use super::spawn::{Forking, Parts};
 use super::{prewarm, task, Supervisor};
 
 /// A worker that is up (`/start`'s `data`; its schema is in the OpenAPI document).
@@ -29,9 +30,10 @@ pub struct StartedWorker {
 
 impl Supervisor {
     /// The part of a start that needs no chat, done ahead so that it can run while the chat is
-    /// looked up: takes a waiting worker of the graph (if it keeps some) and writes the
-    /// per-worker file. [`launch`](Self::launch) does it when it was not done; a reservation
-    /// dropped unlaunched gives both back.
+    /// looked up: takes a waiting worker of the graph (if it keeps some) or makes the first
+    /// process's notify socket and cgroup, and writes the per-worker file.
+    /// [`launch`](Self::launch) does it when it was not done; a reservation dropped unlaunched
+    /// gives it all back.
     pub async fn prepare(&self, res: &mut Reservation) -> Result<(), StartError> {
         if res.prepared.is_none() {
             res.prepared = Some(self.prepare_parts(res).await?);
@@ -63,8 +65,18 @@ impl Supervisor {
                 source,
             });
         }
+        // The first process's socket and cgroup too, while the chat is read; if they cannot be
+        // made here, the spawn makes them (and says why it cannot).
+        let parts = match warm {
+            Some(_) => None,
+            None => {
+                let rt = &res.graph.runtime;
+                Parts::make(inner, &res.spec.channel, rt.memory_max, rt.pids_max).ok()
+            }
+        };
         Ok(Prepared {
             warm,
+            parts,
             property_path,
             began,
         })
@@ -109,6 +121,7 @@ impl Supervisor {
         };
         let Prepared {
             warm,
+            parts,
             property_path,
             ..
         } = prepared;
@@ -119,6 +132,9 @@ impl Supervisor {
                 let _ = std::fs::remove_file(&property_path);
             }
             prewarm::discard(&inner, warm);
+            if let Some(parts) = parts {
+                parts.discard();
+            }
             give_back(res.generation).await;
             return Err(StartError::ShuttingDown);
         }
@@ -126,6 +142,9 @@ impl Supervisor {
         res.launched = true;
 
         let plan = res.plan(&inner.settings, property_path);
+        // The first process goes to the spawner thread from here, without waiting for the
+        // task to be scheduled (if it cannot, the task spawns it and says why not).
+        let forking = parts.and_then(|p| Forking::start(&inner, &plan, p).ok());
         let (ready_tx, ready_rx) = oneshot::channel();
         // A prewarmed worker is handed its channel here: it works on it while its task starts.
         // Its pool starts a replacement once the worker is ready (or its start failed), so that
@@ -136,7 +155,7 @@ impl Supervisor {
         };
         inner
             .rt
-            .spawn(task::run(inner.clone(), plan, rx, ready_tx, warm));
+            .spawn(task::run(inner.clone(), plan, rx, ready_tx, warm, forking));
         let (pid, worker_id) = ready_rx
             .await
             .unwrap_or(Err(StartError::StoppedDuringStart))?;
@@ -159,7 +178,7 @@ impl Supervisor {
 }
 
 /// Largest file written on the calling thread: a write this small takes tens of microseconds,
-/// less than a trip to the blocking pool and back.
+/// less than a trip to the blocking pool and back, which a start would wait for.
 const INLINE_WRITE_MAX: usize = 64 * 1024;
 
 /// Writes `doc` to a new file readable only by agentd's user. Not synced: the child reads it at

@@ -86,6 +86,9 @@ fn recv_with_sender(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<i32>)>
 /// True when `sender` is a live member of the process group `pgid`.
 fn from_group(sender: Option<i32>, pgid: u32) -> bool {
     match sender {
+        // The group's leader, agentd's own child: its pid is not reused before agentd reaps it,
+        // so there is no need to read its group (the usual sender, and `READY=1` is waited on).
+        Some(pid) if pid as u32 == pgid => true,
         Some(pid) if pid > 0 => {
             records::proc_stat(pid).is_some_and(|(pgrp, _, _)| pgrp == pgid as i32)
         }

@@ -338,7 +338,7 @@ async fn warm_one(inner: &Arc<Inner>, pool: &Pool) -> Result<(Proc, PathBuf), Wa
         property_path.clone(),
         pool.log.clone(),
     );
-    let mut proc = spawn::spawn(inner, &plan).await?;
+    let mut proc = spawn::spawn(inner, &plan, None).await?;
     let pgid = proc.pid;
     let until = Instant::now() + plan.start_timeout();
     let outcome = loop {

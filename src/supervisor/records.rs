@@ -142,8 +142,8 @@ impl Records {
 
     /// Kills every leftover group and cgroup recorded by a previous agentd, and every worker
     /// cgroup left in `tree`, then starts a fresh record. Returns the worker ids of that
-    /// agentd's workers: all gone now (they die with it, and the sweep killed what was left), so
-    /// whatever they held can be handed back.
+    /// agentd's workers (recorded, or named by a cgroup left in `tree`): all gone now (they die
+    /// with it, and the sweep killed what was left), so whatever they held can be handed back.
     pub async fn sweep(&self, tree: Option<&Tree>) -> std::io::Result<Vec<String>> {
         let old: FileDoc = match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -223,7 +223,15 @@ impl Records {
         if let Ok(live) = self.live.lock() {
             self.write(&live);
         }
-        Ok(old.workers.into_iter().map(|r| r.worker_id).collect())
+        // A worker in a cgroup may be gone before its record was written (a start does not wait
+        // for the file then): its cgroup names it.
+        let mut gone: Vec<String> = old.workers.into_iter().map(|r| r.worker_id).collect();
+        for id in cgroups.iter().filter_map(|cg| worker_id_of(cg.dir())) {
+            if !gone.contains(&id) {
+                gone.push(id);
+            }
+        }
+        Ok(gone)
     }
 }
 
@@ -240,6 +248,12 @@ fn is_worker_cgroup(dir: &Path, worker_id: &str) -> bool {
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(TREE_PREFIX));
     name_ok && parent_ok && !worker_id.is_empty() && dir.join("cgroup.procs").is_file()
+}
+
+/// The worker id in a worker cgroup's name (`w-<worker id>`).
+fn worker_id_of(dir: &Path) -> Option<String> {
+    let id = dir.file_name()?.to_str()?.strip_prefix(WORKER_PREFIX)?;
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// `(pgrp, start_time)` of a process, from `/proc/<pid>/stat`.

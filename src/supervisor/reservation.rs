@@ -12,6 +12,7 @@ use super::logs::LogSink;
 use super::plan::Plan;
 use super::prewarm::{self, Warm};
 use super::registry::PingClock;
+use super::spawn::Parts;
 use super::Inner;
 use crate::catalog::{Graph, Timeout};
 use crate::settings::Settings;
@@ -57,6 +58,8 @@ pub struct Reservation {
 /// for it (if the graph keeps some waiting).
 pub(super) struct Prepared {
     pub warm: Option<Warm>,
+    /// Made for the first process when no prewarmed worker was taken.
+    pub parts: Option<Parts>,
     pub property_path: PathBuf,
     /// When the start began, for its metric.
     pub began: Instant,
@@ -108,6 +111,9 @@ impl Drop for Reservation {
                 let _ = std::fs::remove_file(&p.property_path);
             }
             prewarm::discard(&self.inner, p.warm);
+            if let Some(parts) = p.parts {
+                parts.discard();
+            }
         }
         if !self.launched {
             self.inner

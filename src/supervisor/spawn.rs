@@ -49,76 +49,188 @@ pub(super) struct Proc {
     pub recorded: u64,
 }
 
-/// Binds a notify socket, forks the worker, records its group and starts pumping its output.
-pub(super) async fn spawn(inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
-    let program = plan.argv.first().cloned().unwrap_or_default();
+/// What one process needs before it is spawned: its worker id, its notify socket and its
+/// cgroup. A start makes them while the channel's chat is read ([`Parts::make`]), so that its
+/// spawn does not wait for them; a restart or a prewarmed worker makes them at its spawn.
+pub(super) struct Parts {
+    worker_id: String,
+    notify: NotifySocket,
+    cgroup: Option<Cgroup>,
+    enforced: Enforced,
+    /// The cgroup's `cgroup.procs`, which the child joins before it execs.
+    procs: Option<File>,
+}
+
+impl Parts {
+    /// A new worker id, its notify socket (watched by agentd's main runtime, where the worker's
+    /// task runs, whatever thread this is) and its cgroup with the limits of the graph
+    /// (`runtime.memory_max`, `runtime.pids_max`); `channel` names the worker in warnings.
+    pub fn make(
+        inner: &Inner,
+        channel: &str,
+        memory_max: Option<u64>,
+        pids_max: Option<u64>,
+    ) -> io::Result<Parts> {
+        let worker_id = crate::ids::worker_id();
+        let notify = {
+            let _main = inner.rt.enter();
+            NotifySocket::bind(&format!("agentd-{}-{worker_id}", std::process::id()))?
+        };
+        let (cgroup, enforced) = make_cgroup(inner, channel, memory_max, pids_max, &worker_id);
+        let procs = match cgroup.as_ref().map(Cgroup::procs_file).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                discard(cgroup.as_ref());
+                return Err(e);
+            }
+        };
+        Ok(Parts {
+            worker_id,
+            notify,
+            cgroup,
+            enforced,
+            procs,
+        })
+    }
+
+    /// Gives back what was made for a process that will not be spawned (its cgroup).
+    pub fn discard(self) {
+        discard(self.cgroup.as_ref());
+    }
+}
+
+/// A process handed to the spawner thread and not yet watched. A start hands over its first
+/// process from the thread that answers it ([`Forking::start`]), so the spawn does not wait
+/// for the worker's task to be scheduled first; the task then [`finish`](Forking::finish)es.
+pub(super) struct Forking {
+    worker_id: String,
+    notify: NotifySocket,
+    cgroup: Option<Cgroup>,
+    enforced: Enforced,
+    spawned: oneshot::Receiver<io::Result<RawChild>>,
+}
+
+impl Forking {
+    /// Hands the process of `parts` to the spawner thread (from any thread).
+    pub fn start(inner: &Inner, plan: &Plan, parts: Parts) -> io::Result<Forking> {
+        let Parts {
+            worker_id,
+            notify,
+            cgroup,
+            enforced,
+            procs,
+        } = parts;
+        let cmd = command(inner, plan, &worker_id, &notify.env_value(), procs);
+        let spawned = match ask_spawner(cmd) {
+            Ok(rx) => rx,
+            Err(e) => {
+                discard(cgroup.as_ref());
+                return Err(e);
+            }
+        };
+        Ok(Forking {
+            worker_id,
+            notify,
+            cgroup,
+            enforced,
+            spawned,
+        })
+    }
+
+    /// Waits until the process has exec'd, then watches it (on the current runtime), records
+    /// its group and starts pumping its output.
+    pub async fn finish(self, inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
+        let Forking {
+            worker_id,
+            notify,
+            cgroup,
+            enforced,
+            spawned,
+        } = self;
+        let mut child = match watch(spawned).await {
+            Ok(c) => c,
+            Err(source) => {
+                discard(cgroup.as_ref());
+                return Err(StartError::Spawn {
+                    program: plan.argv.first().cloned().unwrap_or_default(),
+                    source,
+                });
+            }
+        };
+        let pid = child.id();
+        let recorded = inner.records.add(Record {
+            channel: plan.channel.clone(),
+            worker_id: worker_id.clone(),
+            pgid: pid as i32,
+            start_time: records::start_time(pid as i32).unwrap_or(0),
+            cgroup: cgroup.as_ref().map(|c| c.dir().to_path_buf()),
+        });
+        let route = logs::Route::new(plan.log.clone());
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pumps.push(tokio::spawn(logs::pump(out, route.clone())));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(tokio::spawn(logs::pump(err, route.clone())));
+        }
+        Ok(Proc {
+            child,
+            pid,
+            hold: Hold {
+                pgid: pid as i32,
+                cgroup,
+            },
+            enforced,
+            worker_id,
+            notify,
+            pumps,
+            route,
+            started: Instant::now(),
+            recorded,
+        })
+    }
+}
+
+/// Spawns one process of the worker from `parts` (made now when there are none), records its
+/// group and starts pumping its output.
+pub(super) async fn spawn(
+    inner: &Inner,
+    plan: &Plan,
+    parts: Option<Parts>,
+) -> Result<Proc, StartError> {
     let spawn_err = |source| StartError::Spawn {
-        program: program.clone(),
+        program: plan.argv.first().cloned().unwrap_or_default(),
         source,
     };
-    let worker_id = crate::ids::worker_id();
-    let notify = NotifySocket::bind(&format!("agentd-{}-{worker_id}", std::process::id()))
-        .map_err(spawn_err)?;
-    let (cgroup, enforced) = make_cgroup(inner, plan, &worker_id);
-    let procs = match cgroup.as_ref().map(Cgroup::procs_file).transpose() {
-        Ok(f) => f,
-        Err(e) => {
-            discard(cgroup.as_ref());
-            return Err(spawn_err(e));
+    let parts = match parts {
+        Some(p) => p,
+        None => {
+            Parts::make(inner, &plan.channel, plan.memory_max, plan.pids_max).map_err(spawn_err)?
         }
     };
-    let cmd = command(inner, plan, &worker_id, &notify.env_value(), procs);
-    let mut child = match fork(cmd).await {
-        Ok(c) => c,
-        Err(e) => {
-            discard(cgroup.as_ref());
-            return Err(spawn_err(e));
-        }
-    };
-    let pid = child.id();
-    let recorded = inner.records.add(Record {
-        channel: plan.channel.clone(),
-        worker_id: worker_id.clone(),
-        pgid: pid as i32,
-        start_time: records::start_time(pid as i32).unwrap_or(0),
-        cgroup: cgroup.as_ref().map(|c| c.dir().to_path_buf()),
-    });
-    let route = logs::Route::new(plan.log.clone());
-    let mut pumps = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(logs::pump(out, route.clone())));
-    }
-    if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(logs::pump(err, route.clone())));
-    }
-    Ok(Proc {
-        child,
-        pid,
-        hold: Hold {
-            pgid: pid as i32,
-            cgroup,
-        },
-        enforced,
-        worker_id,
-        notify,
-        pumps,
-        route,
-        started: Instant::now(),
-        recorded,
-    })
+    Forking::start(inner, plan, parts)
+        .map_err(spawn_err)?
+        .finish(inner, plan)
+        .await
 }
 
 /// The cgroup of a new worker process, with the graph's limits; none where workers get none.
 /// A cgroup that cannot be made leaves this one process in its process group only.
-fn make_cgroup(inner: &Inner, plan: &Plan, worker_id: &str) -> (Option<Cgroup>, Enforced) {
+fn make_cgroup(
+    inner: &Inner,
+    channel: &str,
+    memory_max: Option<u64>,
+    pids_max: Option<u64>,
+    worker_id: &str,
+) -> (Option<Cgroup>, Enforced) {
     let Some(tree) = &inner.tree else {
         return (None, Enforced::default());
     };
-    match tree.create(worker_id, plan.memory_max, plan.pids_max) {
+    match tree.create(worker_id, memory_max, pids_max) {
         Ok((cg, enforced)) => (Some(cg), enforced),
         Err(e) => {
             tracing::warn!(
-                channel = %plan.channel, dir = %tree.dir().display(),
+                channel, dir = %tree.dir().display(),
                 "cannot make a cgroup for the worker ({e}); it runs in its process group only"
             );
             (None, Enforced::default())
@@ -202,7 +314,12 @@ fn spawner() -> &'static mpsc::Sender<Job> {
                         let pid = raw.pid();
                         Ok((raw, pid))
                     });
-                    let _ = reply.send(spawned);
+                    if let Err(Ok(raw)) = reply.send(spawned) {
+                        // Nobody waits for it any more (its start was dropped): it must not
+                        // run unwatched. The reaper collects it once it is forgotten.
+                        stop::kill_group(raw.pid() as i32, nix::sys::signal::Signal::SIGKILL);
+                        reap::forget(raw.pid());
+                    }
                 }
             })
             .map(|_| ())
@@ -211,13 +328,18 @@ fn spawner() -> &'static mpsc::Sender<Job> {
     })
 }
 
-/// Starts `spec` on the spawner thread.
-async fn fork(spec: Spec) -> io::Result<Child> {
+/// Hands `spec` to the spawner thread; its answer comes on the receiver.
+fn ask_spawner(spec: Spec) -> io::Result<oneshot::Receiver<io::Result<RawChild>>> {
     let (reply, rx) = oneshot::channel();
     spawner()
         .send((spec, reply))
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    let raw = rx
+    Ok(rx)
+}
+
+/// The process the spawner thread started, watched on the current runtime.
+async fn watch(spawned: oneshot::Receiver<io::Result<RawChild>>) -> io::Result<Child> {
+    let raw = spawned
         .await
         .map_err(|_| io::Error::other("the spawner thread is gone"))??;
     let pid = raw.pid();

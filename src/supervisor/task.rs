@@ -19,7 +19,7 @@ use super::ownership::Released;
 use super::plan::{self, Plan, RESET_AFTER};
 use super::records::{self, Record};
 use super::registry::{Command, MemoryMax, WorkerInfo, WorkerState};
-use super::spawn::{self, Proc};
+use super::spawn::{self, Forking, Proc};
 use super::stop::{self, describe, StopOutcome};
 use super::{Containment, Inner};
 use crate::catalog::Ready;
@@ -75,6 +75,8 @@ struct Task {
     told_unenforced: bool,
     /// A prewarmed worker to adopt instead of spawning the first process.
     warm: Option<HandedOver>,
+    /// The first process, handed to the spawner thread by the start (see [`Forking`]).
+    forking: Option<Forking>,
 }
 
 /// Runs a channel's worker from spawn to gone for good.
@@ -84,6 +86,7 @@ pub(super) async fn run(
     rx: mpsc::UnboundedReceiver<Command>,
     ready_tx: ReadyReply,
     warm: Option<HandedOver>,
+    forking: Option<Forking>,
 ) {
     let mut task = Task {
         inner,
@@ -94,6 +97,7 @@ pub(super) async fn run(
         last: StopOutcome::from_status("not_started", None, Duration::ZERO),
         told_unenforced: false,
         warm,
+        forking,
     };
     let mut consecutive = 0u32;
     loop {
@@ -168,9 +172,10 @@ impl Task {
     /// Spawns one process and runs it to its end; also returns how long it ran.
     async fn spawn_and_run(&mut self) -> Result<(Life, Duration), StartError> {
         self.plan.log.clear_tail();
-        let mut proc = match self.warm.take() {
-            Some(warm) => self.adopt(warm).await,
-            None => spawn::spawn(&self.inner, &self.plan).await?,
+        let mut proc = match (self.warm.take(), self.forking.take()) {
+            (Some(warm), _) => self.adopt(warm).await,
+            (None, Some(forking)) => forking.finish(&self.inner, &self.plan).await?,
+            (None, None) => spawn::spawn(&self.inner, &self.plan, None).await?,
         };
         let (pid, wid) = (proc.pid, proc.worker_id.clone());
         let cgroup = proc.hold.cgroup.as_ref().map(|c| c.dir().to_path_buf());
@@ -202,9 +207,13 @@ impl Task {
                 self.plan.log.note_soon(&format!("worker {pid} ready"));
                 self.set(|i| i.state = WorkerState::Running);
                 if let Some(tx) = self.ready_tx.take() {
-                    // "Started" also means "recorded": a kill -9 of agentd from now on leaves no
-                    // part of this group unswept. Usually written long before readiness.
-                    self.inner.records.written(proc.recorded).await;
+                    // "Started" also means "findable": a kill -9 of agentd from now on leaves no
+                    // part of this worker unswept. A worker in a cgroup is found by it (the
+                    // start-up sweep kills every worker cgroup of this DATA_DIR's subtree); a
+                    // process group only by its record, so the answer waits for the file.
+                    if proc.hold.cgroup.is_none() {
+                        self.inner.records.written(proc.recorded).await;
+                    }
                     self.deadline = self.plan.next_deadline();
                     let _ = tx.send(Ok((pid, proc.worker_id.clone())));
                 }
