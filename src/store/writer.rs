@@ -204,15 +204,14 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
     // A job alone in its group needs no savepoint: if it fails, rolling back the transaction
     // undoes exactly it (and SQLite keeps no copy of the pages it changes for a savepoint).
     let alone = group.len() == 1;
+    let savepoint = |sql: &str| if alone { Ok(()) } else { tx.batch(sql) };
     let mut alone_failed = false;
     for job in group {
         if let Some(reason) = &broken {
             job(Err(StoreError::Database(reason.clone())));
             continue;
         }
-        if alone {
-            // Nothing to open.
-        } else if let Err(e) = tx.batch("SAVEPOINT job") {
+        if let Err(e) = savepoint("SAVEPOINT job") {
             job(Err(StoreError::Database(e.clone())));
             broken = Some(e);
             continue;
@@ -244,22 +243,14 @@ fn commit_jobs(tx: &dyn Db, group: Vec<Job>, ctx: &mut Context) {
                 conv_events.extend(job_conv_events);
                 afters.extend(job_afters);
                 kick_claims |= w.kick_claims;
-                if alone {
-                    Ok(())
-                } else {
-                    tx.batch("RELEASE job")
-                }
+                savepoint("RELEASE job")
             }
             None => {
                 for a in job_afters {
                     a(false);
                 }
-                if alone {
-                    alone_failed = true;
-                    Ok(())
-                } else {
-                    tx.batch("ROLLBACK TO job; RELEASE job")
-                }
+                alone_failed = alone;
+                savepoint("ROLLBACK TO job; RELEASE job")
             }
         };
         if let Some(e) = storage_failure {
