@@ -221,18 +221,23 @@ async fn start(
         }
     }
     // The worker is told its chat's id when it starts. A channel started before has its chat:
-    // one read, under way while the request is checked, its slots reserved and the worker
-    // prepared and started. Otherwise the chat is written with an id chosen here, and the answer
-    // waits for both: a success means the worker runs and its chat exists. The write is queued
-    // on the writer thread as soon as the start is reserved (it finds the chat, and changes
-    // nothing, when the channel has one), so that it runs meanwhile too. An error drops the
-    // reservation, which gives everything back.
+    // one read (on SQLite answered on this thread at once; on a database server under way
+    // while the request is checked, its slots reserved and the worker prepared). Otherwise the
+    // chat is written with an id chosen here, and the answer waits for both: a success means
+    // the worker runs and its chat exists. The write (which finds the chat, and changes
+    // nothing, when the channel has one) is queued on the writer thread once the worker is on
+    // its way, or, where the read waits on the network, at once, to run meanwhile. An error
+    // drops the reservation, which gives everything back.
     let channel = spec.channel.clone();
     let found = begin(state.store.channel_chat(&channel)).await;
     let mut reservation = state.supervisor.reserve(spec)?;
     let graph = reservation.graph_name().to_string();
     let new_id = crate::ids::new_id();
-    let made = begin(state.store.chat_for_channel_as(&channel, &graph, &new_id)).await;
+    let make = || begin(state.store.chat_for_channel_as(&channel, &graph, &new_id));
+    let early = match state.store.reads_wait() {
+        true => Some(make().await),
+        false => None,
+    };
     let (found, prepared) =
         futures_util::future::join(found, state.supervisor.prepare(&mut reservation)).await;
     let found = found.map_err(chat_error)?;
@@ -243,8 +248,13 @@ async fn start(
         return Ok(ok(serde_json::to_value(started).unwrap_or(Value::Null)));
     }
     reservation.set_chat_id(new_id.clone());
-    let (started, made) =
-        futures_util::future::join(state.supervisor.launch(reservation), made).await;
+    // The worker is handed its channel (or spawned) before the write goes to the writer.
+    let started = begin(state.supervisor.launch(reservation)).await;
+    let made = match early {
+        Some(made) => made,
+        None => make().await,
+    };
+    let (started, made) = futures_util::future::join(started, made).await;
     let failed = match (made, started) {
         (Ok(id), Ok(w)) if id == new_id => {
             return Ok(ok(serde_json::to_value(w).unwrap_or(Value::Null)))

@@ -162,7 +162,7 @@ impl Store {
     /// The chat bound to `key`, if there is one (a read: it never creates).
     pub async fn chat_by_key(&self, key: &str) -> Result<Option<String>, StoreError> {
         let k = key.to_string();
-        self.read(move |c, _, _| {
+        self.read_point(move |c, _, _| {
             c.opt::<String>("SELECT id FROM chats WHERE external_key = ?1", args![k])
         })
         .await

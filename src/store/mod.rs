@@ -406,6 +406,29 @@ impl Store {
             .await?
     }
 
+    /// [`read`](Self::read) for a lookup of a few rows by an index: on SQLite, with a read
+    /// connection free, it runs on the calling thread (see [`pool::ReadPool::now`]).
+    async fn read_point<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Db, &Settings, &Catalog) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let read = move |conn: &dyn Db| {
+            let catalog = inner.catalog.current();
+            f(conn, &inner.settings, &catalog)
+        };
+        match self.inner.readers.now(read) {
+            Ok(out) => out,
+            Err(read) => self.inner.readers.run(read).await?,
+        }
+    }
+
+    /// Whether a read can wait on the network (a database server) rather than a local file.
+    pub fn reads_wait(&self) -> bool {
+        !self.inner.readers.is_local()
+    }
+
     /// Publishes feed events of the conversations front door (already committed).
     fn publish_conv(&self, events: Vec<ConvEvent>) {
         for e in events {

@@ -30,6 +30,9 @@ pub struct ReadPool {
     idle: Mutex<Vec<Conn>>,
     /// One permit per idle connection: a holder is sure to find one.
     permits: Arc<Semaphore>,
+    /// The connections are to a file on this machine (SQLite): a read of a few rows takes
+    /// microseconds, which [`now`](Self::now) may spend on the caller's thread.
+    local: bool,
 }
 
 /// A connection taken from the pool; goes back on drop, even if the read panicked.
@@ -56,15 +59,50 @@ impl ReadPool {
         let conns = (0..size.max(1))
             .map(|_| db::open(path).map(|c| Box::new(c) as Conn))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ReadPool::of(conns))
+        Ok(ReadPool {
+            local: true,
+            ..ReadPool::of(conns)
+        })
     }
 
-    /// A pool of these connections.
+    /// A pool of these connections (to a database server: no read runs on the caller's thread).
     pub fn of(conns: Vec<Conn>) -> ReadPool {
         ReadPool {
             permits: Arc::new(Semaphore::new(conns.len())),
             idle: Mutex::new(conns),
+            local: false,
         }
+    }
+
+    /// Whether the connections are to a local file (SQLite).
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// Runs `f` on the calling thread when the connections are local and one is free now;
+    /// otherwise gives `f` back (to [`run`](Self::run)). Only for a read of a few rows by an
+    /// index: it holds up the calling (async) thread for tens of microseconds, about what
+    /// handing the read to a blocking thread and waking up again for its answer would take.
+    pub fn now<T, F>(&self, f: F) -> Result<T, F>
+    where
+        F: FnOnce(&dyn Db) -> T,
+    {
+        if !self.local {
+            return Err(f);
+        }
+        let Ok(permit) = self.permits.try_acquire() else {
+            return Err(f);
+        };
+        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let lease = Lease { pool: self, conn };
+        let out = match &lease.conn {
+            Some(c) => Ok(f(&**c)),
+            None => Err(f),
+        };
+        // As in `run`: the connection goes back before its permit.
+        drop(lease);
+        drop(permit);
+        out
     }
 
     /// Waits for a free connection, then runs `f` on it on a blocking thread.
@@ -142,5 +180,46 @@ mod tests {
         assert!(matches!(r, Err(StoreError::Internal(_))));
         let r = pool.run(|c| c.one::<i64>("SELECT 2", &[]).unwrap()).await;
         assert_eq!(r.unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_now_runs_here_only_on_a_free_local_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        db::open(&path).unwrap();
+        let pool = Arc::new(ReadPool::open_sqlite(&path, 1).unwrap());
+        let here = std::thread::current().id();
+        let got = pool.now(|c| {
+            (
+                std::thread::current().id(),
+                c.one::<i64>("SELECT 3", &[]).unwrap(),
+            )
+        });
+        assert_eq!(got.ok(), Some((here, 3)));
+        assert_eq!(
+            pool.idle.lock().unwrap().len(),
+            1,
+            "the connection went back"
+        );
+        // Its one connection busy (a read on a blocking thread holds it): the read is given back.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run(move |_| {
+                    held_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                })
+                .await
+            }
+        });
+        held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(pool.now(|_| ()).is_err());
+        go_tx.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        // Connections to a server are never used on the caller's thread.
+        let remote = ReadPool::of(vec![Box::new(db::open(&path).unwrap()) as Conn]);
+        assert!(remote.now(|_| ()).is_err());
     }
 }
