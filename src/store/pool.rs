@@ -141,12 +141,18 @@ mod tests {
     use std::sync::Barrier;
     use std::time::Duration;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reads_run_side_by_side() {
+    /// A pool of `size` connections to a new database in a temp dir (kept while the dir lives).
+    fn sqlite_pool(size: usize) -> (tempfile::TempDir, Arc<ReadPool>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         db::open(&path).unwrap();
-        let pool = Arc::new(ReadPool::open_sqlite(&path, 2).unwrap());
+        let pool = Arc::new(ReadPool::open_sqlite(&path, size).unwrap());
+        (dir, pool)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_run_side_by_side() {
+        let (_dir, pool) = sqlite_pool(2);
         // Each read waits for the other inside its connection: only a pool that lets both run
         // at once gets past the barrier.
         let barrier = Arc::new(Barrier::new(2));
@@ -172,10 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_read_gives_its_connection_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        db::open(&path).unwrap();
-        let pool = Arc::new(ReadPool::open_sqlite(&path, 1).unwrap());
+        let (_dir, pool) = sqlite_pool(1);
         let r = pool.run(|_| -> i64 { panic!("boom") }).await;
         assert!(matches!(r, Err(StoreError::Internal(_))));
         let r = pool.run(|c| c.one::<i64>("SELECT 2", &[]).unwrap()).await;
@@ -184,10 +187,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_now_runs_here_only_on_a_free_local_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        db::open(&path).unwrap();
-        let pool = Arc::new(ReadPool::open_sqlite(&path, 1).unwrap());
+        let (dir, pool) = sqlite_pool(1);
         let here = std::thread::current().id();
         let got = pool.now(|c| {
             (
@@ -219,7 +219,8 @@ mod tests {
         go_tx.send(()).unwrap();
         busy.await.unwrap().unwrap();
         // Connections to a server are never used on the caller's thread.
-        let remote = ReadPool::of(vec![Box::new(db::open(&path).unwrap()) as Conn]);
+        let conn = db::open(&dir.path().join("t.db")).unwrap();
+        let remote = ReadPool::of(vec![Box::new(conn) as Conn]);
         assert!(remote.now(|_| ()).is_err());
     }
 }
