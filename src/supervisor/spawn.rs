@@ -103,50 +103,42 @@ impl Parts {
 /// process from the thread that answers it ([`Forking::start`]), so the spawn does not wait
 /// for the worker's task to be scheduled first; the task then [`finish`](Forking::finish)es.
 pub(super) struct Forking {
-    worker_id: String,
-    notify: NotifySocket,
-    cgroup: Option<Cgroup>,
-    enforced: Enforced,
+    /// What was made for the process (its `cgroup.procs` handed to the spawner with it).
+    parts: Parts,
     spawned: oneshot::Receiver<io::Result<RawChild>>,
 }
 
 impl Forking {
     /// Hands the process of `parts` to the spawner thread (from any thread).
-    pub fn start(inner: &Inner, plan: &Plan, parts: Parts) -> io::Result<Forking> {
-        let Parts {
-            worker_id,
-            notify,
-            cgroup,
-            enforced,
+    pub fn start(inner: &Inner, plan: &Plan, mut parts: Parts) -> io::Result<Forking> {
+        let procs = parts.procs.take();
+        let cmd = command(
+            inner,
+            plan,
+            &parts.worker_id,
+            &parts.notify.env_value(),
             procs,
-        } = parts;
-        let cmd = command(inner, plan, &worker_id, &notify.env_value(), procs);
-        let spawned = match ask_spawner(cmd) {
-            Ok(rx) => rx,
+        );
+        match ask_spawner(cmd) {
+            Ok(spawned) => Ok(Forking { parts, spawned }),
             Err(e) => {
-                discard(cgroup.as_ref());
-                return Err(e);
+                parts.discard();
+                Err(e)
             }
-        };
-        Ok(Forking {
-            worker_id,
-            notify,
-            cgroup,
-            enforced,
-            spawned,
-        })
+        }
     }
 
     /// Waits until the process has exec'd, then watches it (on the current runtime), records
     /// its group and starts pumping its output.
     pub async fn finish(self, inner: &Inner, plan: &Plan) -> Result<Proc, StartError> {
-        let Forking {
+        let Forking { parts, spawned } = self;
+        let Parts {
             worker_id,
             notify,
             cgroup,
             enforced,
-            spawned,
-        } = self;
+            ..
+        } = parts;
         let mut child = match watch(spawned).await {
             Ok(c) => c,
             Err(source) => {
