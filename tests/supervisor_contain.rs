@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::{
     graph, group_and_session, group_members, numbers_after, pid_alive, pid_exists, wait_until,
-    Builder, TestApp,
+    Builder, Remains, TestApp,
 };
 
 /// Boots `b` with cgroups on; `None` (after saying why) where agentd gets none on this machine.
@@ -41,6 +41,26 @@ fn escaping() -> Builder {
     TestApp::builder()
         .env("WORKER_STOP_GRACE_MS", "300")
         .graph_file("escape", graph(&["setsid.sh"], json!({})))
+}
+
+/// `kill -9` of agentd: its worker `pid` dies with it (PR_SET_PDEATHSIG), the worker's setsid
+/// descendant `esc` does not; what the next start sweeps.
+async fn kill9_leaving(s: TestApp, pid: i32, esc: i32) -> Remains {
+    let remains = s.kill9();
+    assert!(wait_until(Duration::from_secs(5), || async { !pid_alive(pid) }).await);
+    assert!(
+        pid_alive(esc),
+        "the descendant should outlive a killed agentd"
+    );
+    remains
+}
+
+/// agentd started again (with cgroups) after [`kill9_leaving`].
+fn restart_after(remains: Remains) -> TestApp {
+    escaping()
+        .env("WORKER_CGROUPS", "auto")
+        .after(remains)
+        .start()
 }
 
 /// Starts `escape` on `channel`: the worker's pid, its escaped descendant's pid, its cgroup.
@@ -145,19 +165,10 @@ async fn a_setsid_descendant_is_gone_after_kill_9_and_a_restart() {
     .await;
     assert!(recorded, "the cgroup is not recorded");
 
-    let remains = s.kill9();
-    // The worker dies with agentd (PR_SET_PDEATHSIG); its setsid descendant does not.
-    assert!(wait_until(Duration::from_secs(5), || async { !pid_alive(pid) }).await);
-    assert!(
-        pid_alive(esc),
-        "the descendant should outlive a killed agentd"
-    );
+    let remains = kill9_leaving(s, pid, esc).await;
 
     // The next start kills it (before it listens) and removes the cgroup.
-    let s = escaping()
-        .env("WORKER_CGROUPS", "auto")
-        .after(remains)
-        .start();
+    let s = restart_after(remains);
     assert!(
         !pid_alive(esc),
         "the setsid descendant {esc} survived the restart"
@@ -188,18 +199,10 @@ async fn a_worker_whose_record_never_reached_the_file_is_gone_after_kill_9_and_a
     let record: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(record["workers"], json!([]), "recorded after all: {record}");
 
-    let remains = s.kill9();
-    assert!(wait_until(Duration::from_secs(5), || async { !pid_alive(pid) }).await);
-    assert!(
-        pid_alive(esc),
-        "the descendant should outlive a killed agentd"
-    );
+    let remains = kill9_leaving(s, pid, esc).await;
     std::fs::remove_dir(&blocker).unwrap();
 
-    let s = escaping()
-        .env("WORKER_CGROUPS", "auto")
-        .after(remains)
-        .start();
+    let s = restart_after(remains);
     assert!(
         !pid_alive(esc),
         "the setsid descendant {esc} of an unrecorded worker survived the restart"

@@ -343,17 +343,22 @@ async fn notify_from_outside_the_worker_group_is_ignored() {
     assert_eq!(r.body["code"], "10101");
 }
 
-/// A cold start's answer names a chat that exists by then (it is written while the worker
-/// starts), and every later start of the channel is given that same chat.
-#[tokio::test]
-async fn the_answered_chat_exists_and_stays_the_channels() {
-    let s = TestApp::builder()
+/// A server with a `sleeper` graph: a worker that is up 1 ms after its spawn and stays.
+fn sleeper_app() -> TestApp {
+    TestApp::builder()
         .graph_file(
             "sleeper",
             json!({"nodes": [], "runtime": {"command": ["sh", "-c", "exec sleep 60"],
                 "ready": "settle", "settle_ms": 1}}),
         )
-        .start();
+        .start()
+}
+
+/// A cold start's answer names a chat that exists by then (it is written while the worker
+/// starts), and every later start of the channel is given that same chat.
+#[tokio::test]
+async fn the_answered_chat_exists_and_stays_the_channels() {
+    let s = sleeper_app();
     let first = s
         .start_ok("keeps-chat", "sleeper", json!({"timeout": -1}))
         .await;
@@ -374,13 +379,7 @@ async fn the_answered_chat_exists_and_stays_the_channels() {
 /// no chat for the channel; the next start of the channel, once it can, makes exactly one.
 #[tokio::test]
 async fn a_start_that_fails_before_its_worker_runs_leaves_no_chat() {
-    let s = TestApp::builder()
-        .graph_file(
-            "sleeper",
-            json!({"nodes": [], "runtime": {"command": ["sh", "-c", "exec sleep 60"],
-                "ready": "settle", "settle_ms": 1}}),
-        )
-        .start();
+    let s = sleeper_app();
     let run = s.root().join("data").join("run");
     std::fs::remove_dir_all(&run).unwrap();
     std::fs::write(&run, "not a directory").unwrap();
