@@ -705,3 +705,46 @@ async fn mixed_batch_and_huge_numbers() {
     assert_error(&r, 400, "VALIDATION_ERROR");
     assert_eq!(s.api_health().await.status, 200);
 }
+
+/// A follow-up that arrives while its chat's batch is being completed is sealed as soon as the
+/// batch is done, not at the next planned deadline (here the 60 s lease): the completion's wake
+/// must reach the scheduler even when the scheduler's pass is running at that moment (a lost
+/// wake once held a worker's answer to a resolved request for 30 s).
+#[tokio::test]
+async fn a_follow_up_during_the_completion_is_sealed_at_once() {
+    let s = TestApp::with_fast_dispatch(&[
+        ("DISPATCH_BATCH_DEBOUNCE_MS", "0"),
+        ("DISPATCH_LEASE_MS", "60000"),
+    ]);
+    // Several chats at once, so that scheduler passes and completions keep crossing.
+    let chats = (0..6).map(|k| {
+        let s = &s;
+        async move {
+            let c = s.new_chat("echo").await;
+            let w = format!("w{k}");
+            s.post_user(&c, "m0").await;
+            let mut held = s
+                .claim_with(json!({ "workerId": w, "waitMs": 5000, "chatId": c }))
+                .await
+                .body;
+            for i in 1..=40u64 {
+                let text = format!("m{i}");
+                let (_, done) = tokio::join!(s.post_user(&c, &text), async {
+                    tokio::time::sleep(Duration::from_micros(100 * i)).await;
+                    s.complete(&held, &w).await
+                });
+                assert_eq!(done.status, 204, "{}", done.text);
+                let r = s
+                    .claim_with(json!({ "workerId": w, "waitMs": 5000, "chatId": c }))
+                    .await;
+                assert_eq!(
+                    r.status, 200,
+                    "chat {k}: follow-up {i} was not sealed within 5 s of the completion"
+                );
+                assert_eq!(r.body["compiledContent"], text);
+                held = r.body;
+            }
+        }
+    });
+    futures_util::future::join_all(chats).await;
+}

@@ -64,7 +64,7 @@ struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     /// Wakes the dispatch scheduler (new inputs, typing, lease ends).
     scheduler: Notify,
-    /// When the scheduler plans to wake (epoch ms); `i64::MIN` while a pass runs.
+    /// When the scheduler plans to wake (epoch ms); [`dispatch::scheduler::IN_PASS`] while a pass runs.
     next_wake: std::sync::atomic::AtomicI64,
     /// Wakes waiting claims (a batch may be claimable).
     claims: Notify,
@@ -234,7 +234,7 @@ impl Store {
                 catalog,
                 events,
                 scheduler: Notify::new(),
-                next_wake: std::sync::atomic::AtomicI64::new(i64::MIN),
+                next_wake: std::sync::atomic::AtomicI64::new(dispatch::scheduler::IN_PASS),
                 claims: Notify::new(),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 started: Instant::now(),
@@ -368,12 +368,11 @@ impl Store {
             .await
             .map_err(|_| StoreError::Internal("the writer thread is gone".into()))??;
         if let Some(at) = kick_s {
-            if at
-                < self
-                    .inner
-                    .next_wake
-                    .load(std::sync::atomic::Ordering::SeqCst)
-            {
+            let planned = self
+                .inner
+                .next_wake
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if dispatch::scheduler::must_wake(planned, at) {
                 self.inner.scheduler.notify_one();
             }
         }
