@@ -709,7 +709,9 @@ async fn mixed_batch_and_huge_numbers() {
 /// A follow-up that arrives while its chat's batch is being completed is sealed as soon as the
 /// batch is done, not at the next planned deadline (here the 60 s lease): the completion's wake
 /// must reach the scheduler even when the scheduler's pass is running at that moment (a lost
-/// wake once held a worker's answer to a resolved request for 30 s).
+/// wake once held a worker's answer to a resolved request for 30 s). The crossing is a matter
+/// of thread timing, so this drives many of them rather than one; the rule itself is checked
+/// deterministically in `store::dispatch::scheduler`'s unit test.
 #[tokio::test]
 async fn a_follow_up_during_the_completion_is_sealed_at_once() {
     let s = TestApp::with_fast_dispatch(&[
